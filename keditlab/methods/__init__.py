@@ -1,0 +1,56 @@
+"""Editing methods, registered by name behind one interface (:class:`EditMethod`).
+
+Adding a method is one module in this folder and one ``register_method`` line
+below; the spec schema's list of method names and their settings is generated
+from this registry (``python -m keditlab.spec.schema_gen``).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+
+_REGISTRY: dict[str, type[EditMethod]] = {}
+
+
+def register_method(cls: type[EditMethod]) -> type[EditMethod]:
+    """Make ``cls`` available under ``cls.name`` (usable as a decorator)."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"an editing method named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> EditMethod:
+    """An instance of the method registered as ``name``; a typo gets a did-you-mean."""
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown editing method {name!r}.{hint} Known methods: {', '.join(method_names())}") from None
+
+
+# The method zoo.  One line per method.
+from keditlab.methods.rome import Rome  # noqa: E402
+from keditlab.methods.finetune import FineTuneL, FineTuneM  # noqa: E402
+
+register_method(Rome)
+register_method(FineTuneL)
+register_method(FineTuneM)
+
+__all__ = [
+    "EditContext",
+    "EditHandle",
+    "EditMethod",
+    "MethodConfig",
+    "MethodConfigError",
+    "get_method",
+    "method_names",
+    "register_method",
+]

@@ -1,0 +1,152 @@
+"""The one interface every editing method implements, and the handle an edit returns.
+
+A method is a class with a ``name``, a ``config_class`` (a dataclass of its
+hyperparameters, each field documented with ``metadata={"help": ...}``) and an
+``apply`` method.  ``apply`` changes the model's weights *in place*, because the
+model a user holds after an edit should be the edited one, and returns an
+:class:`EditHandle` that remembers the original weights so that ``restore()``
+puts back every changed parameter bit for bit.
+
+Nothing is rolled back behind the user's back: the runner calls ``restore()``
+explicitly between cases, and a user in a notebook decides when to call it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from keditlab.models.profile import ModelProfile
+    from keditlab.spec.types import EditCase
+
+
+class MethodConfigError(ValueError):
+    """A method setting is not valid for this method or this model."""
+
+
+@dataclass
+class MethodConfig:
+    """Base class of method configs; subclasses add documented fields."""
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "MethodConfig":
+        """Build a config from a spec's ``params`` dict, naming any unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise MethodConfigError(
+                f"unknown setting(s) {unknown} for {cls.__name__}; known settings: {sorted(known)}"
+            )
+        return cls(**params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EditContext:
+    """What a method may need besides the model: statistics, device, seed.
+
+    ``covariance(layer)`` returns the key covariance ``E[k kᵀ]`` of the MLP
+    output projection at ``layer`` (see :mod:`keditlab.stats`); methods that do
+    not need it never call it, so it costs nothing for them.
+    """
+
+    seed: int = 0
+    covariance: Any = None  # Callable[[int], torch.Tensor] | None
+    progress: bool = True
+
+
+@dataclass
+class EditHandle:
+    """The result of applying an edit: what changed, how, and how to undo it.
+
+    ``originals`` maps parameter names to copies of their values before the
+    edit.  ``restore()`` writes them back, making the model bit-identical to
+    before; it is idempotent.  A handle is also a context manager::
+
+        with rome.apply(model, tok, profile, cases, config) as edit:
+            ...  # the model is edited here
+        # and restored here
+    """
+
+    method: str
+    model: torch.nn.Module
+    originals: dict[str, torch.Tensor]
+    config: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    restored: bool = False
+
+    @property
+    def changed_parameters(self) -> list[str]:
+        return sorted(self.originals)
+
+    def delta_norms(self) -> dict[str, float]:
+        """Frobenius norm of (edited − original) for each changed parameter."""
+        params = dict(self.model.named_parameters())
+        return {
+            name: float((params[name].detach() - orig.to(params[name].device)).float().norm())
+            for name, orig in self.originals.items()
+        }
+
+    def restore(self) -> None:
+        """Put back the original value of every parameter this edit changed."""
+        if self.restored:
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, orig in self.originals.items():
+                params[name].copy_(orig.to(params[name].device))
+        self.restored = True
+
+    def __enter__(self) -> "EditHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def __repr__(self) -> str:
+        state = "restored" if self.restored else "applied"
+        return f"EditHandle(method={self.method!r}, {state}, changed={self.changed_parameters})"
+
+
+class EditMethod:
+    """Base class of editing methods.  Subclasses set ``name``/``config_class`` and implement ``_apply``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]]
+    summary: ClassVar[str] = ""
+
+    def apply(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        profile: "ModelProfile",
+        cases: list["EditCase"],
+        config: MethodConfig | dict[str, Any] | None = None,
+        context: EditContext | None = None,
+    ) -> EditHandle:
+        """Edit ``model`` in place so it holds every fact in ``cases``; return the undo handle."""
+        if config is None or isinstance(config, dict):
+            config = self.config_class.from_params(config or {})
+        context = context or EditContext()
+        start = time.perf_counter()
+        handle = self._apply(model, tokenizer, profile, list(cases), config, context)
+        handle.seconds = time.perf_counter() - start
+        handle.config = config.to_dict()
+        return handle
+
+    def _apply(self, model, tokenizer, profile, cases, config, context) -> EditHandle:  # pragma: no cover
+        raise NotImplementedError
+
+    @staticmethod
+    def snapshot(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+        """Copies of the named parameters, taken before they are changed."""
+        params = dict(model.named_parameters())
+        return {name: params[name].detach().clone() for name in names}

@@ -1,0 +1,45 @@
+"""Where things live inside a model: the ``ModelProfile``.
+
+Editing methods need to know, for example, which linear layer is the MLP output
+projection of layer 5 (``model.layers.5.mlp.down_proj`` in Llama,
+``transformer.h.5.mlp.c_proj`` in GPT-2).  A profile answers that from the
+model's config and module tree, never from its name, so a fine-tuned or renamed
+checkpoint of a known family works, and an unknown family can be described in
+a spec (``model.profile``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Sizes and module paths of a decoder-only transformer.
+
+    Templates contain ``{layer}``, e.g. ``"model.layers.{layer}.mlp.down_proj"``.
+    ``mlp_out_transposed`` is true when the projection stores its weight as
+    (in, out), as GPT-2's ``Conv1D`` does, instead of ``nn.Linear``'s (out, in).
+    """
+
+    architecture: str  # e.g. "llama", "gpt2": the config's model_type
+    num_layers: int
+    hidden_size: int
+    mlp_size: int
+    layers: str  # path of the ModuleList of blocks, e.g. "model.layers"
+    mlp_out: str  # template of the MLP output projection
+    final_norm: str
+    lm_head: str
+    embed: str
+    mlp_out_transposed: bool = False
+
+    def mlp_out_module(self, layer: int) -> str:
+        """Module path of the MLP output projection at ``layer``."""
+        return self.mlp_out.format(layer=layer)
+
+    def layer_module(self, layer: int) -> str:
+        return f"{self.layers}.{layer}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,140 @@
+"""Plain data classes that describe a run: what to edit, how, and what to measure.
+
+These classes cross every layer of keditlab (methods, evaluation, runner), so
+they hold data only: no torch, no I/O. A :class:`Spec` is what a validated YAML
+file becomes once every default is filled in; ``Spec.to_dict()`` is what a run
+records as "the resolved spec".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PROBE_KINDS = ("rephrase", "locality", "portability")
+
+#: The metric vocabulary of the spec language (``evaluate:``).  The evaluation
+#: layer implements each of them; the schema lists them.
+METRIC_NAMES = ("reliability", "generalization", "locality", "portability", "fluency")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One prompt used to measure an edit.
+
+    ``kind`` says what the probe measures: ``rephrase`` (generalization: a
+    paraphrase of the edit prompt, answered with the new target),
+    ``locality`` (an unrelated fact that must not change) or ``portability``
+    (a fact that should follow from the edit).  ``answer`` is the expected
+    completion; for a rephrase it is the edit target.
+    """
+
+    kind: str
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """One requested edit: make ``prompt`` (which mentions ``subject``) complete with ``target``.
+
+    ``ground_truth`` is what the model is believed to say before the edit; when
+    given, the probability test P(target) > P(ground_truth) is also reported.
+    """
+
+    prompt: str
+    subject: str
+    target: str
+    ground_truth: str | None = None
+    rephrase: tuple[str, ...] = ()
+    locality: tuple[Probe, ...] = ()
+    portability: tuple[Probe, ...] = ()
+    case_id: str = "0"
+
+    def probes(self) -> list[Probe]:
+        """Every probe of this case, rephrases first (their answer is the target)."""
+        rephrases = [Probe("rephrase", p, self.target) for p in self.rephrase]
+        return rephrases + list(self.locality) + list(self.portability)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method to apply, by registered name, with the settings the user gave.
+
+    ``params`` holds only validated keys; the method turns them into its own
+    config dataclass (with defaults) when it runs.  ``label`` names the method
+    in tables; it defaults to ``name`` and must be unique within a spec.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load: ``smollm2-135m`` (embedded), a Hugging Face id or a local path.
+
+    ``profile`` optionally describes an architecture keditlab does not know
+    (module paths of the layers, MLP output projection, final norm, LM head).
+    """
+
+    name: str = "smollm2-135m"
+    dtype: str = "auto"
+    profile: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StatsSpec:
+    """Where the key covariance ``C = E[k kᵀ]`` used by ROME comes from.
+
+    ``corpus`` is ``model-samples`` (text sampled from the model itself, works
+    offline), a local text file or folder, or a Hugging Face dataset id.
+    """
+
+    corpus: str = "model-samples"
+    samples: int = 20000
+    max_length: int = 128
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What to measure and with which generation settings."""
+
+    metrics: tuple[str, ...] = METRIC_NAMES
+    max_new_tokens: int = 24
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run: seed, device, and where results go."""
+
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole, validated, resolved spec."""
+
+    name: str
+    model: ModelSpec
+    methods: tuple[MethodSpec, ...]
+    edits: tuple[EditCase, ...]
+    evaluate: EvalSpec = field(default_factory=EvalSpec)
+    stats: StatsSpec = field(default_factory=StatsSpec)
+    run: RunSettings = field(default_factory=RunSettings)
+    version: int = 1
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain JSON-ready data (every default filled in)."""
+        data = asdict(self)
+        data["keditlab"] = data.pop("version")
+        return data
