@@ -44,12 +44,13 @@ def encode_prompt_answer(tokenizer: Any, prompt: str, answer: str) -> tuple[list
     return encode_prompt(tokenizer, prompt), encode_answer(tokenizer, answer)
 
 
-def subject_last_token(tokenizer: Any, prompt: str, subject: str) -> int:
+def subject_last_token(tokenizer: Any, prompt: str, subject: str, search_from: int = 0) -> int:
     """Index, in ``encode_prompt(tokenizer, prompt)``, of the last token of ``subject``.
 
-    Uses the first occurrence of the subject in the prompt.
+    Uses the first occurrence of the subject at or after character ``search_from``
+    (a method that puts a context prefix before the prompt searches after it).
     """
-    start = prompt.find(subject)
+    start = prompt.find(subject, search_from)
     if start < 0:
         raise SubjectNotFoundError(f"subject {subject!r} does not occur in prompt {prompt!r}")
     end = start + len(subject)
