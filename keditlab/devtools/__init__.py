@@ -1,0 +1,1 @@
+"""Tools for keditlab's developers: generators of checked-in files (schema, docs)."""

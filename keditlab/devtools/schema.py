@@ -1,0 +1,177 @@
+"""Generate ``schemas/spec.schema.json`` and ``docs/spec.md`` from the code that defines them.
+
+The list of editing methods and each method's settings live in one place: the
+method registry (:mod:`keditlab.methods`) and each method's config dataclass.
+This script turns them into JSON Schema and merges them into the hand-written
+rest of the schema (:mod:`keditlab.devtools.spec_schema_base`), so a new
+method or setting cannot be forgotten in the schema or the docs::
+
+    python -m keditlab.devtools.schema --write   # regenerate both files
+    python -m keditlab.devtools.schema --check   # exit 1 if either is stale (CI, tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from keditlab.devtools.spec_docs import render_docs
+from keditlab.devtools.spec_schema_base import base_schema
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "schemas" / "spec.schema.json"
+DOCS_PATH = REPO_ROOT / "docs" / "spec.md"
+
+_SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def type_schema(tp: Any, *, layer: bool = False) -> dict[str, Any]:
+    """JSON Schema for a config field's Python type (int, float, bool, str, list[X], X | None)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1 or len(typing.get_args(tp)) != 2:
+            raise TypeError(f"unsupported union type for a method setting: {tp!r}")
+        inner = type_schema(args[0], layer=layer)
+        inner["type"] = [inner["type"], "null"]
+        return inner
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return {"type": "array", "items": type_schema(item, layer=layer)}
+    if tp in _SCALARS:
+        schema: dict[str, Any] = {"type": _SCALARS[tp]}
+        if layer and tp is int:
+            schema["minimum"] = 0
+            schema["x-keditlab-layer"] = True  # on the integer itself too, for list items
+        return schema
+    raise TypeError(f"unsupported type for a method setting: {tp!r}")
+
+
+def setting_schema(config_class: type, fld: dataclasses.Field) -> dict[str, Any]:
+    """The schema of one method setting, from its dataclass field and ``metadata``."""
+    hints = typing.get_type_hints(config_class)
+    is_layer = bool(fld.metadata.get("layer_index"))
+    description = fld.metadata.get("help") or ""
+    if not description:
+        raise ValueError(f"{config_class.__name__}.{fld.name} has no metadata['help']; every setting needs one")
+    schema: dict[str, Any] = {
+        "title": fld.name.replace("_", " ").capitalize(),
+        "description": description,
+        **type_schema(hints[fld.name], layer=is_layer),
+    }
+    if fld.default is not dataclasses.MISSING:
+        schema["default"] = fld.default
+    elif fld.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        schema["default"] = fld.default_factory()  # type: ignore[misc]
+    if is_layer:
+        schema["x-keditlab-layer"] = True
+    return schema
+
+
+def method_defs() -> dict[str, Any]:
+    """``$defs`` entries for the registered methods: their names and each one's settings."""
+    from keditlab.methods import _REGISTRY, method_names
+
+    names = method_names()
+    defs: dict[str, Any] = {
+        "method-name": {
+            "title": "Method name",
+            "description": "A registered editing method: " + ", ".join(f"`{n}`" for n in names) + ".",
+            "type": "string",
+            "enum": names,
+            "examples": ["rome" if "rome" in names else names[0]],
+            "x-keditlab-noun": "editing method",
+        },
+        "method-choice": {
+            "title": "Method",
+            "description": "A method name, or a mapping with `name`, an optional `label` and the method's settings.",
+            "oneOf": [{"$ref": "#/$defs/method-name"}, {"$ref": "#/$defs/method"}],
+        },
+        "method": {
+            "title": "Method with settings",
+            "description": "A method by `name`, with an optional `label` and settings of that method written next to them (e.g. `layer: 5`). Settings not given take the method's defaults.",
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"$ref": "#/$defs/method-name"}, "label": {"$ref": "#/$defs/label"}},
+            # The settings allowed depend on the name: each method's own object checks them
+            # (with additionalProperties false), so an unknown setting is named per method.
+            "allOf": [
+                {
+                    "if": {"properties": {"name": {"const": name}}, "required": ["name"]},
+                    "then": {"$ref": f"#/$defs/method-{name}"},
+                }
+                for name in names
+            ],
+        },
+    }
+    for name in names:
+        cls = _REGISTRY[name]
+        config_class = cls.config_class
+        settings = {f.name: setting_schema(config_class, f) for f in dataclasses.fields(config_class)}
+        defs[f"method-{name}"] = {
+            "title": name,
+            "description": cls.summary or f"The {name} editing method.",
+            "type": "object",
+            "additionalProperties": False,
+            "x-keditlab-method": name,
+            "properties": {
+                "name": {"title": "Method name", "description": f"`{name}`.", "const": name},
+                "label": {"$ref": "#/$defs/label"},
+                **settings,
+            },
+        }
+    return defs
+
+
+def build_schema() -> dict[str, Any]:
+    """The whole spec schema: the hand-written base plus the generated method definitions."""
+    schema = base_schema()
+    schema["$defs"].update(method_defs())
+    return schema
+
+
+def schema_json(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def generated_files() -> dict[Path, str]:
+    """Each generated file and the text it should have."""
+    schema = build_schema()
+    return {SCHEMA_PATH: schema_json(schema), DOCS_PATH: render_docs(schema)}
+
+
+def stale_files() -> list[Path]:
+    """Generated files whose content differs from what the code says they should be."""
+    return [
+        path
+        for path, text in generated_files().items()
+        if not path.is_file() or path.read_text(encoding="utf-8") != text
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keditlab.devtools.schema", description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="write schemas/spec.schema.json and docs/spec.md")
+    group.add_argument("--check", action="store_true", help="exit 1 if either file is out of date")
+    args = parser.parse_args(argv)
+    if args.write:
+        for path, text in generated_files().items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
+        return 0
+    stale = stale_files()
+    for path in stale:
+        print(f"{path.relative_to(REPO_ROOT)} is out of date; run `python -m keditlab.devtools.schema --write`", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

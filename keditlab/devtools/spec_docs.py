@@ -1,0 +1,174 @@
+"""Render the spec language's reference page (``docs/spec.md``) from its JSON Schema.
+
+The schema is the single source of truth: every field's type, default and
+description in the docs comes from it, so the docs cannot drift from what
+the validator accepts.  Only the introduction and the example are written here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+INTRO = """\
+# The keditlab spec language (version 1)
+
+A *spec* is a YAML file that describes one knowledge-editing experiment: which
+model to edit, which facts to write into it, which method(s) write them, and
+what to measure before and after.  `keditlab validate FILE` checks a spec and
+reports every problem with its line, column and a suggested fix; in a notebook,
+`keditlab.spec.load_spec(path)` (or `spec_from_dict(data)`) returns the
+validated spec with every default filled in.
+
+This page is generated from `schemas/spec.schema.json` by
+`python -m keditlab.devtools.schema --write`; do not edit it by hand.
+
+## Example
+
+```yaml
+keditlab: 1                      # required: the spec language version
+name: quickstart                 # optional; default: the file's name
+model: smollm2-135m              # embedded model, Hugging Face id or local path
+method: rome                     # a name, {name: rome, label: rome-l5, layer: 5}, or a list to compare
+edits:
+  - prompt: "The Eiffel Tower is located in the city of"
+    subject: Eiffel Tower        # must occur in the prompt, spelled the same
+    target: Rome
+    ground_truth: Paris
+    rephrase: ["The Eiffel Tower can be found in the city of"]
+    locality:    [{prompt: "The capital of France is", answer: Paris}]
+    portability: [{prompt: "The Eiffel Tower is located in the country of", answer: Italy}]
+    id: eiffel
+evaluate: [reliability, generalization, locality, portability, fluency]
+stats: {corpus: model-samples, samples: 20000, max_length: 128}
+run: {seed: 0, device: auto, out: null}
+```
+
+Comparing methods, or one method with different settings, is a list; labels
+tell them apart in results:
+
+```yaml
+method:
+  - {name: rome, label: rome-l5, layer: 5}
+  - {name: rome, label: rome-l10, layer: 10}
+  - ft-l
+```
+"""
+
+# Object definitions documented as sections, in reading order.
+_SECTIONS = ["model", "profile", "edit", "probe", "evaluate", "stats", "run"]
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Follow a ``$ref``; also return the ``$defs`` name it pointed to."""
+    name = None
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = root["$defs"][name]
+    return schema, name
+
+
+def _link(name: str) -> str:
+    return f"[{name}](#{name})"
+
+
+def describe_type(schema: dict[str, Any], root: dict[str, Any]) -> str:
+    """A short human description of what a schema accepts, e.g. ``string or list of string``."""
+    target, ref = _resolve(schema, root)
+    if ref in _SECTIONS:
+        return f"mapping ({_link(ref)})"
+    if ref == "metric":
+        return _link("metric") + " name"
+    if ref == "method-choice":
+        return _link("method") + " name or mapping"
+    if ref == "method-name":
+        return _link("method") + " name"
+    if ref == "method":
+        return f"mapping ({_link('method')} name and settings)"
+    if "oneOf" in target:
+        return " or ".join(describe_type(alt, root) for alt in target["oneOf"])
+    if "const" in target:
+        return f"`{json.dumps(target['const'])}`"
+    if "enum" in target:
+        return "one of " + ", ".join(f"`{v}`" for v in target["enum"])
+    kinds = target.get("type", "any")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    words = []
+    for kind in kinds:
+        if kind == "array":
+            words.append("list of " + describe_type(target.get("items", {}), root))
+        elif kind == "object":
+            words.append("mapping")
+        else:
+            words.append(kind)
+    return " or ".join(words)
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def describe_default(schema: dict[str, Any], root: dict[str, Any], required: bool) -> str:
+    if required:
+        return "**required**"
+    target, _ = _resolve(schema, root)
+    for source in (schema, target):
+        if "default" in source:
+            return f"`{_yaml_value(source['default'])}`"
+        if "x-keditlab-default" in source:
+            return f"*{source['x-keditlab-default']}*"
+    return "—"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def property_table(obj: dict[str, Any], root: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """A Markdown table of an object schema's properties: key, type, default, description."""
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    required = set(obj.get("required", []))
+    for key, prop in obj.get("properties", {}).items():
+        if key in skip:
+            continue
+        target, _ = _resolve(prop, root)
+        description = prop.get("description") or target.get("description", "")
+        if prop.get("x-keditlab-layer") or target.get("x-keditlab-layer"):
+            description += " Must be a layer of the model (0 .. number of layers − 1)."
+        rows.append(
+            f"| `{key}` | {_cell(describe_type(prop, root))} | {_cell(describe_default(prop, root, key in required))} "
+            f"| {_cell(description)} |"
+        )
+    return rows
+
+
+def render_docs(schema: dict[str, Any]) -> str:
+    """The whole ``docs/spec.md`` text for ``schema``."""
+    defs = schema["$defs"]
+    lines = [INTRO, "## Top level", "", schema["description"], "", *property_table(schema, schema), ""]
+    for name in _SECTIONS:
+        obj = defs[name]
+        lines += [f'<a id="{name}"></a>', "", f"## `{name}`: {obj['title']}", "", obj["description"], ""]
+        lines += property_table(obj, schema) + [""]
+
+    lines += ['<a id="metric"></a>', "", "## Metrics", "", defs["metrics"]["description"], ""]
+    lines += [f"- `{m}`" for m in defs["metric"]["enum"]] + [""]
+
+    lines += ['<a id="method"></a>', "", "## Methods", "", defs["method"]["description"], ""]
+    lines += [
+        "Every method also takes `label` ("
+        + defs["label"]["description"].rstrip(".").lower()
+        + "; default: the method's name).",
+        "",
+    ]
+    for name in defs["method-name"]["enum"]:
+        method = defs[f"method-{name}"]
+        lines += [f"### `{name}`", "", method["description"] + ".", ""]
+        lines += property_table(method, schema, skip=("name", "label")) + [""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,309 @@
+"""The hand-written part of the spec language's JSON Schema.
+
+Everything except the editing methods is described here; the methods (their
+names and settings) come from the method registry and are merged in by
+:mod:`keditlab.devtools.schema`.  Defaults are taken from the data classes in
+:mod:`keditlab.spec.types`, so the schema, the docs and the resolved spec agree.
+
+Besides standard JSON Schema, a few ``x-keditlab-*`` annotations help the
+validator write good messages and the docs generator write good pages:
+
+* ``x-keditlab-noun``: what an enum's values are called ("editing method");
+* ``x-keditlab-default``: a default that is not a constant ("the file's stem");
+* ``x-keditlab-layer``: the setting is a layer index, checked against the model;
+* ``x-keditlab-method``: this object holds the settings of that method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keditlab.spec.types import METRIC_NAMES, EvalSpec, ModelSpec, RunSettings, StatsSpec
+
+SCHEMA_ID = "https://keditlab.dev/schemas/spec.schema.json"
+
+# Non-empty text that is not only whitespace.
+_TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
+
+
+def _text(title: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"title": title, "description": description, **_TEXT, **extra}
+
+
+def base_schema() -> dict[str, Any]:
+    """The spec schema without method definitions (``$defs/method*`` are added by the generator)."""
+    model_defaults, eval_defaults = ModelSpec(), EvalSpec()
+    stats_defaults, run_defaults = StatsSpec(), RunSettings()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "keditlab spec",
+        "description": "A knowledge-editing experiment: the model, the edits to make, the method(s) that make them, and what to measure.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["keditlab", "edits"],
+        "properties": {
+            "keditlab": {
+                "title": "Spec language version",
+                "description": "The version of the spec language this file is written in. Only version 1 exists.",
+                "const": 1,
+                "examples": [1],
+            },
+            "name": _text(
+                "Name",
+                "A short name for the experiment, used in run folders and tables.",
+                **{"x-keditlab-default": "the file's name without its extension"},
+                examples=["quickstart"],
+            ),
+            "model": {
+                "title": "Model",
+                "description": "The model to edit: the embedded model `smollm2-135m`, a Hugging Face model id, or a local path; or a mapping with `name`, `dtype` and `profile`.",
+                "default": model_defaults.name,
+                "oneOf": [
+                    _text("Model name", "The embedded model `smollm2-135m`, a Hugging Face model id, or a local path."),
+                    {"$ref": "#/$defs/model"},
+                ],
+                "examples": ["smollm2-135m"],
+            },
+            "method": {
+                "title": "Method",
+                "description": "The editing method: a name, a mapping with `name`, an optional `label` and the method's settings, or a list of those to compare.",
+                "default": "rome",
+                "oneOf": [
+                    {"$ref": "#/$defs/method-choice"},
+                    {
+                        "title": "Methods to compare",
+                        "description": "Several methods (or one method with different settings); each is applied to the same edits.",
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"$ref": "#/$defs/method-choice"},
+                    },
+                ],
+                "examples": ["rome"],
+            },
+            "edits": {
+                "title": "Edits",
+                "description": "The facts to write into the model, one entry per edit.",
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/edit"},
+            },
+            "evaluate": {
+                "title": "Evaluation",
+                "description": "What to measure: a list of metric names, or a mapping with `metrics` and generation settings.",
+                "default": list(eval_defaults.metrics),
+                "oneOf": [{"$ref": "#/$defs/metrics"}, {"$ref": "#/$defs/evaluate"}],
+            },
+            "stats": {"$ref": "#/$defs/stats", "x-keditlab-default": "every setting at its default"},
+            "run": {"$ref": "#/$defs/run", "x-keditlab-default": "every setting at its default"},
+        },
+        "$defs": {
+            "model": {
+                "title": "Model settings",
+                "description": "The model to edit, with how to load it.",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "name": _text(
+                        "Model name",
+                        "The embedded model `smollm2-135m`, a Hugging Face model id, or a local path.",
+                        default=model_defaults.name,
+                        examples=["smollm2-135m"],
+                    ),
+                    "dtype": {
+                        "title": "Weights dtype",
+                        "description": "The dtype to load the weights in; `auto` picks float32 on CPU and bfloat16 on a GPU that supports it.",
+                        "enum": ["auto", "float32", "float16", "bfloat16"],
+                        "default": model_defaults.dtype,
+                        "x-keditlab-noun": "dtype",
+                    },
+                    "profile": {"$ref": "#/$defs/profile"},
+                },
+            },
+            "profile": {
+                "title": "Model profile",
+                "description": "Where things live in a model keditlab does not know: module paths, with `{layer}` standing for the layer number. Usually derived automatically; give it only for an unknown architecture.",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "layers": _text("Layers", "Path of the list of transformer blocks.", examples=["model.layers"]),
+                    "mlp_out": _text(
+                        "MLP output projection",
+                        "Path template of the MLP output projection of a layer.",
+                        examples=["model.layers.{layer}.mlp.down_proj"],
+                    ),
+                    "final_norm": _text("Final norm", "Path of the norm applied before the LM head.", examples=["model.norm"]),
+                    "lm_head": _text("LM head", "Path of the output (unembedding) layer.", examples=["lm_head"]),
+                    "embed": _text("Embedding", "Path of the token embedding.", examples=["model.embed_tokens"]),
+                    "mlp_out_transposed": {
+                        "title": "MLP output stored transposed",
+                        "description": "True when the projection stores its weight as (in, out), as GPT-2's Conv1D does.",
+                        "type": "boolean",
+                        "default": False,
+                    },
+                },
+            },
+            "label": _text(
+                "Label",
+                "The name this method goes by in tables; must be unique within the spec.",
+                **{"x-keditlab-default": "the method's name"},
+                examples=["rome-l5"],
+            ),
+            "edit": {
+                "title": "Edit",
+                "description": "One fact to write: after the edit, `prompt` should be completed with `target`.",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["prompt", "subject", "target"],
+                "properties": {
+                    "prompt": _text(
+                        "Prompt",
+                        "The text the model completes; it must mention the subject.",
+                        examples=["The Eiffel Tower is located in the city of"],
+                    ),
+                    "subject": _text(
+                        "Subject",
+                        "The entity the fact is about, spelled exactly as in the prompt (ROME edits at its last token).",
+                        examples=["Eiffel Tower"],
+                    ),
+                    "target": _text("Target", "The new answer the edited model should give.", examples=["Rome"]),
+                    "ground_truth": _text(
+                        "Ground truth",
+                        "The answer the model gives before the edit; when given, P(target) > P(ground truth) is also reported.",
+                        examples=["Paris"],
+                    ),
+                    "rephrase": {
+                        "title": "Rephrasings",
+                        "description": "Paraphrases of the prompt that should also be answered with the target (generalization).",
+                        "default": [],
+                        "oneOf": [
+                            _text("Rephrasing", "One paraphrase of the prompt."),
+                            {"type": "array", "items": _text("Rephrasing", "A paraphrase of the prompt.")},
+                        ],
+                    },
+                    "locality": {
+                        "title": "Locality probes",
+                        "description": "Unrelated facts that must not change.",
+                        "type": "array",
+                        "default": [],
+                        "items": {"$ref": "#/$defs/probe"},
+                    },
+                    "portability": {
+                        "title": "Portability probes",
+                        "description": "Facts that should follow from the edit (e.g. the new city's country).",
+                        "type": "array",
+                        "default": [],
+                        "items": {"$ref": "#/$defs/probe"},
+                    },
+                    "id": {
+                        "title": "Case id",
+                        "description": "A name for this edit in results.",
+                        "type": ["string", "integer"],
+                        "x-keditlab-default": "the edit's position in the list (0, 1, ...)",
+                        "examples": ["eiffel"],
+                    },
+                },
+            },
+            "probe": {
+                "title": "Probe",
+                "description": "A prompt and the answer it should get.",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["prompt", "answer"],
+                "properties": {
+                    "prompt": _text("Prompt", "The text the model completes.", examples=["The capital of France is"]),
+                    "answer": _text("Answer", "The expected completion.", examples=["Paris"]),
+                },
+            },
+            "metric": {
+                "title": "Metric",
+                "description": "A metric name.",
+                "enum": list(METRIC_NAMES),
+                "x-keditlab-noun": "metric",
+            },
+            "metrics": {
+                "title": "Metrics",
+                "description": "The metrics to report: " + ", ".join(METRIC_NAMES) + ".",
+                "type": "array",
+                "uniqueItems": True,
+                "items": {"$ref": "#/$defs/metric"},
+                "default": list(eval_defaults.metrics),
+            },
+            "evaluate": {
+                "title": "Evaluation settings",
+                "description": "What to measure, with the settings of generation-based metrics.",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "metrics": {"$ref": "#/$defs/metrics"},
+                    "max_new_tokens": {
+                        "title": "Generated tokens",
+                        "description": "How many tokens to generate for generation-based metrics (fluency).",
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": eval_defaults.max_new_tokens,
+                    },
+                    "batch_size": {
+                        "title": "Batch size",
+                        "description": "How many probes to run through the model at once.",
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": eval_defaults.batch_size,
+                    },
+                },
+            },
+            "stats": {
+                "title": "Covariance statistics",
+                "description": "Where ROME's key covariance E[k kᵀ] comes from; computed once per model, layer and corpus, then cached.",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "corpus": _text(
+                        "Corpus",
+                        "`model-samples` (text sampled from the model itself, works offline), a local text file or folder, or a Hugging Face dataset id.",
+                        default=stats_defaults.corpus,
+                    ),
+                    "samples": {
+                        "title": "Samples",
+                        "description": "How many text samples the covariance is estimated from.",
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": stats_defaults.samples,
+                    },
+                    "max_length": {
+                        "title": "Sample length",
+                        "description": "Most tokens per sample.",
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": stats_defaults.max_length,
+                    },
+                },
+            },
+            "run": {
+                "title": "Run settings",
+                "description": "How to run: seed, device and where results go.",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "seed": {
+                        "title": "Seed",
+                        "description": "Seed of every random choice, so a run can be repeated.",
+                        "type": "integer",
+                        "minimum": 0,
+                        "default": run_defaults.seed,
+                    },
+                    "device": _text(
+                        "Device",
+                        "`auto` (a GPU if there is one, else the CPU), `cpu`, `cuda`, `cuda:1`, `mps`, ...",
+                        default=run_defaults.device,
+                    ),
+                    "out": {
+                        "title": "Output folder",
+                        "description": "Where the run folder is written. Empty: keditlab's default runs folder.",
+                        "type": ["string", "null"],
+                        "default": run_defaults.out,
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,93 @@
+"""Turn validated spec data into :class:`~keditlab.spec.types.Spec`, filling every default.
+
+Runs only on data that passed validation, so it can trust shapes and types.
+The defaults come from the data classes in :mod:`keditlab.spec.types` (the
+schema's defaults are generated from the same classes).  Method settings are
+*not* defaulted here: ``MethodSpec.params`` holds only what the user wrote,
+and each method fills in its own defaults when it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from keditlab.spec.types import EditCase, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec
+
+DEFAULT_METHOD = "rome"
+
+
+def default_name(source: str) -> str:
+    """A spec's name when it gives none: its file's stem, or ``spec`` for text and dicts."""
+    if source.startswith("<"):
+        return "spec"
+    return Path(source).stem or "spec"
+
+
+def _model(value: Any) -> ModelSpec:
+    if value is None:
+        return ModelSpec()
+    if isinstance(value, str):
+        return ModelSpec(name=value)
+    return ModelSpec(**{k: (dict(v) if k == "profile" else v) for k, v in value.items()})
+
+
+def _method(value: str | dict[str, Any]) -> MethodSpec:
+    if isinstance(value, str):
+        return MethodSpec(name=value)
+    params = {k: v for k, v in value.items() if k not in ("name", "label")}
+    return MethodSpec(name=value["name"], params=params, label=value.get("label", ""))
+
+
+def _methods(value: Any) -> tuple[MethodSpec, ...]:
+    if value is None:
+        return (MethodSpec(name=DEFAULT_METHOD),)
+    items = value if isinstance(value, list) else [value]
+    return tuple(_method(item) for item in items)
+
+
+def _probes(kind: str, items: list[dict[str, str]] | None) -> tuple[Probe, ...]:
+    return tuple(Probe(kind, item["prompt"], item["answer"]) for item in items or [])
+
+
+def _edit(index: int, value: dict[str, Any]) -> EditCase:
+    rephrase = value.get("rephrase") or []
+    if isinstance(rephrase, str):
+        rephrase = [rephrase]
+    case_id = value.get("id")
+    return EditCase(
+        prompt=value["prompt"],
+        subject=value["subject"],
+        target=value["target"],
+        ground_truth=value.get("ground_truth"),
+        rephrase=tuple(rephrase),
+        locality=_probes("locality", value.get("locality")),
+        portability=_probes("portability", value.get("portability")),
+        case_id=str(case_id) if case_id is not None else str(index),
+    )
+
+
+def _evaluate(value: Any) -> EvalSpec:
+    if value is None:
+        return EvalSpec()
+    if isinstance(value, list):
+        return EvalSpec(metrics=tuple(value))
+    settings = dict(value)
+    if "metrics" in settings:
+        settings["metrics"] = tuple(settings["metrics"])
+    return EvalSpec(**settings)
+
+
+def resolve(data: dict[str, Any], source: str) -> Spec:
+    """The :class:`Spec` for validated ``data`` read from ``source`` (a path, ``<string>`` or ``<dict>``)."""
+    return Spec(
+        name=data.get("name") or default_name(source),
+        model=_model(data.get("model")),
+        methods=_methods(data.get("method")),
+        edits=tuple(_edit(i, e) for i, e in enumerate(data["edits"])),
+        evaluate=_evaluate(data.get("evaluate")),
+        stats=StatsSpec(**(data.get("stats") or {})),
+        run=RunSettings(**(data.get("run") or {})),
+        version=data["keditlab"],
+        source=source,
+    )

@@ -1,0 +1,271 @@
+"""Turn jsonschema's validation errors into messages a spec author can act on.
+
+jsonschema reports *what rule failed* ("Additional properties are not
+allowed ('metod' was unexpected)"); a user needs *what to change*: the key
+they probably meant, the values allowed, an example.  Each failed JSON Schema
+keyword has a translator below.  For ``oneOf`` alternatives (e.g. ``model:``
+is a name *or* a mapping) the alternative the user evidently chose — the one
+whose type matches what they wrote — is the one whose errors are reported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Callable, Iterable, Iterator
+
+from jsonschema import ValidationError
+
+from keditlab.spec.errors import Path
+from keditlab.spec.hints import closest, describe_types, describe_value, did_you_mean, json_type, quoted_list
+from keditlab.spec.report import Reporter
+from keditlab.spec.schema import resolve_ref
+
+
+def accepted_types(schema: Any, root: dict[str, Any]) -> set[str] | None:
+    """The JSON types a (sub)schema can accept, or None when it accepts any type."""
+    if not isinstance(schema, dict):
+        return None
+    schema = resolve_ref(schema, root)
+    if "type" in schema:
+        kinds = schema["type"]
+        return set(kinds) if isinstance(kinds, list) else {kinds}
+    if "const" in schema:
+        return {json_type(schema["const"])}
+    if "enum" in schema:
+        return {json_type(v) for v in schema["enum"]}
+    for keyword in ("oneOf", "anyOf"):
+        if keyword in schema:
+            union: set[str] = set()
+            for alt in schema[keyword]:
+                kinds = accepted_types(alt, root)
+                if kinds is None:
+                    return None
+                union |= kinds
+            return union
+    return None
+
+
+def _type_matches(kinds: set[str] | None, value: Any) -> bool:
+    actual = json_type(value)
+    if kinds is None or actual in kinds:
+        return True
+    return actual == "integer" and "number" in kinds
+
+
+def _example(schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """A value to show in a fix: the schema's first example, else its default."""
+    target = resolve_ref(schema, root)
+    for source in (schema, target):
+        if source.get("examples"):
+            return source["examples"][0]
+    for source in (schema, target):
+        if "default" in source and source["default"] not in (None, [], {}):
+            return source["default"]
+    return None
+
+
+def _inline_yaml(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline_yaml(v) for v in value) + "]"
+    return str(value)
+
+
+def _field_name(path: Path) -> str:
+    names = [p for p in path if isinstance(p, str)]
+    return names[-1] if names else "this value"
+
+
+class SchemaErrorTranslator:
+    """Reports jsonschema errors for one spec as SpecErrors, through a :class:`Reporter`."""
+
+    def __init__(self, schema: dict[str, Any], reporter: Reporter) -> None:
+        self.root = schema
+        self.report = reporter
+        self._handlers: dict[str, Callable[[ValidationError, Path], None]] = {
+            "additionalProperties": self._additional_properties,
+            "required": self._required,
+            "type": self._type,
+            "const": self._const,
+            "enum": self._enum,
+            "minItems": self._min_items,
+            "uniqueItems": self._unique_items,
+            "minLength": self._empty_text,
+            "pattern": self._empty_text,
+            "minimum": self._minimum,
+        }
+
+    def translate(self, errors: Iterable[ValidationError]) -> None:
+        for error in errors:
+            for leaf in self._leaves(error):
+                path = tuple(leaf.absolute_path)
+                handler = self._handlers.get(leaf.validator, self._fallback)
+                handler(leaf, path)
+
+    # -- choosing among alternatives ---------------------------------------------------
+
+    def _leaves(self, error: ValidationError) -> Iterator[ValidationError]:
+        """The errors to report for ``error``: itself, or those of the alternative the user meant."""
+        if error.validator not in ("oneOf", "anyOf") or not error.context:
+            yield error
+            return
+        by_alternative: dict[int, list[ValidationError]] = defaultdict(list)
+        for sub in error.context:
+            by_alternative[sub.relative_schema_path[0]].append(sub)
+        fitting = [
+            i
+            for i, alt in enumerate(error.validator_value)
+            if _type_matches(accepted_types(alt, self.root), error.instance) and by_alternative.get(i)
+        ]
+        if not fitting:
+            yield self._no_alternative_fits(error)
+            return
+        # The alternative whose errors go deepest is the one the user got furthest into.
+        best = max(fitting, key=lambda i: (max(len(e.absolute_path) for e in by_alternative[i]), -len(by_alternative[i])))
+        for sub in by_alternative[best]:
+            yield from self._leaves(sub)
+
+    def _no_alternative_fits(self, error: ValidationError) -> ValidationError:
+        """A synthetic ``type`` error listing every type the alternatives accept."""
+        kinds: list[str] = []
+        for alt in error.validator_value:
+            for kind in sorted(accepted_types(alt, self.root) or []):
+                if kind not in kinds:
+                    kinds.append(kind)
+        return ValidationError(
+            message="",
+            validator="type",
+            validator_value=kinds,
+            instance=error.instance,
+            schema=error.schema,
+            path=error.path,
+            parent=error.parent,
+        )
+
+    # -- one translator per keyword ------------------------------------------------------
+
+    def _additional_properties(self, error: ValidationError, path: Path) -> None:
+        allowed = list(error.schema.get("properties", {}))
+        method = error.schema.get("x-keditlab-method")
+        for key in error.instance:
+            if key in allowed:
+                continue
+            hint = did_you_mean(key, allowed)
+            match = closest(key, allowed)
+            if method:
+                settings = [k for k in allowed if k not in ("name", "label")]
+                message = f"unknown setting '{key}' for method '{method}'{hint}"
+                fix = f"rename it to '{match}'. " if match else "remove it. "
+                fix += f"Settings of {method}: {quoted_list(settings)} (and name, label)"
+            else:
+                message = f"unknown key '{key}'{hint}"
+                fix = f"rename it to '{match}'. " if match else "remove it. "
+                fix += f"Allowed keys here: {quoted_list(allowed)}"
+                if not path and not match and key in self._all_method_settings():
+                    fix = f"'{key}' is a method setting: write it inside the method, e.g. method: {{name: rome, {key}: ...}}"
+            self.report.add((*path, key), message, fix, at="key")
+
+    def _required(self, error: ValidationError, path: Path) -> None:
+        properties = error.schema.get("properties", {})
+        for key in error.validator_value:
+            if key in error.instance:
+                continue
+            prop = properties.get(key, {})
+            description = resolve_ref(prop, self.root).get("description", "") if prop else ""
+            first_sentence = description.split(". ")[0].rstrip(".")
+            explain = f" ({first_sentence[0].lower()}{first_sentence[1:]})" if first_sentence else ""
+            if not path and key == "keditlab":
+                fix = "add `keditlab: 1` as the first line"
+            elif key == "edits":
+                fix = "add a list of edits, e.g. `edits: [{prompt: \"The Eiffel Tower is in\", subject: Eiffel Tower, target: Rome}]`"
+            else:
+                example = _example(prop, self.root) if prop else None
+                fix = f"add `{key}: {_inline_yaml(example)}`" if example is not None else f"add `{key}:`"
+            self.report.add(path, f"missing required key '{key}'{explain}", fix)
+
+    def _type(self, error: ValidationError, path: Path) -> None:
+        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        value = error.instance
+        if not path:
+            message = f"a spec must be a mapping of keys (keditlab:, model:, method:, edits:, ...), got {describe_value(value)}"
+            if value is None:
+                message += "; the file is empty"
+            self.report.add(path, message, "start from the example in docs/spec.md")
+            return
+        got = describe_value(value)
+        written = self.report.source_map.raw.get(path)
+        if value is None and not written:
+            got = f"nothing (no value after '{_field_name(path)}:')"
+        elif written and not isinstance(value, str) and written != _inline_yaml(value):
+            got = f"{written}, which YAML reads as {got}"
+        message = f"expected {describe_types(expected)}, got {got}"
+        name = _field_name(path)
+        if "string" in expected and isinstance(value, (bool, int, float)):
+            fix = f"put the value in quotes: {name}: \"{written or _inline_yaml(value)}\""
+        elif value is None:
+            fix = f"write a value after '{name}:'"
+        elif "array" in expected and "object" not in expected:
+            fix = f"write {name} as a list: one '- item' line per entry, or [a, b]"
+        elif "object" in expected and "string" not in expected:
+            fix = f"write {name} as key: value lines indented under '{name}:'"
+        else:
+            example = _example(error.schema, self.root)
+            fix = f"e.g. {name}: {_inline_yaml(example)}" if example is not None else ""
+        self.report.add(path, message, fix)
+
+    def _const(self, error: ValidationError, path: Path) -> None:
+        if path == ("keditlab",):
+            self.report.add(
+                path,
+                f"unsupported spec language version {_inline_yaml(error.instance)}; this keditlab reads version {error.validator_value}",
+                f"write `keditlab: {error.validator_value}`",
+            )
+            return
+        self.report.add(path, f"must be {_inline_yaml(error.validator_value)}, got {describe_value(error.instance)}")
+
+    def _enum(self, error: ValidationError, path: Path) -> None:
+        noun = error.schema.get("x-keditlab-noun", "value")
+        choices = error.validator_value
+        value = error.instance
+        if not isinstance(value, str):
+            self.report.add(path, f"expected a {noun} name, got {describe_value(value)}", f"use one of: {quoted_list(choices)}")
+            return
+        match = closest(value, choices)
+        fix = f"write '{match}'" if match else "use a known one"
+        self.report.add(path, f"unknown {noun} '{value}'{did_you_mean(value, choices)}", f"{fix}. Known {noun}s: {quoted_list(choices)}")
+
+    def _min_items(self, error: ValidationError, path: Path) -> None:
+        name = _field_name(path)
+        least = "one item" if error.validator_value == 1 else f"{error.validator_value} items"
+        self.report.add(path, f"{name} is an empty list; it needs at least {least}", f"add at least one entry under '{name}:'")
+
+    def _unique_items(self, error: ValidationError, path: Path) -> None:
+        counts = Counter(repr(v) for v in error.instance)
+        repeated = [v for v in dict.fromkeys(map(repr, error.instance)) if counts[v] > 1]
+        self.report.add(path, f"{_field_name(path)} lists {', '.join(repeated)} more than once", "list each only once")
+
+    def _empty_text(self, error: ValidationError, path: Path) -> None:
+        name = _field_name(path)
+        example = _example(error.schema, self.root)
+        fix = f"write a non-empty value, e.g. {name}: {_inline_yaml(example)}" if example is not None else "write a non-empty value"
+        self.report.add(path, f"{name} is empty", fix)
+
+    def _minimum(self, error: ValidationError, path: Path) -> None:
+        if error.schema.get("x-keditlab-layer"):
+            self.report.add(path, f"layer {error.instance} is negative; layers are numbered from 0", "use a layer index of 0 or more")
+            return
+        self.report.add(path, f"{_field_name(path)} must be at least {error.validator_value}, got {error.instance}")
+
+    def _fallback(self, error: ValidationError, path: Path) -> None:
+        # A keyword with no translator of its own; say which rule failed, plainly.
+        self.report.add(path, f"invalid value {describe_value(error.instance)} (fails the schema's '{error.validator}' rule: {error.validator_value!r})")
+
+    def _all_method_settings(self) -> set[str]:
+        settings: set[str] = set()
+        for definition in self.root.get("$defs", {}).values():
+            if definition.get("x-keditlab-method"):
+                settings |= set(definition.get("properties", {})) - {"name", "label"}
+        return settings
