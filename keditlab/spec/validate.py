@@ -8,18 +8,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 
 from keditlab.spec.checks import NumLayersOf, run_checks
-from keditlab.spec.errors import SpecError
+from keditlab.spec.errors import SpecError, format_path
 from keditlab.spec.report import Reporter
 from keditlab.spec.schema import load_schema
 from keditlab.spec.schema_errors import SchemaErrorTranslator
 from keditlab.spec.source import SourceMap
 
 
-def _order(error: SpecError) -> tuple[float, float]:
-    return (error.line if error.line is not None else float("inf"), error.column or 0)
+def _is_whole_number(checker: Any, value: Any) -> bool:
+    # JSON Schema counts 1.0 as an integer; a spec means a whole number (`seed: 1.0` is a slip).
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Draft 2020-12, except that ``integer`` means a Python int.
+SpecSchemaValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_whole_number),
+)
+
+
+def _document_order(data: Any) -> dict[str, int]:
+    """Each field path's rank in a walk of ``data``, to order errors that have no line."""
+    order: dict[str, int] = {}
+
+    def walk(value: Any, path: tuple) -> None:
+        order.setdefault(format_path(path), len(order))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*path, i))
+
+    walk(data, ())
+    return order
 
 
 def validate_data(
@@ -37,6 +62,12 @@ def validate_data(
     """
     schema = load_schema()
     report = Reporter(source, source_map or SourceMap(), list(prior_errors or []))
-    SchemaErrorTranslator(schema, report).translate(Draft202012Validator(schema).iter_errors(data))
+    SchemaErrorTranslator(schema, report).translate(SpecSchemaValidator(schema).iter_errors(data))
     run_checks(data, schema, report, num_layers_of)
-    return sorted(report.errors, key=_order)  # stable: same-position errors keep their order
+    rank = _document_order(data)
+
+    def order(error: SpecError) -> tuple[float, float, int]:
+        line = error.line if error.line is not None else float("inf")
+        return (line, error.column or 0, rank.get(error.path, len(rank)))
+
+    return sorted(report.errors, key=order)  # stable: errors at one place keep their order
