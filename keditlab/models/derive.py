@@ -177,6 +177,25 @@ def _check_override(model: nn.Module, override: dict[str, Any]) -> None:
         )
 
 
+def _check_given_paths(model: nn.Module, override: dict[str, Any]) -> None:
+    """Fail early, naming the key, when a user-given path does not resolve."""
+    for key in PATH_KEYS:
+        if key not in override:
+            continue
+        path = override[key].format(layer=0) if key == "mlp_out" else override[key]
+        module = _resolve(model, path)
+        if module is None:
+            raise ProfileError(
+                f"model.profile.{key} = {override[key]!r}: {path!r} is not a module of this model; "
+                f"top-level modules:\n{_top_level_names(model)}"
+            )
+        if key == "layers" and not hasattr(module, "__len__"):
+            raise ProfileError(
+                f"model.profile.layers = {override[key]!r} is a {type(module).__name__}, "
+                "not a list of blocks (a ModuleList or Sequential)"
+            )
+
+
 def _validate(model: nn.Module, fields: dict[str, Any], given: set[str]) -> None:
     """Check that every module path resolves; name the ``model.profile`` key if not."""
 
@@ -215,6 +234,7 @@ def derive_profile(model: nn.Module, override: dict[str, Any] | None = None) -> 
     """
     override = dict(override or {})
     _check_override(model, override)
+    _check_given_paths(model, override)
     config = getattr(model, "config", None)
     architecture = override.get("architecture") or getattr(config, "model_type", None) or type(model).__name__
 

@@ -1,0 +1,47 @@
+"""Shared fixtures.
+
+``embedded`` loads the real embedded model once per test session.  Tests that
+edit it mutate it in place and must restore it.  ``$KEDITLAB_CACHE`` is used
+when set; otherwise the default cache, so a machine converts the GGUF once.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """``LoadedModel`` of the embedded SmolLM2-135M: ``model, tok, profile = embedded``."""
+    from keditlab.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+def make_tiny_model(model_type: str = "llama", seed: int = 0, **overrides):
+    """A tiny randomly initialised causal LM (hidden 32, 2 layers, vocab 128), in eval mode."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    base = {
+        "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128),
+        "qwen2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128),
+        "mistral": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=128),
+        "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=0, eos_token_id=0),
+        "gptj": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128, rotary_dim=4, bos_token_id=0,
+                     eos_token_id=0),
+        "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=128),
+    }[model_type]
+    config = AutoConfig.for_model(model_type, **{"vocab_size": 128, **base, **overrides})
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture
+def tiny_llama():
+    """A fresh tiny random Llama (hidden 32, MLP 64, 2 layers, vocab 128)."""
+    return make_tiny_model("llama")
