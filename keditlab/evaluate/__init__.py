@@ -1,0 +1,48 @@
+"""Evaluation: turn probes into metric values, each tagged with its protocol.
+
+This layer knows no editing method: it takes a model, its tokenizer and
+:class:`~keditlab.spec.types.EditCase` objects, and measures.  The runner
+calls :func:`measure` before an edit (``reference=None``) and after it (with
+the pre-edit measurements as ``reference``, for locality).
+
+Protocols:
+
+* ``teacher_forced``: argmax agreement at the answer positions of
+  ``prompt + answer`` (:mod:`keditlab.evaluate.teacher_forced`);
+* ``probability``: P(target) > P(ground truth), CounterFact style
+  (:mod:`keditlab.evaluate.probability`);
+* ``generation``: n-gram-entropy fluency of greedy generations
+  (:mod:`keditlab.evaluate.fluency`, :mod:`keditlab.evaluate.generation`).
+
+See :mod:`keditlab.evaluate.measure` for the exact metric definitions.
+"""
+
+from keditlab.evaluate.fluency import fluency, ngram_entropy, text_fluency, words
+from keditlab.evaluate.generation import greedy_generate
+from keditlab.evaluate.measure import (
+    PROTOCOLS,
+    CaseMeasurement,
+    Generation,
+    ProbeResult,
+    mean_scores,
+    measure,
+)
+from keditlab.evaluate.probability import probability_test
+from keditlab.evaluate.teacher_forced import TFResult, teacher_forced
+
+__all__ = [
+    "PROTOCOLS",
+    "CaseMeasurement",
+    "Generation",
+    "ProbeResult",
+    "TFResult",
+    "fluency",
+    "greedy_generate",
+    "mean_scores",
+    "measure",
+    "ngram_entropy",
+    "probability_test",
+    "teacher_forced",
+    "text_fluency",
+    "words",
+]

@@ -1,0 +1,37 @@
+"""The probability protocol (CounterFact, Meng et al. 2022): is the new target now more likely than the old truth?
+
+Teacher-forced accuracy asks "is the target the argmax?".  CounterFact asks a
+softer, comparative question: given the prompt, does the model assign the new
+``target`` a higher probability than the ``ground_truth`` it said before?
+We compare *mean per-token* negative log-likelihoods (so a target with more
+tokens is not penalised for its length):
+
+    value = 1.0  if  NLL(target) < NLL(ground_truth)  else 0.0
+
+averaged over cases this is CounterFact's "efficacy score" (edit prompt) and
+"paraphrase score" (rephrases).  Both NLLs come from the same batched
+teacher-forced forward passes as every other probe (see
+:mod:`keditlab.evaluate.teacher_forced`); this module only compares them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keditlab.evaluate.teacher_forced import TFResult
+
+
+def probability_test(target: TFResult, ground_truth: TFResult) -> tuple[float, dict]:
+    """``(value, extra)``: 1.0 when the target's mean NLL beats the ground truth's.
+
+    ``extra`` keeps the two mean NLLs (nats per token) and the two sequence
+    probabilities ``P(answer | prompt)`` so a reader can see the margin.
+    """
+    value = 1.0 if target.nll < ground_truth.nll else 0.0
+    extra = {
+        "nll_target": target.nll,
+        "nll_ground_truth": ground_truth.nll,
+        "p_target": math.exp(-target.total_nll),
+        "p_ground_truth": math.exp(-ground_truth.total_nll),
+    }
+    return value, extra

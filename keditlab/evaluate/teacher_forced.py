@@ -1,0 +1,111 @@
+"""Teacher-forced checks: does the model predict the answer, token by token?
+
+For a pair ``(prompt, answer)`` the model reads ``prompt_ids + answer_ids``
+in one forward pass (the tokenization is the shared convention of
+:mod:`keditlab.models.tokens`: the answer gets one leading space).  The logits
+at position ``t`` predict token ``t + 1``, so the answer's ``k``-th token is
+predicted at position ``len(prompt_ids) + k - 1``.  From those positions we
+read:
+
+* ``predicted``: the argmax token ids (what greedy decoding would pick *if*
+  every earlier answer token were already right: that is the "teacher
+  forcing");
+* ``accuracy``: the fraction of answer tokens equal to the argmax
+  (KnowEdit's reliability/generalization/portability score for one probe);
+* ``nll``: the mean negative log-likelihood (nats per token) of the answer,
+  used by the probability protocol.
+
+Many pairs are checked together: they are sorted by length, so each batch
+needs little padding, padded on the right with an attention mask (real tokens
+come first, so their positions and outputs do not depend on the padding),
+and each batch is a single forward pass under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from keditlab.models.tokens import encode_prompt_answer
+
+
+@dataclass
+class TFResult:
+    """The teacher-forced reading of one ``(prompt, answer)`` pair."""
+
+    accuracy: float          # fraction of answer tokens that are the argmax
+    predicted: list[int]     # argmax ids at the answer positions
+    answer_ids: list[int]    # the answer's token ids
+    nll: float               # mean negative log-likelihood per answer token (nats)
+
+    @property
+    def total_nll(self) -> float:
+        """Negative log-likelihood of the whole answer: ``-log P(answer | prompt)``."""
+        return self.nll * len(self.answer_ids)
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's parameters (where inputs must go)."""
+    return next(model.parameters()).device
+
+
+def pad_id(tokenizer: Any) -> int:
+    """A token id to pad with: the tokenizer's pad token, else its EOS, else 0.
+
+    Padded positions are masked out, so the choice does not change results.
+    """
+    for value in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def teacher_forced(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+) -> list[TFResult]:
+    """Teacher-forced accuracy, argmax ids and mean NLL for each ``(prompt, answer)`` pair.
+
+    Results come back in the order of ``pairs``.  Batching does not change
+    them (beyond float noise in ``nll``).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    encoded = [encode_prompt_answer(tokenizer, p, a) for p, a in pairs]
+    if any(not prompt_ids for prompt_ids, _ in encoded):
+        raise ValueError("a prompt tokenizes to nothing; there is no position to predict the answer from")
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    device = model_device(model)
+    pad = pad_id(tokenizer)
+    results: list[TFResult | None] = [None] * len(encoded)
+
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            seqs = [encoded[i][0] + encoded[i][1] for i in chunk]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for row, seq in enumerate(seqs):
+                input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                mask[row, : len(seq)] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            for row, i in enumerate(chunk):
+                prompt_ids, answer_ids = encoded[i]
+                first = len(prompt_ids) - 1  # this position predicts the first answer token
+                rows = logits[row, first : first + len(answer_ids)].float()
+                target = torch.tensor(answer_ids, device=rows.device)
+                predicted = rows.argmax(dim=-1)
+                nll = torch.nn.functional.cross_entropy(rows, target, reduction="mean")
+                results[i] = TFResult(
+                    accuracy=float((predicted == target).float().mean()),
+                    predicted=[int(t) for t in predicted.tolist()],
+                    answer_ids=list(answer_ids),
+                    nll=float(nll),
+                )
+    return [r for r in results if r is not None]
