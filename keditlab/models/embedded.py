@@ -149,6 +149,7 @@ def _convert_into(folder: Path, gguf: Path) -> None:
     ``quantization_config``) and that one is saved.
     """
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import keditlab
@@ -166,8 +167,6 @@ def _convert_into(folder: Path, gguf: Path) -> None:
     del gguf_model
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    import transformers
-
     marker = {
         "format": CACHE_FORMAT,
         "name": EMBEDDED_NAME,
@@ -212,6 +211,7 @@ def ensure_embedded_cache() -> Path:
         if target.exists():
             # A folder without a valid marker is debris (a crash, an old format):
             # move it aside first, since rename cannot replace a non-empty folder.
+            # (Only debris is ever moved: finished folders appear by rename, marker inside.)
             aside = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.stale-", dir=models_dir))
             try:
                 os.rename(target, aside / "old")
