@@ -14,12 +14,12 @@ Protocols:
 * ``generation``: n-gram-entropy fluency of greedy generations
   (:mod:`keditlab.evaluate.fluency`, :mod:`keditlab.evaluate.generation`).
 
-See :mod:`keditlab.evaluate.measure` for the exact metric definitions.
+See :mod:`keditlab.evaluate.measurement` for the exact metric definitions.
 """
 
 from keditlab.evaluate.fluency import fluency, ngram_entropy, text_fluency, words
 from keditlab.evaluate.generation import greedy_generate
-from keditlab.evaluate.measure import (
+from keditlab.evaluate.measurement import (
     PROTOCOLS,
     CaseMeasurement,
     Generation,
