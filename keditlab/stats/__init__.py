@@ -1,0 +1,15 @@
+"""Statistics of a model's activations over a corpus, cached on disk (see :mod:`keditlab.stats.covariance`)."""
+
+from keditlab.stats.corpus import MODEL_SAMPLES, Corpus, CorpusError, load_corpus
+from keditlab.stats.covariance import CovarianceStats, cache_dir, layer_covariance, model_fingerprint
+
+__all__ = [
+    "MODEL_SAMPLES",
+    "Corpus",
+    "CorpusError",
+    "CovarianceStats",
+    "cache_dir",
+    "layer_covariance",
+    "load_corpus",
+    "model_fingerprint",
+]

@@ -1,0 +1,164 @@
+"""The key covariance ``C = E[k kᵀ]`` of an MLP output projection, cached on disk.
+
+Why it matters: ROME (Meng et al., 2022) treats the MLP output projection ``W``
+of one layer as a linear associative memory that maps keys ``k`` (the inputs
+to ``W``) to values.  To insert a new association ``k* → v*`` while disturbing
+the others as little as possible, the rank-one update is aimed along
+``C⁻¹ k*`` rather than ``k*`` itself: directions in which ordinary text rarely
+puts keys are cheap to change, common ones are expensive.  ``C`` is estimated
+once per model, layer and corpus, and reused by every later edit.
+
+The estimate is the uncentred second moment over every token position of the
+corpus, accumulated in float64.  It is cached under
+``$KEDITLAB_CACHE/stats/`` keyed by model fingerprint, layer, corpus and token
+count, written atomically so that two kernels cannot corrupt it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from keditlab.stats.corpus import Corpus, load_corpus
+
+
+@dataclass
+class CovarianceStats:
+    """A layer's key second moment and where it came from (recorded in run manifests)."""
+
+    layer: int
+    matrix: torch.Tensor  # (mlp_size, mlp_size), float32
+    num_tokens: int
+    corpus: str
+    path: str
+    loaded_from_cache: bool
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "num_tokens": self.num_tokens,
+            "corpus": self.corpus,
+            "path": self.path,
+            "loaded_from_cache": self.loaded_from_cache,
+        }
+
+
+def cache_dir() -> Path:
+    """The keditlab cache root: ``$KEDITLAB_CACHE`` or ``~/.cache/keditlab``."""
+    return Path(os.environ.get("KEDITLAB_CACHE", Path.home() / ".cache" / "keditlab")).expanduser()
+
+
+def model_fingerprint(model: Any) -> str:
+    """A short id of a model's weights, so statistics never mix two checkpoints.
+
+    Hashes the config and a slice of the input embeddings: cheap, and different for
+    any two real checkpoints.  (It deliberately ignores later layers, so edits to
+    an MLP do not invalidate statistics computed before them.)
+    """
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    embed = model.get_input_embeddings().weight.detach()
+    digest.update(embed[:64].float().cpu().numpy().tobytes())
+    name = Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+    return f"{safe}-{digest.hexdigest()[:12]}"
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the layer of interest has been seen: later layers are not needed."""
+
+
+def layer_covariance(
+    model: Any,
+    tokenizer: Any,
+    module_name: str,
+    layer: int,
+    corpus: str = "model-samples",
+    num_tokens: int = 20000,
+    max_length: int = 128,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> CovarianceStats:
+    """``E[k kᵀ]`` of the inputs to ``module_name`` (the MLP output projection at ``layer``)."""
+    key = f"{model_fingerprint(model)}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
+    path = cache_dir() / "stats" / f"{key}.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return CovarianceStats(layer, saved["matrix"], int(saved["num_tokens"]), saved["corpus"], str(path), True)
+
+    text = _cached_corpus(path.parent / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
+                          corpus, model, tokenizer, num_tokens, max_length, seed)
+    matrix, count = _second_moment(model, dict(model.named_modules())[module_name], text.sequences, batch_size)
+    _atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description}, path)
+    (path.with_suffix(".json")).write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": module_name}))
+    return CovarianceStats(layer, matrix, count, text.description, str(path), False)
+
+
+def _cached_corpus(path: Path, corpus: str, model: Any, tokenizer: Any, num_tokens: int, max_length: int, seed: int) -> Corpus:
+    """The tokenized corpus, kept beside the statistics so other layers reuse it."""
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return Corpus(saved["description"], saved["sequences"])
+    text = load_corpus(corpus, model, tokenizer, num_tokens, max_length, seed)
+    _atomic_save({"description": text.description, "sequences": text.sequences}, path)
+    return text
+
+
+def _second_moment(model: Any, module: torch.nn.Module, sequences: list[list[int]], batch_size: int) -> tuple[torch.Tensor, int]:
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    total: torch.Tensor | None = None
+    count = 0
+    current_mask: list[torch.Tensor] = []
+
+    def grab(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+        nonlocal total, count
+        keys = inputs[0][current_mask[0]].double()  # (real tokens, mlp_size); padding dropped
+        total = keys.T @ keys if total is None else total + keys.T @ keys
+        count += keys.shape[0]
+        raise _StopForward
+
+    hook = module.register_forward_pre_hook(grab)
+    try:
+        for start in tqdm(range(0, len(sequences), batch_size), desc="Key statistics", unit="batch"):
+            batch = sequences[start : start + batch_size]
+            width = max(len(s) for s in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, seq in enumerate(batch):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            current_mask[:] = [mask.bool().to(device)]
+            try:
+                with torch.inference_mode():
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            except _StopForward:
+                pass
+    finally:
+        hook.remove()
+    assert total is not None
+    return (total / count).float().cpu(), count
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _slug(text: str) -> str:
+    short = "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:40]
+    return f"{short}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
