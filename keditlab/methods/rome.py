@@ -179,7 +179,7 @@ def _optimise_value(model, tokenizer, module, out_dim: int, case, config: RomeCo
             decay = config.v_weight_decay * (delta.norm() / original["value"].norm()) ** 2
             loss = nll + config.kl_factor * kl + decay
             losses.append(float(nll.detach()))
-            if float(nll) < config.early_stop_loss or step == config.v_steps - 1:
+            if losses[-1] < config.early_stop_loss or step == config.v_steps - 1:
                 break
             optimiser.zero_grad()
             loss.backward()

@@ -1,12 +1,13 @@
 """Statistics of a model's activations over a corpus, cached on disk (see :mod:`keditlab.stats.covariance`)."""
 
 from keditlab.stats.corpus import MODEL_SAMPLES, Corpus, CorpusError, load_corpus
-from keditlab.stats.covariance import CovarianceStats, cache_dir, layer_covariance, model_fingerprint
+from keditlab.stats.covariance import CovarianceProvider, CovarianceStats, cache_dir, layer_covariance, model_fingerprint
 
 __all__ = [
     "MODEL_SAMPLES",
     "Corpus",
     "CorpusError",
+    "CovarianceProvider",
     "CovarianceStats",
     "cache_dir",
     "layer_covariance",

@@ -162,3 +162,29 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def _slug(text: str) -> str:
     short = "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:40]
     return f"{short}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+class CovarianceProvider:
+    """``provider(layer)`` → ``E[k kᵀ]`` at that layer, computed (or loaded) once per layer.
+
+    This is what a method receives as ``EditContext.covariance``.  ``described``
+    lists where each matrix came from, for the run manifest.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, profile: Any, corpus: str = "model-samples",
+                 num_tokens: int = 20000, max_length: int = 128, seed: int = 0) -> None:
+        self.model, self.tokenizer, self.profile = model, tokenizer, profile
+        self.corpus, self.num_tokens, self.max_length, self.seed = corpus, num_tokens, max_length, seed
+        self.stats: dict[int, CovarianceStats] = {}
+
+    def __call__(self, layer: int) -> torch.Tensor:
+        if layer not in self.stats:
+            self.stats[layer] = layer_covariance(
+                self.model, self.tokenizer, self.profile.mlp_out_module(layer), layer, corpus=self.corpus,
+                num_tokens=self.num_tokens, max_length=self.max_length, seed=self.seed,
+            )
+        return self.stats[layer].matrix
+
+    @property
+    def described(self) -> list[dict[str, Any]]:
+        return [stats.describe() for stats in self.stats.values()]

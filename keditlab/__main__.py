@@ -1,0 +1,4 @@
+import sys
+from keditlab.cli import main
+
+sys.exit(main())

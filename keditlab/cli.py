@@ -1,0 +1,103 @@
+"""The ``keditlab`` command.
+
+    keditlab run SPEC [--out DIR]     validate, edit, evaluate, save a run folder, print the table
+    keditlab validate FILE...         check specs without running them (exit 1 on any error)
+    keditlab show RUN_FOLDER          print the table of a saved run
+    keditlab methods                  list the editing methods and their settings
+
+Mistakes a user can make (a bad spec, a model that cannot be loaded, a corpus
+that cannot be read) end with one readable message and a non-zero exit code,
+never a traceback.  Set ``KEDITLAB_DEBUG=1`` to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_SPEC = 2
+EXIT_FAILED = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="keditlab", description="Knowledge editing of language models, driven by YAML specs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a spec and save its results in a new run folder")
+    run.add_argument("spec", help="path of a YAML spec")
+    run.add_argument("--out", default=None, help="folder under which the run folder is created (default: run.out from the spec, else ./runs)")
+    validate = commands.add_parser("validate", help="check specs without running them")
+    validate.add_argument("files", nargs="+", help="YAML specs to check")
+    show = commands.add_parser("show", help="print the results table of a saved run folder")
+    show.add_argument("folder")
+    commands.add_parser("methods", help="list the editing methods and their settings")
+    args = parser.parse_args(argv)
+    handler = {"run": _run, "validate": _validate, "show": _show, "methods": _methods}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the point is one readable line instead of a traceback
+        if os.environ.get("KEDITLAB_DEBUG"):
+            raise
+        from keditlab.spec import SpecValidationError
+
+        if isinstance(exc, SpecValidationError):
+            print(str(exc), file=sys.stderr)
+            return EXIT_BAD_SPEC
+        print(f"keditlab {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from keditlab.models import peek_num_layers
+    from keditlab.spec import validate_file
+
+    bad = 0
+    for file in args.files:
+        errors = validate_file(file, num_layers_of=peek_num_layers)
+        if errors:
+            bad += 1
+            for error in errors:
+                print(error, file=sys.stderr)
+        else:
+            print(f"{file}: ok")
+    return EXIT_BAD_SPEC if bad else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import keditlab
+
+    spec = keditlab.load(Path(args.spec))  # validation errors surface before anything heavy loads
+    from keditlab.runner import run_spec
+
+    out = args.out or spec.run.out or "runs"
+    result = run_spec(spec, out, log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(result)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from keditlab.runner import Run
+
+    print(Run.load(args.folder))
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from keditlab.methods import get_method, method_names
+
+    for name in method_names():
+        method = get_method(name)
+        print(f"{name}: {method.summary}")
+        for f in dataclasses.fields(method.config_class):
+            print(f"    {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The run folder: where a run's results live, never overwriting anything.
+
+A run writes a fresh folder ``<out>/<spec name>-<YYYYmmdd-HHMMSS>[-N]``
+(created with ``mkdir``, which fails rather than reuse an existing folder):
+
+``manifest.json``  the resolved spec, package versions, seed, device, start and
+                   end times, status (``running`` until the run completes);
+``cases.jsonl``    one line per (method, case): the edit, every probe's pre and
+                   post values, the generations, timings and method details;
+``summary.json``   per method and metric, pre and post means (see
+                   :mod:`keditlab.runner.summary`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("keditlab", "torch", "transformers", "accelerate", "gguf", "safetensors", "jsonschema", "numpy")
+
+
+def new_run_folder(out: str | os.PathLike[str], name: str) -> Path:
+    """Create and return a new, empty folder for a run under ``out``."""
+    parent = Path(out).expanduser()
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
+    for attempt in range(1, 1000):
+        folder = parent / (f"{safe}-{stamp}" if attempt == 1 else f"{safe}-{stamp}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run folder under {parent}")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False, default=_jsonable)
+            handle.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def command_line() -> list[str]:
+    return list(sys.argv)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,204 @@
+"""Turn a resolved :class:`~keditlab.spec.Spec` into work and a :class:`Run`.
+
+The loop, for every method in the spec::
+
+    measure every case on the unedited model (once, shared by all methods)
+    for each case:
+        handle = method.apply(model, ..., [case])      # the model is now edited
+        post   = measure(model, ..., [case], reference=pre)
+        handle.restore()                                # explicit, bit-exact undo
+
+Each edit is applied alone to the unedited model ("single" mode); batch and
+sequential modes are later additions to this loop.  The covariance statistics
+a method asks for are computed once per layer on the unedited model and cached
+on disk (:mod:`keditlab.stats`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from keditlab.evaluate import CaseMeasurement, measure
+from keditlab.methods import EditContext, get_method
+from keditlab.models import LoadedModel, load_model
+from keditlab.runner import records
+from keditlab.runner.report import html_generations, html_table, text_table
+from keditlab.runner.summary import MethodTally, build_summary
+from keditlab.spec import Spec
+from keditlab.stats import CovarianceProvider
+
+
+@dataclass
+class Run:
+    """A finished run: its resolved spec, summary, per-case records and folder.
+
+    In a notebook, a ``Run`` shows itself as a results table with the before/after
+    generations; ``Run.load(folder)`` reopens a saved run the same way.
+    """
+
+    summary: dict[str, Any]
+    cases: list[dict[str, Any]]
+    manifest: dict[str, Any]
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Run":
+        folder = Path(folder)
+        missing = [n for n in ("summary.json", "cases.jsonl", "manifest.json") if not (folder / n).exists()]
+        if missing:
+            raise FileNotFoundError(f"{folder} is not a complete keditlab run folder (missing {', '.join(missing)})")
+        import json
+
+        return cls(
+            summary=json.loads((folder / "summary.json").read_text(encoding="utf-8")),
+            cases=records.read_jsonl(folder / "cases.jsonl"),
+            manifest=json.loads((folder / "manifest.json").read_text(encoding="utf-8")),
+            path=folder,
+        )
+
+    def metric(self, method: str, metric: str, protocol: str = "teacher_forced", when: str = "post") -> float | None:
+        """One mean from the summary, e.g. ``run.metric("rome", "reliability")``."""
+        return self.summary["methods"][method]["metrics"].get(metric, {}).get(protocol, {}).get(when)
+
+    def table(self) -> str:
+        return text_table(self.summary)
+
+    def __str__(self) -> str:
+        where = f"\nresults: {self.path}" if self.path else ""
+        return self.table() + where
+
+    def _repr_html_(self) -> str:
+        where = f"<p><small>results: <code>{self.path}</code></small></p>" if self.path else ""
+        return html_table(self.summary) + "<h4>Before / after (greedy generation from the edit prompt)</h4>" + html_generations(self.cases) + where
+
+
+class RunError(ValueError):
+    """A spec that validated on its own does not fit the model it names."""
+
+
+def run_spec(
+    spec: Spec,
+    out: str | Path | None = "runs",
+    *,
+    loaded: LoadedModel | None = None,
+    log: Any = print,
+) -> Run:
+    """Run ``spec``; write a new run folder under ``out`` (``None``: keep results in memory only)."""
+    started = time.time()
+    _seed_everything(spec.run.seed)
+    if loaded is None:
+        log(f"Loading {spec.model.name} …")
+        loaded = load_model(spec.model.name, device=spec.run.device, dtype=spec.model.dtype, profile=spec.model.profile)
+    model, tokenizer, profile = loaded
+    methods = [(m, get_method(m.name)) for m in spec.methods]
+    configs = {m.label: _config_for(method, m, profile.num_layers) for m, method in methods}
+
+    folder = records.new_run_folder(out, spec.name) if out is not None else None
+    manifest = {
+        "format": "keditlab.manifest/1",
+        "status": "running",
+        "spec": spec.to_dict(),
+        "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict(),
+                  "dtype": str(next(model.parameters()).dtype)},
+        "seed": spec.run.seed,
+        "device": str(next(model.parameters()).device),
+        "versions": records.package_versions(),
+        "command": records.command_line(),
+        "started": _timestamp(started),
+        "statistics": [],
+    }
+    if folder:
+        records.write_json(folder / "manifest.json", manifest)
+
+    covariance = CovarianceProvider(model, tokenizer, profile, spec.stats.corpus, spec.stats.samples,
+                                    spec.stats.max_length, seed=spec.run.seed)
+    context = EditContext(seed=spec.run.seed, covariance=covariance)
+    cases = list(spec.edits)
+    log(f"Measuring {len(cases)} cases before editing …")
+    before = measure(model, tokenizer, cases, spec.evaluate)
+
+    tallies: dict[str, MethodTally] = {}
+    case_records: list[dict[str, Any]] = []
+    for method_spec, method in methods:
+        tally = tallies[method_spec.label] = MethodTally(method_spec.name, configs[method_spec.label].to_dict())
+        for index, (case, pre) in enumerate(zip(cases, before)):
+            log(f"[{method_spec.label}] edit {index + 1}/{len(cases)}: {case.prompt!r} → {case.target!r}")
+            handle = method.apply(model, tokenizer, profile, [case], configs[method_spec.label], context)
+            try:
+                eval_start = time.perf_counter()
+                post = measure(model, tokenizer, [case], spec.evaluate, reference=[pre])[0]
+                eval_seconds = time.perf_counter() - eval_start
+                delta_norms = handle.delta_norms()
+            finally:
+                handle.restore()
+            tally.add(pre.scores(), post.scores(), handle.seconds, eval_seconds)
+            record = _case_record(method_spec.label, method_spec.name, case, pre, post, handle, eval_seconds, delta_norms)
+            case_records.append(record)
+            if folder:
+                records.append_jsonl(folder / "cases.jsonl", record)
+
+    summary = build_summary(spec.name, spec.model.name, len(cases), tallies)
+    manifest["statistics"] = covariance.described
+    manifest.update(status="complete", finished=_timestamp(time.time()), seconds=round(time.time() - started, 3))
+    if folder:
+        records.write_json(folder / "summary.json", summary)
+        records.write_json(folder / "manifest.json", manifest)
+    return Run(summary=summary, cases=case_records, manifest=manifest, path=folder)
+
+
+def _config_for(method: Any, method_spec: Any, num_layers: int) -> Any:
+    """The method's config from the spec's settings, with layers checked against the real model."""
+    config = method.config_class.from_params(method_spec.params)
+    for f in dataclasses.fields(config):
+        if not f.metadata.get("layer_index"):
+            continue
+        value = getattr(config, f.name)
+        for layer in ([] if value is None else value if isinstance(value, list) else [value]):
+            if not 0 <= layer < num_layers:
+                raise RunError(
+                    f"method {method_spec.label!r}: {f.name} {layer} is outside the model's layers 0..{num_layers - 1}. "
+                    f"Fix: choose {f.name} between 0 and {num_layers - 1}, or leave it out for the default."
+                )
+    return config
+
+
+def _case_record(label, name, case, pre: CaseMeasurement, post: CaseMeasurement, handle, eval_seconds, delta_norms) -> dict[str, Any]:
+    pre_scores, post_scores = pre.scores(), post.scores()
+    return {
+        "method": label,
+        "method_name": name,
+        "case_id": case.case_id,
+        "edit": dataclasses.asdict(case),
+        "scores": [
+            {"metric": m, "protocol": p, "pre": pre_scores.get((m, p)), "post": post_scores.get((m, p))}
+            for (m, p) in sorted(set(pre_scores) | set(post_scores))
+        ],
+        "pre": pre.to_dict(),
+        "post": post.to_dict(),
+        "edit_seconds": round(handle.seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "changed_parameters": delta_norms,
+        "details": handle.details,
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
