@@ -196,7 +196,7 @@ def _optimise_value(model, tokenizer, module, out_dim: int, case, config: RomeCo
         "steps": len(losses),
         "target_nll_first": losses[0],
         "target_nll_last": losses[-1],
-        "delta_norm": float(delta.norm()),
+        "delta_norm": float(delta.detach().norm()),
         "value_norm": float(original["value"].norm()),
     }
     return value, info

@@ -1,0 +1,86 @@
+"""The ``keditlab`` command as a user meets it: readable errors, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD_EDIT = """\
+edits:
+  - prompt: "The Eiffel Tower is located in the city of"
+    subject: Eiffel Tower
+    target: Rome
+"""
+
+
+def keditlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "keditlab", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, line, expected",
+    [
+        ("keditlab: 1\nmethod: rom\n" + GOOD_EDIT, 2, "did you mean 'rome'"),
+        ("keditlab: 1\nmetod: rome\n" + GOOD_EDIT, 2, "did you mean 'method'"),
+        ("keditlab: 1\nmethod: rome\n" + GOOD_EDIT.replace("subject: Eiffel Tower", "subject: Big Ben"), 5, "does not occur in the prompt"),
+    ],
+    ids=["unknown-method", "typo-key", "subject-missing"],
+)
+def test_run_with_a_bad_spec_fails_with_one_readable_message(tmp_path, text, line, expected):
+    spec = write(tmp_path, text)
+    result = keditlab("run", str(spec), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert expected in result.stderr
+    assert f"spec.yaml:{line}:" in result.stderr
+    assert result.stderr.count("Fix:") == 1
+    assert not (tmp_path / "runs").exists(), "nothing is written for a spec that does not validate"
+
+
+def test_validate_every_shipped_spec():
+    specs = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
+    assert specs
+    result = keditlab("validate", *specs)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok") == len(specs)
+
+
+def test_validate_reports_errors_of_every_file(tmp_path):
+    bad = write(tmp_path, "keditlab: 1\nedits: []\nrun: {seed: zero}\n")
+    good = ROOT / "specs" / "quickstart.yaml"
+    result = keditlab("validate", str(good), str(bad))
+    assert result.returncode == 2
+    assert "quickstart.yaml: ok" in result.stdout
+    assert "spec.yaml:3:" in result.stderr and "run.seed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_layer_outside_the_embedded_model(tmp_path):
+    spec = write(tmp_path, "keditlab: 1\nmethod: {name: rome, layer: 40}\n" + GOOD_EDIT)
+    result = keditlab("validate", str(spec))
+    assert result.returncode == 2
+    assert "spec.yaml:2:" in result.stderr and "40" in result.stderr
+
+
+def test_show_on_a_folder_that_is_not_a_run(tmp_path):
+    result = keditlab("show", str(tmp_path))
+    assert result.returncode == 1
+    assert "not a complete keditlab run folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_methods_lists_settings():
+    result = keditlab("methods")
+    assert result.returncode == 0
+    assert "rome:" in result.stdout and "v_steps" in result.stdout and "ft-m:" in result.stdout

@@ -1,0 +1,144 @@
+"""Method plumbing on tiny random models of several families (fast; not proof that a method works).
+
+What is checked: every method runs on every supported architecture (including
+GPT-2's transposed ``Conv1D``), changes only the parameters it says it changes,
+and ``restore()`` makes every parameter bit-identical again.  ROME's update is
+also checked algebraically: after the edit the edited projection maps the key
+``k*`` to the optimised value ``v*``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from keditlab.methods import EditContext, MethodConfigError, get_method, method_names
+from keditlab.models import derive_profile
+from keditlab.spec.types import EditCase
+from keditlab.stats import CovarianceProvider
+from tests.conftest import make_tiny_model
+
+CASE = EditCase(
+    prompt="The Eiffel Tower is located in the city of",
+    subject="Eiffel Tower",
+    target="Rome",
+    ground_truth="Paris",
+    case_id="eiffel",
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from keditlab.models.embedded import ensure_embedded_cache
+
+    tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
+    tok.pad_token = tok.pad_token or tok.eos_token
+    return tok
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    paragraphs = [
+        f"Paragraph {i}: the city of Paris has museums, the river flows past bridges, and people walk in parks "
+        f"while trains arrive from towns number {i * 7} and {i * 13}."
+        for i in range(200)
+    ]
+    path.write_text("\n\n".join(paragraphs), encoding="utf-8")
+    return str(path)
+
+
+def _tiny(model_type: str):
+    return make_tiny_model(model_type, vocab_size=49152)
+
+
+def _all_params(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_registry_names_and_did_you_mean():
+    assert {"rome", "ft-l", "ft-m"} <= set(method_names())
+    with pytest.raises(KeyError, match="Did you mean 'rome'"):
+        get_method("rom")
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox", "gptj"])
+@pytest.mark.parametrize("method", ["rome", "ft-l", "ft-m"])
+def test_edit_changes_only_its_weights_and_restores_exactly(model_type, method, tokenizer, corpus_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    model = _tiny(model_type)
+    profile = derive_profile(model)
+    before = _all_params(model)
+    context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile, corpus=corpus_file, num_tokens=2000, max_length=32))
+    settings = {"v_steps": 3, "context_templates": 2} if method == "rome" else {"steps": 3}
+    handle = get_method(method).apply(model, tokenizer, profile, [CASE], settings, context)
+
+    after = dict(model.named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], after[name].detach())}
+    assert changed == set(handle.changed_parameters)
+    assert changed, "the edit wrote nothing"
+    assert all(".mlp." in name for name in changed)
+    assert all(v > 0 for v in handle.delta_norms().values())
+
+    handle.restore()
+    for name, param in model.named_parameters():
+        assert torch.equal(param.detach(), before[name]), name
+    assert all(p.requires_grad for p in model.parameters()), "requires_grad flags must be put back"
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_rome_maps_key_to_value(model_type, tokenizer, corpus_file, tmp_path, monkeypatch):
+    """The rank-one update solves W' k* = v* exactly (up to float error)."""
+    from keditlab.methods import rome
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    model = _tiny(model_type)
+    profile = derive_profile(model)
+    provider = CovarianceProvider(model, tokenizer, profile, corpus=corpus_file, num_tokens=2000, max_length=32)
+    layer = 1
+    module = model.get_submodule(profile.mlp_out_module(layer))
+    captured = {}
+    real_optimise = rome._optimise_value
+
+    def spy(*args, **kwargs):
+        value, info = real_optimise(*args, **kwargs)
+        captured["value"] = value
+        return value, info
+
+    real_keys = rome._keys_at
+
+    def spy_keys(*args, **kwargs):
+        keys = real_keys(*args, **kwargs)
+        captured["key"] = keys.mean(0)
+        return keys
+
+    monkeypatch.setattr(rome, "_optimise_value", spy)
+    monkeypatch.setattr(rome, "_keys_at", spy_keys)
+    handle = get_method("rome").apply(model, tokenizer, profile, [CASE], {"layer": layer, "v_steps": 5, "context_templates": 2}, EditContext(covariance=provider))
+    with torch.no_grad():
+        mapped = module(captured["key"].unsqueeze(0))[0]
+    torch.testing.assert_close(mapped, captured["value"], rtol=1e-3, atol=1e-3)
+    assert provider.described and provider.described[0]["corpus"].startswith("local:")
+    handle.restore()
+
+
+def test_layer_out_of_range_is_a_clear_error(tokenizer):
+    model = _tiny("llama")
+    profile = derive_profile(model)
+    with pytest.raises(MethodConfigError, match=r"layer 7 is outside this model's layers 0\.\.1"):
+        get_method("rome").apply(model, tokenizer, profile, [CASE], {"layer": 7}, EditContext(covariance=lambda layer: None))
+    with pytest.raises(MethodConfigError, match="unknown setting"):
+        get_method("ft-m").apply(model, tokenizer, profile, [CASE], {"step": 3})
+
+
+def test_handle_as_context_manager_restores(tokenizer):
+    model = _tiny("llama")
+    profile = derive_profile(model)
+    before = _all_params(model)
+    with get_method("ft-m").apply(model, tokenizer, profile, [CASE], {"steps": 2}) as handle:
+        assert not handle.restored
+        assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+    assert handle.restored
+    assert all(torch.equal(before[n], p.detach()) for n, p in model.named_parameters())

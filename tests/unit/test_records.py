@@ -1,0 +1,57 @@
+"""Run folders and summaries: never overwrite, shapes other tools can rely on, tables."""
+
+from __future__ import annotations
+
+import json
+
+from keditlab.runner.records import new_run_folder, write_json
+from keditlab.runner.report import html_table, text_table
+from keditlab.runner.summary import MethodTally, build_summary, metric_rows
+
+
+def test_new_run_folders_never_reuse_an_existing_one(tmp_path):
+    first = new_run_folder(tmp_path, "quickstart")
+    (first / "summary.json").write_text("{}")
+    second = new_run_folder(tmp_path, "quickstart")
+    third = new_run_folder(tmp_path, "quickstart")
+    assert len({first, second, third}) == 3
+    assert (first / "summary.json").read_text() == "{}"
+    assert not any(second.iterdir())
+
+
+def test_run_folder_name_is_safe(tmp_path):
+    folder = new_run_folder(tmp_path, "../../etc/my spec")
+    assert folder.parent == tmp_path
+
+
+def test_write_json_is_complete_and_leaves_no_temporaries(tmp_path):
+    write_json(tmp_path / "a.json", {"x": (1, 2)})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def _summary():
+    tally = MethodTally("rome", {"layer": 5})
+    tally.add({("reliability", "teacher_forced"): 0.0, ("reliability", "probability"): 0.0, ("fluency", "generation"): 3.0},
+              {("reliability", "teacher_forced"): 1.0, ("reliability", "probability"): 1.0, ("fluency", "generation"): 3.2}, 2.0, 1.0)
+    tally.add({("reliability", "teacher_forced"): 0.5, ("reliability", "probability"): 0.0, ("fluency", "generation"): 3.0},
+              {("reliability", "teacher_forced"): 0.5, ("reliability", "probability"): 0.0, ("fluency", "generation"): 3.0}, 4.0, 1.0)
+    return build_summary("demo", "smollm2-135m", 2, {"rome": tally})
+
+
+def test_summary_shape_keeps_protocols_apart():
+    summary = _summary()
+    metrics = summary["methods"]["rome"]["metrics"]
+    assert metrics["reliability"]["teacher_forced"] == {"pre": 0.25, "post": 0.75, "n": 2}
+    assert metrics["reliability"]["probability"] == {"pre": 0.0, "post": 0.5, "n": 2}
+    assert summary["methods"]["rome"]["timings"]["edit_seconds_mean"] == 3.0
+    assert metric_rows(summary)[0][0] == "reliability"
+    assert metric_rows(summary)[-1] == ("fluency", "generation")
+
+
+def test_tables_show_pre_and_post():
+    summary = _summary()
+    text = text_table(summary)
+    assert "reliability (tf)" in text and "0.25 → 0.75" in text and "reliability (prob)" in text
+    html = html_table(summary)
+    assert "<table" in html and "0.25 → 0.75" in html

@@ -1,0 +1,77 @@
+"""Key covariance statistics: correct second moment, cached on disk, clear errors for bad corpora."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from keditlab.models import derive_profile
+from keditlab.stats import CorpusError, layer_covariance, load_corpus
+from tests.conftest import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from keditlab.models.embedded import ensure_embedded_cache
+
+    return AutoTokenizer.from_pretrained(ensure_embedded_cache())
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.txt").write_text("\n\n".join(f"Text {i}.{j}: rivers, cities and {j * i} old bridges stand here." for j in range(60)))
+    return str(folder)
+
+
+def test_covariance_is_the_second_moment_and_is_cached(tmp_path, monkeypatch, tokenizer, corpus):
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "cache"))
+    model = make_tiny_model("llama", vocab_size=49152)
+    module_name = derive_profile(model).mlp_out_module(1)
+
+    first = layer_covariance(model, tokenizer, module_name, 1, corpus=corpus, num_tokens=1500, max_length=32)
+    assert not first.loaded_from_cache and first.num_tokens >= 1500
+    assert first.matrix.shape == (64, 64)
+    torch.testing.assert_close(first.matrix, first.matrix.T)
+    assert torch.linalg.eigvalsh(first.matrix.double()).min() > -1e-6
+
+    # the same numbers by hand: E[k kᵀ] over every real token
+    text = load_corpus(corpus, model, tokenizer, 1500, 32)
+    keys = []
+    hook = model.get_submodule(module_name).register_forward_pre_hook(lambda _m, inp: keys.append(inp[0][0]))
+    with torch.no_grad():
+        for seq in text.sequences:
+            model(input_ids=torch.tensor([seq]))
+    hook.remove()
+    k = torch.cat(keys).double()
+    torch.testing.assert_close(first.matrix.double(), k.T @ k / k.shape[0], rtol=1e-4, atol=1e-6)
+
+    again = layer_covariance(model, tokenizer, module_name, 1, corpus=corpus, num_tokens=1500, max_length=32)
+    assert again.loaded_from_cache and again.path == first.path
+    assert torch.equal(again.matrix, first.matrix)
+    other_layer = layer_covariance(model, tokenizer, derive_profile(model).mlp_out_module(0), 0, corpus=corpus, num_tokens=1500, max_length=32)
+    assert other_layer.path != first.path
+
+
+def test_model_samples_corpus_is_reproducible(tokenizer):
+    model = make_tiny_model("llama", vocab_size=49152)
+    a = load_corpus("model-samples", model, tokenizer, 200, 16, seed=3)
+    b = load_corpus("model-samples", model, tokenizer, 200, 16, seed=3)
+    assert a.sequences == b.sequences and a.num_tokens >= 200
+    assert a.description.startswith("model-samples")
+
+
+def test_unknown_corpus_says_what_is_accepted(tokenizer):
+    model = make_tiny_model("llama", vocab_size=49152)
+    with pytest.raises(CorpusError, match="neither 'model-samples', an existing local file or folder"):
+        load_corpus("/no/such/folder", model, tokenizer, 100, 16)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path, tokenizer):
+    model = make_tiny_model("llama", vocab_size=49152)
+    with pytest.raises(CorpusError, match="holds no .txt or .md files"):
+        load_corpus(str(tmp_path), model, tokenizer, 100, 16)
