@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 
 def run(spec: Any, out: Any = "runs", **kwargs: Any) -> Any:
-    """Validate and run a spec (a path, YAML text, a dict or a ``Spec``); return the :class:`~keditlab.runner.Run`."""
+    """Validate and run a spec (a path, a dict or a ``Spec``); return the :class:`~keditlab.runner.Run`."""
     from keditlab.runner import run_spec
 
     return run_spec(load(spec), out, **kwargs)

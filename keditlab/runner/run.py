@@ -35,7 +35,7 @@ from keditlab.spec import Spec
 from keditlab.stats import CovarianceProvider
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """A finished run: its resolved spec, summary, per-case records and folder.
 
@@ -73,6 +73,10 @@ class Run:
     def __str__(self) -> str:
         where = f"\nresults: {self.path}" if self.path else ""
         return self.table() + where
+
+    def __repr__(self) -> str:
+        methods = ", ".join(self.summary["methods"])
+        return f"Run({self.summary['spec']!r}, {self.summary['num_cases']} edits, methods=[{methods}], path={str(self.path) if self.path else None!r})"
 
     def _repr_html_(self) -> str:
         where = f"<p><small>results: <code>{self.path}</code></small></p>" if self.path else ""

@@ -1,0 +1,78 @@
+"""The quickstart spec, run end to end on the real embedded model (the acceptance check).
+
+One run of ``specs/quickstart.yaml`` (ROME and FT-M on six real facts) is shared
+by the tests below; each reads the run folder it wrote, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import keditlab
+from keditlab.runner import Run
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quickstart(embedded, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return keditlab.run(ROOT / "specs" / "quickstart.yaml", out, loaded=embedded, log=lambda _m: None)
+
+
+def test_run_folder_has_the_three_records(quickstart):
+    folder = quickstart.path
+    assert sorted(p.name for p in folder.iterdir()) == ["cases.jsonl", "manifest.json", "summary.json"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["seed"] == 0 and manifest["device"] == "cpu"
+    assert manifest["versions"]["torch"] and manifest["versions"]["transformers"]
+    assert manifest["started"] <= manifest["finished"]
+    # the resolved spec has every default filled in
+    assert manifest["spec"]["evaluate"]["max_new_tokens"] > 0
+    assert manifest["spec"]["stats"]["corpus"] == "model-samples"
+    assert manifest["statistics"][0]["corpus"].startswith("model-samples")
+    lines = (folder / "cases.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 6
+
+
+def test_rome_meets_the_acceptance_bar(quickstart):
+    summary = json.loads((quickstart.path / "summary.json").read_text())
+    assert summary["format"] == "keditlab.summary/1"
+    rome = summary["methods"]["rome"]["metrics"]
+    assert rome["reliability"]["teacher_forced"]["post"] >= 0.9
+    assert rome["reliability"]["teacher_forced"]["pre"] <= 0.2, "the model must not already say the targets"
+    assert rome["locality"]["teacher_forced"]["post"] >= 0.8
+    assert rome["generalization"]["teacher_forced"]["post"] >= 0.5
+    assert rome["reliability"]["probability"]["post"] >= 0.9
+
+
+@pytest.mark.parametrize("method", ["rome", "ft-m"])
+def test_edited_model_generates_the_new_target(quickstart, method):
+    """Greedy generation from the edit prompt starts with the new target for at least 4 of 5 edits."""
+    records = [r for r in quickstart.cases if r["method"] == method]
+    hits = sum(r["post"]["generations"][0]["text"].strip().startswith(r["edit"]["target"]) for r in records)
+    before = sum(r["pre"]["generations"][0]["text"].strip().startswith(r["edit"]["target"]) for r in records)
+    assert before == 0
+    assert hits >= 4 * len(records) / 5, [r["post"]["generations"][0]["text"] for r in records]
+
+
+def test_model_is_restored_after_the_run(quickstart, embedded):
+    model, tokenizer, _ = embedded
+    from keditlab.evaluate import greedy_generate
+
+    assert greedy_generate(model, tokenizer, ["The Eiffel Tower is located in the city of"], max_new_tokens=2)[0].strip().startswith("Paris")
+
+
+def test_saved_run_reloads_and_renders(quickstart):
+    again = Run.load(quickstart.path)
+    assert again.summary == quickstart.summary
+    assert again.metric("rome", "reliability") == quickstart.metric("rome", "reliability")
+    html = again._repr_html_()
+    assert "<table" in html and "rome" in html and "ft-m" in html and "Rome" in html
+    text = str(again)
+    assert "reliability (tf)" in text and "→" in text
