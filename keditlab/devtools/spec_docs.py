@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from keditlab.spec.schema_errors import inline_yaml
+
 INTRO = """\
 # The keditlab spec language (version 1)
 
@@ -104,23 +106,13 @@ def describe_type(schema: dict[str, Any], root: dict[str, Any]) -> str:
     return " or ".join(words)
 
 
-def _yaml_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
-    return str(value)
-
-
 def describe_default(schema: dict[str, Any], root: dict[str, Any], required: bool) -> str:
     if required:
         return "**required**"
     target, _ = _resolve(schema, root)
     for source in (schema, target):
         if "default" in source:
-            return f"`{_yaml_value(source['default'])}`"
+            return f"`{inline_yaml(source['default'])}`"
         if "x-keditlab-default" in source:
             return f"*{source['x-keditlab-default']}*"
     return "—"

@@ -64,13 +64,14 @@ def _example(schema: dict[str, Any], root: dict[str, Any]) -> Any:
     return None
 
 
-def _inline_yaml(value: Any) -> str:
+def inline_yaml(value: Any) -> str:
+    """A value as it would be written inline in a YAML spec (``null``, ``true``, ``[1, 2]``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return "[" + ", ".join(_inline_yaml(v) for v in value) + "]"
+        return "[" + ", ".join(inline_yaml(v) for v in value) + "]"
     return str(value)
 
 
@@ -183,7 +184,7 @@ class SchemaErrorTranslator:
                 fix = "add a list of edits, e.g. `edits: [{prompt: \"The Eiffel Tower is in\", subject: Eiffel Tower, target: Rome}]`"
             else:
                 example = _example(prop, self.root) if prop else None
-                fix = f"add `{key}: {_inline_yaml(example)}`" if example is not None else f"add `{key}:`"
+                fix = f"add `{key}: {inline_yaml(example)}`" if example is not None else f"add `{key}:`"
             self.report.add(path, f"missing required key '{key}'{explain}", fix)
 
     def _type(self, error: ValidationError, path: Path) -> None:
@@ -199,12 +200,12 @@ class SchemaErrorTranslator:
         written = self.report.source_map.raw.get(path)
         if value is None and not written:
             got = f"nothing (no value after '{_field_name(path)}:')"
-        elif written and not isinstance(value, str) and written != _inline_yaml(value):
+        elif written and not isinstance(value, str) and written != inline_yaml(value):
             got = f"{written}, which YAML reads as {got}"
         message = f"expected {describe_types(expected)}, got {got}"
         name = _field_name(path)
         if "string" in expected and isinstance(value, (bool, int, float)):
-            fix = f"put the value in quotes: {name}: \"{written or _inline_yaml(value)}\""
+            fix = f"put the value in quotes: {name}: \"{written or inline_yaml(value)}\""
         elif value is None:
             fix = f"write a value after '{name}:'"
         elif "array" in expected and "object" not in expected:
@@ -213,18 +214,18 @@ class SchemaErrorTranslator:
             fix = f"write {name} as key: value lines indented under '{name}:'"
         else:
             example = _example(error.schema, self.root)
-            fix = f"e.g. {name}: {_inline_yaml(example)}" if example is not None else ""
+            fix = f"e.g. {name}: {inline_yaml(example)}" if example is not None else ""
         self.report.add(path, message, fix)
 
     def _const(self, error: ValidationError, path: Path) -> None:
         if path == ("keditlab",):
             self.report.add(
                 path,
-                f"unsupported spec language version {_inline_yaml(error.instance)}; this keditlab reads version {error.validator_value}",
+                f"unsupported spec language version {inline_yaml(error.instance)}; this keditlab reads version {error.validator_value}",
                 f"write `keditlab: {error.validator_value}`",
             )
             return
-        self.report.add(path, f"must be {_inline_yaml(error.validator_value)}, got {describe_value(error.instance)}")
+        self.report.add(path, f"must be {inline_yaml(error.validator_value)}, got {describe_value(error.instance)}")
 
     def _enum(self, error: ValidationError, path: Path) -> None:
         noun = error.schema.get("x-keditlab-noun", "value")
@@ -250,7 +251,7 @@ class SchemaErrorTranslator:
     def _empty_text(self, error: ValidationError, path: Path) -> None:
         name = _field_name(path)
         example = _example(error.schema, self.root)
-        fix = f"write a non-empty value, e.g. {name}: {_inline_yaml(example)}" if example is not None else "write a non-empty value"
+        fix = f"write a non-empty value, e.g. {name}: {inline_yaml(example)}" if example is not None else "write a non-empty value"
         self.report.add(path, f"{name} is empty", fix)
 
     def _minimum(self, error: ValidationError, path: Path) -> None:
