@@ -40,7 +40,7 @@ from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_to
 
 #: The default layer is this fraction of the depth: early-middle, where causal
 #: tracing finds factual recall.  Layer 5 of 30 on the embedded SmolLM2-135M
-#: (measured best for reliability and locality among layers 2–12; docs/methods.md).
+#: (tied best with layer 2 among layers 2, 5, 8, 12 on the quickstart; docs/methods.md).
 DEFAULT_LAYER_FRACTION = 0.17
 
 
