@@ -111,6 +111,8 @@ def run_spec(
         "spec": spec.to_dict(),
         "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict(),
                   "dtype": str(next(model.parameters()).dtype)},
+        "methods": {label: {"name": config_name, "settings": configs[label].to_dict()}
+                    for label, config_name in ((m.label, m.name) for m, _ in methods)},
         "seed": spec.run.seed,
         "device": str(next(model.parameters()).device),
         "versions": records.package_versions(),

@@ -36,6 +36,7 @@ def test_run_folder_has_the_three_records(quickstart):
     assert manifest["spec"]["evaluate"]["max_new_tokens"] > 0
     assert manifest["spec"]["stats"]["corpus"] == "model-samples"
     assert manifest["statistics"][0]["corpus"].startswith("model-samples")
+    assert manifest["methods"]["rome"]["settings"]["v_steps"] == 25  # every method setting, defaults included
     lines = (folder / "cases.jsonl").read_text().splitlines()
     assert len(lines) == 2 * 6
 
