@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_prompt_answer
 
 
@@ -88,13 +89,8 @@ def teacher_forced(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             seqs = [encoded[i][0] + encoded[i][1] for i in chunk]
-            width = max(len(s) for s in seqs)
-            input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):
-                input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                mask[row, : len(seq)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            input_ids, mask = right_padded(seqs, pad, device)
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
             for row, i in enumerate(chunk):
                 prompt_ids, answer_ids = encoded[i]
                 first = len(prompt_ids) - 1  # this position predicts the first answer token

@@ -30,13 +30,9 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import device_of, right_padded, trainable_only
+from keditlab.methods.common import default_layer, device_of, trainable_only
+from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
-
-#: Default layer as a fraction of depth: layer 5 of 30 on the embedded model,
-#: the same MLP ROME edits, so the baselines are compared like for like.
-DEFAULT_LAYER_FRACTION = 0.17
-
 
 @dataclass
 class FineTuneConfig(MethodConfig):
@@ -63,7 +59,7 @@ class _FineTune(EditMethod):
     """Shared loop; subclasses choose the batch and the loss."""
 
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else [round(DEFAULT_LAYER_FRACTION * profile.num_layers)]
+        layers = config.layers if config.layers is not None else [default_layer(profile.num_layers)]
         for layer in layers:
             if not 0 <= layer < profile.num_layers:
                 raise MethodConfigError(f"{self.name}: layer {layer} is outside this model's layers 0..{profile.num_layers - 1}")

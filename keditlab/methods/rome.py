@@ -35,18 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import context_prefixes, device_of, right_padded, trainable_only
+from keditlab.methods.common import context_prefixes, default_layer, device_of, trainable_only
+from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_token
-
-#: The default layer is this fraction of the depth: early-middle, where causal
-#: tracing finds factual recall.  Layer 5 of 30 on the embedded SmolLM2-135M
-#: (tied best with layer 2 among layers 2, 5, 8, 12 on the quickstart; docs/methods.md).
-DEFAULT_LAYER_FRACTION = 0.17
-
-
-def default_layer(num_layers: int) -> int:
-    return max(0, min(num_layers - 1, round(DEFAULT_LAYER_FRACTION * num_layers)))
-
 
 @dataclass
 class RomeConfig(MethodConfig):

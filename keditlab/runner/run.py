@@ -17,6 +17,7 @@ on disk (:mod:`keditlab.stats`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -54,8 +55,6 @@ class Run:
         missing = [n for n in ("summary.json", "cases.jsonl", "manifest.json") if not (folder / n).exists()]
         if missing:
             raise FileNotFoundError(f"{folder} is not a complete keditlab run folder (missing {', '.join(missing)})")
-        import json
-
         return cls(
             summary=json.loads((folder / "summary.json").read_text(encoding="utf-8")),
             cases=records.read_jsonl(folder / "cases.jsonl"),

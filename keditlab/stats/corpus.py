@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from keditlab.models.sampling import sample_ids, seeded
 
 MODEL_SAMPLES = "model-samples"
 
@@ -127,37 +127,18 @@ def _sample_from_model(model: Any, tokenizer: Any, num_tokens: int, max_length: 
     """Sample ``num_tokens`` tokens from the model (temperature 1, top-k 50), reproducibly."""
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
     batch_size = 32
     sequences: list[list[int]] = []
     total = 0
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    progress = tqdm(total=num_tokens, desc="Sampling a corpus from the model", unit="tok")
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            batch_index = 0
-            while total < num_tokens:
-                prompts = [OPENINGS[(batch_index * batch_size + i) % len(OPENINGS)] for i in range(batch_size)]
-                enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
-                with torch.inference_mode():
-                    out = model.generate(
-                        **enc,
-                        do_sample=True,
-                        top_k=50,
-                        temperature=1.0,
-                        max_new_tokens=max_length,
-                        min_new_tokens=max_length // 2,
-                        pad_token_id=tokenizer.pad_token_id,
-                    )
-                for row, mask in zip(out, enc["attention_mask"]):
-                    start = int((mask == 0).sum())  # drop left padding
-                    ids = [t for t in row[start:].tolist() if t != tokenizer.pad_token_id][:max_length]
-                    sequences.append(ids)
-                    total += len(ids)
-                    progress.update(len(ids))
-                batch_index += 1
-    finally:
-        tokenizer.padding_side = side
-        progress.close()
+    with tqdm(total=num_tokens, desc="Sampling a corpus from the model", unit="tok") as progress, seeded(model, seed):
+        batch_index = 0
+        while total < num_tokens:
+            prompts = [OPENINGS[(batch_index * batch_size + i) % len(OPENINGS)] for i in range(batch_size)]
+            rows = sample_ids(model, tokenizer, prompts, max_new_tokens=max_length, top_k=50, min_new_tokens=max_length // 2)
+            for ids in rows:
+                ids = ids[:max_length]
+                sequences.append(ids)
+                total += len(ids)
+                progress.update(len(ids))
+            batch_index += 1
     return Corpus(f"{MODEL_SAMPLES} (seed {seed}, top-k 50)", sequences)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from keditlab.models.sampling import right_padded
 from keditlab.stats.corpus import Corpus, load_corpus
 
 
@@ -129,16 +130,11 @@ def _second_moment(model: Any, module: torch.nn.Module, sequences: list[list[int
     try:
         for start in tqdm(range(0, len(sequences), batch_size), desc="Key statistics", unit="batch"):
             batch = sequences[start : start + batch_size]
-            width = max(len(s) for s in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, seq in enumerate(batch):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-            current_mask[:] = [mask.bool().to(device)]
+            ids, mask = right_padded(batch, 0, device)  # padded positions are dropped from the keys
+            current_mask[:] = [mask.bool()]
             try:
                 with torch.inference_mode():
-                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                    model(input_ids=ids, attention_mask=mask)
             except _StopForward:
                 pass
     finally:
