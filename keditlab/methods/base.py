@@ -47,6 +47,19 @@ class MethodConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check_layers(self, num_layers: int) -> None:
+        """Raise if a layer setting (a field marked ``layer_index``) is outside ``0..num_layers-1``."""
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("layer_index"):
+                continue
+            value = getattr(self, f.name)
+            for layer in [] if value is None else value if isinstance(value, list) else [value]:
+                if not 0 <= layer < num_layers:
+                    raise MethodConfigError(
+                        f"{f.name}: layer {layer} is outside this model's layers 0..{num_layers - 1}. "
+                        f"Fix: choose {f.name} between 0 and {num_layers - 1}, or leave it out for the default."
+                    )
+
 
 @dataclass
 class EditContext:
@@ -135,6 +148,7 @@ class EditMethod:
         """Edit ``model`` in place so it holds every fact in ``cases``; return the undo handle."""
         if config is None or isinstance(config, dict):
             config = self.config_class.from_params(config or {})
+        config.check_layers(profile.num_layers)
         context = context or EditContext()
         start = time.perf_counter()
         handle = self._apply(model, tokenizer, profile, list(cases), config, context)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.common import default_layer, device_of, trainable_only
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
@@ -60,9 +60,6 @@ class _FineTune(EditMethod):
 
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
         layers = config.layers if config.layers is not None else [default_layer(profile.num_layers)]
-        for layer in layers:
-            if not 0 <= layer < profile.num_layers:
-                raise MethodConfigError(f"{self.name}: layer {layer} is outside this model's layers 0..{profile.num_layers - 1}")
         names = [f"{profile.mlp_out_module(layer)}.weight" for layer in sorted(set(layers))]
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         params = dict(model.named_parameters())

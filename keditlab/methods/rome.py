@@ -62,8 +62,6 @@ class Rome(EditMethod):
 
     def _apply(self, model, tokenizer, profile, cases, config: RomeConfig, context: EditContext) -> EditHandle:
         layer = default_layer(profile.num_layers) if config.layer is None else config.layer
-        if not 0 <= layer < profile.num_layers:
-            raise MethodConfigError(f"rome: layer {layer} is outside this model's layers 0..{profile.num_layers - 1}")
         if context.covariance is None:
             raise MethodConfigError("rome needs key statistics: pass EditContext(covariance=...)")
         module_name = profile.mlp_out_module(layer)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from keditlab.evaluate import CaseMeasurement, measure
-from keditlab.methods import EditContext, get_method
+from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
 from keditlab.runner.report import html_generations, html_table, text_table
@@ -159,18 +159,12 @@ def run_spec(
 
 
 def _config_for(method: Any, method_spec: Any, num_layers: int) -> Any:
-    """The method's config from the spec's settings, with layers checked against the real model."""
+    """The method's config from the spec's settings, checked against the real model before any work."""
     config = method.config_class.from_params(method_spec.params)
-    for f in dataclasses.fields(config):
-        if not f.metadata.get("layer_index"):
-            continue
-        value = getattr(config, f.name)
-        for layer in ([] if value is None else value if isinstance(value, list) else [value]):
-            if not 0 <= layer < num_layers:
-                raise RunError(
-                    f"method {method_spec.label!r}: {f.name} {layer} is outside the model's layers 0..{num_layers - 1}. "
-                    f"Fix: choose {f.name} between 0 and {num_layers - 1}, or leave it out for the default."
-                )
+    try:
+        config.check_layers(num_layers)
+    except MethodConfigError as exc:
+        raise RunError(f"method {method_spec.label!r}: {exc}") from None
     return config
 
 

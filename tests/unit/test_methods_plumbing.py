@@ -142,3 +142,14 @@ def test_handle_as_context_manager_restores(tokenizer):
         assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
     assert handle.restored
     assert all(torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+
+
+def test_layer_lists_are_checked_and_the_runner_names_the_method():
+    from keditlab.runner.run import RunError, _config_for
+    from keditlab.spec.types import MethodSpec
+
+    with pytest.raises(MethodConfigError, match=r"layers: layer 30 is outside this model's layers 0\.\.29\. Fix: choose layers between 0 and 29"):
+        get_method("ft-m").config_class.from_params({"layers": [3, 30]}).check_layers(30)
+    with pytest.raises(RunError, match=r"method 'rome-deep': layer: layer 40 is outside"):
+        _config_for(get_method("rome"), MethodSpec("rome", {"layer": 40}, "rome-deep"), 30)
+    assert _config_for(get_method("rome"), MethodSpec("rome", {"layer": 29}), 30).layer == 29
