@@ -11,7 +11,11 @@ validator write good messages and the docs generator write good pages:
 * ``x-keditlab-noun``: what an enum's values are called ("editing method");
 * ``x-keditlab-default``: a default that is not a constant ("the file's stem");
 * ``x-keditlab-layer``: the setting is a layer index, checked against the model;
-* ``x-keditlab-method``: this object holds the settings of that method.
+* ``x-keditlab-method``: this object holds the settings of that method;
+* ``x-keditlab-forms``: the values a ``pattern`` allows, as a person writes them
+  (``cuda:N``), quoted back when a value does not match;
+* ``x-keditlab-aliases``: words that mean one of those values (``gpu`` → ``cuda``),
+  for the did-you-mean of such a message.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from typing import Any
 from keditlab.spec.types import METRIC_NAMES, EvalSpec, ModelSpec, RunSettings, StatsSpec
 
 SCHEMA_ID = "https://keditlab.dev/schemas/spec.schema.json"
+
+#: The devices a spec may name (``run.device``), as a pattern and as people read them.
+#: ``keditlab.models.loader.resolve_device`` checks that the named GPU exists.
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N", "mps")
+#: Words people write for a device, and the device they mean (for did-you-mean).
+DEVICE_ALIASES = {"gpu": "cuda", "nvidia": "cuda", "metal": "mps", "apple": "mps"}
 
 # Non-empty text that is not only whitespace.
 _TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
@@ -292,11 +303,17 @@ def base_schema() -> dict[str, Any]:
                         "minimum": 0,
                         "default": run_defaults.seed,
                     },
-                    "device": _text(
-                        "Device",
-                        "`auto` (a GPU if there is one, else the CPU), `cpu`, `cuda`, `cuda:1`, `mps`, ...",
-                        default=run_defaults.device,
-                    ),
+                    "device": {
+                        "title": "Device",
+                        "description": "Where the model runs: `auto` (the CUDA GPU if there is one, else the CPU), `cpu`, `cuda` (the first CUDA GPU), `cuda:N` (CUDA GPU number N, from 0), or `mps` (Apple silicon). Asking for a GPU the machine does not have is an error when the model is loaded.",
+                        "type": "string",
+                        "pattern": DEVICE_PATTERN,
+                        "default": run_defaults.device,
+                        "examples": ["auto"],
+                        "x-keditlab-noun": "device",
+                        "x-keditlab-forms": list(DEVICE_FORMS),
+                        "x-keditlab-aliases": dict(DEVICE_ALIASES),
+                    },
                     "out": {
                         "title": "Output folder",
                         "description": "Where the run folder is written. Empty: keditlab's default runs folder.",

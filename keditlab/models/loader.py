@@ -57,13 +57,50 @@ class LoadedModel(NamedTuple):
         return next(self.model.parameters()).device
 
 
-def resolve_device(device: str | None = "auto") -> str:
-    """``"auto"`` (or None) means CUDA when available, else CPU; anything else is passed on."""
-    if device in (None, "auto"):
-        import torch
+def resolve_device(device: str | torch.device | None = "auto") -> str:
+    """The device to put a model on, checked to exist on this machine.
 
+    ``"auto"`` (or None) means the CUDA GPU when torch sees one, else the CPU.
+    A GPU asked for by name (``"cuda"``, ``"cuda:N"``, ``"mps"``) must be there:
+    otherwise this raises :class:`ModelLoadError` saying so and what to write
+    instead, before any weights are loaded, rather than letting ``model.to``
+    fail with a torch traceback.  Other devices torch knows (``"cpu"``,
+    ``"xpu"``, ...) are passed on as they are.
+    """
+    import torch
+
+    if device is None or device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    text = str(device).strip()
+    fix = "Fix: set the device to 'auto' (a GPU when there is one, else the CPU) or 'cpu' (in a spec: run.device)."
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ModelLoadError(f"unknown device {text!r}; known devices: auto, cpu, cuda, cuda:N (N a GPU number), mps. {fix}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                f"this torch {torch.__version__} is a CPU-only build"
+                if torch.version.cuda is None
+                else "no CUDA GPU or driver was found"
+            )
+            raise ModelLoadError(f"device {text!r} asks for a CUDA GPU, but torch sees none ({why}). {fix}")
+        count = torch.cuda.device_count()
+        if (parsed.index or 0) >= count:
+            have = "cuda:0" if count == 1 else f"cuda:0 .. cuda:{count - 1}"
+            raise ModelLoadError(
+                f"device {text!r} asks for CUDA GPU number {parsed.index}, but this machine has "
+                f"{count} GPU{'s' if count != 1 else ''} ({have}). Fix: use one of those ('cuda' is the first), "
+                "or 'auto' or 'cpu' (in a spec: run.device)."
+            )
+    elif parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelLoadError(
+                f"device {text!r} asks for Apple's Metal GPU, but torch sees none "
+                f"(it exists only on Apple-silicon Macs, with a torch built for it). {fix}"
+            )
+    return text
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -197,7 +234,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM, its tokenizer and its ``ModelProfile``.
 
-    ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ...
+    ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``, ``"mps"``; a GPU that is not there is a ``ModelLoadError``
+    (see :func:`resolve_device`), raised before anything is loaded.
     ``dtype``: None/``"auto"`` means float32.  ``profile``: the spec's
     ``model.profile`` overrides for architectures keditlab cannot derive.
     The model comes back in eval mode.

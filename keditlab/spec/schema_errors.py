@@ -10,6 +10,7 @@ whose type matches what they wrote — is the one whose errors are reported.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from typing import Any, Callable, Iterable, Iterator
 
@@ -95,7 +96,7 @@ class SchemaErrorTranslator:
             "minItems": self._min_items,
             "uniqueItems": self._unique_items,
             "minLength": self._empty_text,
-            "pattern": self._empty_text,
+            "pattern": self._pattern,
             "minimum": self._minimum,
         }
 
@@ -253,6 +254,27 @@ class SchemaErrorTranslator:
         example = _example(error.schema, self.root)
         fix = f"write a non-empty value, e.g. {name}: {inline_yaml(example)}" if example is not None else "write a non-empty value"
         self.report.add(path, f"{name} is empty", fix)
+
+    def _pattern(self, error: ValidationError, path: Path) -> None:
+        """A text that does not match a ``pattern``: empty text, or not one of the forms it allows."""
+        forms = error.schema.get("x-keditlab-forms")
+        value = error.instance
+        if not forms or not value.strip():
+            self._empty_text(error, path)
+            return
+        noun = error.schema.get("x-keditlab-noun", "value")
+        # The right word in the wrong case, with spaces, or a number without its colon (`CUDA`, `cuda1`).
+        normalised = re.sub(r"([a-z])[\s:_-]*(\d)", r"\1:\2", value.strip().lower())
+        aliases = error.schema.get("x-keditlab-aliases", {})
+        if re.fullmatch(error.validator_value, normalised):
+            match = normalised
+        elif normalised in aliases:
+            match = aliases[normalised]
+        else:  # `cuda:N` stands for cuda:0, cuda:1, ...: compare with a real instance of each form
+            match = closest(value, [form.replace(":N", ":0") for form in forms])
+        hint = f" (did you mean '{match}'?)" if match else ""
+        fix = f"write '{match}'. " if match else ""
+        self.report.add(path, f"unknown {noun} '{value}'{hint}", f"{fix}Known {noun}s: {quoted_list(forms)}")
 
     def _minimum(self, error: ValidationError, path: Path) -> None:
         if error.schema.get("x-keditlab-layer"):

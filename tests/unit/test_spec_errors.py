@@ -182,6 +182,26 @@ CASES = [
         "edits[1].id", 7, 59, ["two edits have the id 'a'", "edits[0] and edits[1]"],
     ),
     (
+        "device-gpu",
+        "keditlab: 1\nrun: {device: gpu}\n" + EDIT,
+        "run.device", 2, 15, ["unknown device 'gpu'", "did you mean 'cuda'?", "auto, cpu, cuda, cuda:N, mps"],
+    ),
+    (
+        "device-number-without-colon",
+        "keditlab: 1\nrun: {device: CUDA1}\n" + EDIT,
+        "run.device", 2, 15, ["unknown device 'CUDA1'", "write 'cuda:1'"],
+    ),
+    (
+        "device-bad-index",
+        "keditlab: 1\nrun:\n  device: cuda:first\n" + EDIT,
+        "run.device", 3, 11, ["unknown device 'cuda:first'", "did you mean 'cuda:0'?"],
+    ),
+    (
+        "device-empty",
+        "keditlab: 1\nrun: {device: ''}\n" + EDIT,
+        "run.device", 2, 15, ["device is empty", "device: auto"],
+    ),
+    (
         "method-setting-at-top-level",
         "keditlab: 1\nlayer: 5\n" + EDIT,
         "layer", 2, 1, ["unknown key 'layer'", "write it inside the method"],
@@ -247,6 +267,11 @@ def test_every_error_is_reported_at_once():
     message = str(info.value)
     assert message.startswith("10 errors in bad.yaml:")
     assert all(str(e) in message for e in errors)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_every_device_form_is_accepted(device):
+    assert errors_of(f"keditlab: 1\nrun: {{device: '{device}'}}\n" + EDIT) == []
 
 
 def test_layer_check_is_skipped_without_num_layers():
