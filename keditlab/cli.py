@@ -5,9 +5,17 @@
     keditlab show RUN_FOLDER          print the table of a saved run
     keditlab methods                  list the editing methods and their settings
 
+    keditlab --version                print the installed version
+
 Mistakes a user can make (a bad spec, a model that cannot be loaded, a corpus
 that cannot be read) end with one readable message and a non-zero exit code,
 never a traceback.  Set ``KEDITLAB_DEBUG=1`` to see the traceback anyway.
+Output piped into a command that stops reading early (``keditlab methods |
+head``) ends quietly, with exit code 141 like other Unix tools cut off by a
+closed pipe.
+
+The commands that need no model (``validate``, ``methods``, ``--version``)
+never import torch, so they answer at once.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ from pathlib import Path
 
 EXIT_BAD_SPEC = 2
 EXIT_FAILED = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command cut off by a closed pipe
 
 
 def main(argv: list[str] | None = None) -> int:
+    from keditlab import __version__
+
     parser = argparse.ArgumentParser(prog="keditlab", description="Knowledge editing of language models, driven by YAML specs.")
+    parser.add_argument("--version", action="version", version=f"keditlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a spec and save its results in a new run folder")
     run.add_argument("spec", help="path of a YAML spec")
@@ -35,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {"run": _run, "validate": _validate, "show": _show, "methods": _methods}[args.command]
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a reader that went away shows up here, inside the try, not at exit
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -49,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_SPEC
         print(f"keditlab {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot hit the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (a notebook, a test)
+        pass
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -87,15 +113,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
-    import dataclasses
+    # Read from the schema, which is generated from the method registry: the same
+    # names, summaries, defaults and help, without importing the methods and torch.
+    from keditlab.spec.schema import method_catalogue
 
-    from keditlab.methods import get_method, method_names
-
-    for name in method_names():
-        method = get_method(name)
-        print(f"{name}: {method.summary}")
-        for f in dataclasses.fields(method.config_class):
-            print(f"    {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+    for method in method_catalogue():
+        print(f"{method.name}: {method.summary}")
+        for setting in method.settings:
+            print(f"    {setting.name} = {setting.default!r}: {setting.help}")
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA_FILE = "spec.schema.json"
 
@@ -55,3 +55,42 @@ def resolve_ref(schema: dict[str, Any], root: dict[str, Any] | None = None) -> d
         schema = target
         seen += 1
     return schema
+
+
+class MethodSetting(NamedTuple):
+    """One setting of an editing method: its name, default and help text."""
+
+    name: str
+    default: Any
+    help: str
+
+
+class MethodInfo(NamedTuple):
+    """An editing method as the schema describes it: name, one-line summary, settings in order."""
+
+    name: str
+    summary: str
+    settings: tuple[MethodSetting, ...]
+
+
+def method_catalogue(schema: dict[str, Any] | None = None) -> list[MethodInfo]:
+    """Every registered editing method with its settings, read from the schema.
+
+    The schema's method definitions are generated from the method registry
+    (each method's ``summary`` and config dataclass: field order, defaults,
+    ``metadata["help"]``), so this is the registry's own information, read
+    without importing the methods, and so without torch: ``keditlab methods``
+    answers at once.  A test keeps the two identical.
+    """
+    root = schema if schema is not None else load_schema()
+    defs = root["$defs"]
+    catalogue = []
+    for name in defs["method-name"]["enum"]:
+        method = defs[f"method-{name}"]
+        settings = tuple(
+            MethodSetting(key, prop.get("default"), prop.get("description", ""))
+            for key, prop in method["properties"].items()
+            if key not in ("name", "label")
+        )
+        catalogue.append(MethodInfo(name, method.get("description", ""), settings))
+    return catalogue

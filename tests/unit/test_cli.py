@@ -84,3 +84,66 @@ def test_methods_lists_settings():
     result = keditlab("methods")
     assert result.returncode == 0
     assert "rome:" in result.stdout and "v_steps" in result.stdout and "ft-m:" in result.stdout
+
+
+def test_version():
+    import keditlab as package
+
+    result = keditlab("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"keditlab {package.__version__}\n"
+
+
+def test_methods_output_is_the_registry():
+    """`keditlab methods` reads the generated schema; it must say exactly what the registry's dataclasses say."""
+    import dataclasses
+
+    from keditlab.methods import get_method, method_names
+
+    expected = []
+    for name in method_names():
+        method = get_method(name)
+        expected.append(f"{name}: {method.summary}")
+        for f in dataclasses.fields(method.config_class):
+            expected.append(f"    {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+    result = keditlab("methods")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
+
+
+def test_methods_and_version_do_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from keditlab.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert main(['methods']) == 0\n"
+        "assert 'rome:' in out.getvalue()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers') or m.startswith('keditlab.methods'))\n"
+        "assert not heavy, heavy[:5]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("args", [["methods"], ["--version"], ["show", "no-such-folder"]])
+def test_a_closed_pipe_ends_quietly(args):
+    """`keditlab methods | head` must not print a BrokenPipeError traceback when head stops reading."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before keditlab writes anything: every write fails
+    try:
+        result = subprocess.run([sys.executable, "-m", "keditlab", *args], cwd=ROOT, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    if args == ["methods"]:
+        assert result.stderr == "" and result.returncode == 141
+
+
+def test_methods_piped_into_head():
+    result = subprocess.run(f"{sys.executable} -m keditlab methods | head -n 1", shell=True, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("ft-l: ") and result.stdout.count("\n") == 1
+    assert result.stderr == ""
