@@ -1,5 +1,5 @@
 """The runner: a resolved spec in, a :class:`Run` (results and a run folder) out."""
 
-from keditlab.runner.run import Run, RunError, run_spec
+from keditlab.runner.run import MetricLookupError, Run, RunError, run_spec
 
-__all__ = ["Run", "RunError", "run_spec"]
+__all__ = ["MetricLookupError", "Run", "RunError", "run_spec"]

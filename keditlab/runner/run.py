@@ -26,14 +26,21 @@ from typing import Any
 
 import torch
 
-from keditlab.evaluate import CaseMeasurement, measure
+from keditlab.evaluate import PROTOCOLS, CaseMeasurement, measure
 from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
-from keditlab.runner.report import html_generations, html_table, text_table
+from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
 from keditlab.runner.summary import MethodTally, build_summary
-from keditlab.spec import Spec
+from keditlab.spec import METRIC_NAMES, Spec
+from keditlab.spec.hints import did_you_mean
 from keditlab.stats import CovarianceProvider
+
+
+#: The moments a value is measured at: before and after the edit.
+WHEN = ("pre", "post")
+#: The table's short protocol names (``tf``), back to the protocols they stand for.
+PROTOCOL_LONG = {short: name for name, short in PROTOCOL_SHORT.items()}
 
 
 @dataclass(repr=False)
@@ -63,8 +70,44 @@ class Run:
         )
 
     def metric(self, method: str, metric: str, protocol: str = "teacher_forced", when: str = "post") -> float | None:
-        """One mean from the summary, e.g. ``run.metric("rome", "reliability")``."""
-        return self.summary["methods"][method]["metrics"].get(metric, {}).get(protocol, {}).get(when)
+        """One mean from the summary, e.g. ``run.metric("rome", "reliability")``.
+
+        ``method`` is a method's label, ``protocol`` one of ``teacher_forced``,
+        ``probability``, ``generation``, and ``when`` is ``"pre"`` (before the
+        edit) or ``"post"`` (after it).  Asking for something this run does not
+        have raises :class:`MetricLookupError` naming what it does have, so a
+        typo is never read as a missing value.
+        """
+        methods = self.summary["methods"]
+        if method not in methods:
+            raise MetricLookupError(
+                f"this run has no method {method!r}{did_you_mean(method, methods)}; its methods (labels) are: {', '.join(methods)}"
+            )
+        if when not in WHEN:
+            raise MetricLookupError(
+                f"when must be 'pre' (before the edit) or 'post' (after it), got {when!r}{did_you_mean(str(when), WHEN)}"
+            )
+        measured = methods[method]["metrics"]
+        if metric not in measured:
+            if metric in METRIC_NAMES:
+                problem = f"metric {metric!r} was not measured in this run (it is chosen by the spec's `evaluate:`)"
+            else:
+                problem = f"unknown metric {metric!r}{did_you_mean(str(metric), METRIC_NAMES)}"
+            listed = sorted(measured, key=lambda m: METRIC_NAMES.index(m) if m in METRIC_NAMES else len(METRIC_NAMES))
+            raise MetricLookupError(f"{problem}; measured for {method!r}: {', '.join(listed) or 'nothing'}")
+        protocols = measured[metric]
+        if protocol not in protocols:
+            has = f"{metric!r} was measured under: {', '.join(protocols)}"
+            if protocol in PROTOCOLS:
+                problem = f"{metric!r} was not measured under the protocol {protocol!r} for {method!r}"
+                if protocol == "probability":
+                    problem += " (that protocol needs a ground_truth in the edits)"
+            elif protocol in PROTOCOL_LONG:
+                problem = f"{protocol!r} is the table's short name; write protocol={PROTOCOL_LONG[protocol]!r}"
+            else:
+                problem = f"unknown protocol {protocol!r}{did_you_mean(str(protocol), PROTOCOLS)}; protocols are: {', '.join(PROTOCOLS)}"
+            raise MetricLookupError(f"{problem}. {has}")
+        return protocols[protocol].get(when)
 
     def table(self) -> str:
         return text_table(self.summary)
@@ -80,6 +123,17 @@ class Run:
     def _repr_html_(self) -> str:
         where = f"<p><small>results: <code>{self.path}</code></small></p>" if self.path else ""
         return html_table(self.summary) + "<h4>Before / after (greedy generation from the edit prompt)</h4>" + html_generations(self.cases) + where
+
+
+class MetricLookupError(KeyError):
+    """``Run.metric`` was asked for a method, metric, protocol or moment the run does not have.
+
+    A ``KeyError`` (so ``except KeyError`` still catches it) whose message reads
+    as a sentence rather than a quoted key.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class RunError(ValueError):
