@@ -37,6 +37,9 @@ from keditlab.spec.hints import did_you_mean
 from keditlab.stats import CovarianceProvider
 
 
+#: Version 2: ``spec`` is written in the spec language (version 1 held the dataclass fields).
+MANIFEST_FORMAT = "keditlab.manifest/2"
+
 #: The moments a value is measured at: before and after the edit.
 WHEN = ("pre", "post")
 #: The table's short protocol names (``tf``), back to the protocols they stand for.
@@ -159,9 +162,9 @@ def run_spec(
 
     folder = records.new_run_folder(out, spec.name) if out is not None else None
     manifest = {
-        "format": "keditlab.manifest/1",
+        "format": MANIFEST_FORMAT,
         "status": "running",
-        "spec": spec.to_dict(),
+        "spec": spec.to_spec_data(),
         "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict(),
                   "dtype": str(next(model.parameters()).dtype)},
         "methods": {label: {"name": config_name, "settings": configs[label].to_dict()}

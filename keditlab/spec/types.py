@@ -2,8 +2,11 @@
 
 These classes cross every layer of keditlab (methods, evaluation, runner), so
 they hold data only: no torch, no I/O. A :class:`Spec` is what a validated YAML
-file becomes once every default is filled in; ``Spec.to_dict()`` is what a run
-records as "the resolved spec".
+file becomes once every default is filled in.  ``Spec.to_spec_data()`` writes it
+back in the spec language, defaults included: that is what a run records as
+"the resolved spec", and it validates and resolves to the same ``Spec`` again.
+``Spec.to_dict()`` is the plain dataclass view (``case_id``, probes with
+``kind``, methods with ``params``), for Python code that mirrors these classes.
 """
 
 from __future__ import annotations
@@ -134,7 +137,57 @@ class Spec:
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved spec as plain JSON-ready data (every default filled in)."""
+        """The dataclasses as plain JSON-ready data (field names, not spec keys; see :meth:`to_spec_data`)."""
         data = asdict(self)
         data["keditlab"] = data.pop("version")
         return data
+
+    def to_spec_data(self) -> dict[str, Any]:
+        """This spec in the spec language, every default written out; JSON- and YAML-ready.
+
+        Saved as YAML it is a valid spec that resolves to this same ``Spec``
+        (except ``source``, which is where a spec was read from, not part of it).
+        Sections are always written in their mapping form: ``model: {name,
+        dtype}``, ``method: [{name, label, ...settings}]``, ``evaluate:
+        {metrics, ...}``; edits carry their ``id`` and probes are ``{prompt,
+        answer}``.  Method settings are the ones the spec gave: each method
+        fills in its own defaults when it runs (a run's manifest records those
+        under ``methods``).
+        """
+        model: dict[str, Any] = {"name": self.model.name, "dtype": self.model.dtype}
+        if self.model.profile is not None:
+            model["profile"] = dict(self.model.profile)
+        return {
+            "keditlab": self.version,
+            "name": self.name,
+            "model": model,
+            "method": [{"name": m.name, "label": m.label, **_plain(m.params)} for m in self.methods],
+            "edits": [_edit_data(edit) for edit in self.edits],
+            "evaluate": {
+                "metrics": list(self.evaluate.metrics),
+                "max_new_tokens": self.evaluate.max_new_tokens,
+                "batch_size": self.evaluate.batch_size,
+            },
+            "stats": asdict(self.stats),
+            "run": asdict(self.run),
+        }
+
+
+def _plain(value: Any) -> Any:
+    """A copy with tuples as lists, as YAML and JSON write them."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _edit_data(edit: EditCase) -> dict[str, Any]:
+    """One edit in the spec language (``ground_truth`` only when there is one: it has no null form)."""
+    data: dict[str, Any] = {"id": edit.case_id, "prompt": edit.prompt, "subject": edit.subject, "target": edit.target}
+    if edit.ground_truth is not None:
+        data["ground_truth"] = edit.ground_truth
+    data["rephrase"] = list(edit.rephrase)
+    data["locality"] = [{"prompt": p.prompt, "answer": p.answer} for p in edit.locality]
+    data["portability"] = [{"prompt": p.prompt, "answer": p.answer} for p in edit.portability]
+    return data

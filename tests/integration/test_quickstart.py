@@ -6,6 +6,7 @@ by the tests below; each reads the run folder it wrote, as a user would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def test_run_folder_has_the_three_records(quickstart):
     assert manifest["seed"] == 0 and manifest["device"] == "cpu"
     assert manifest["versions"]["torch"] and manifest["versions"]["transformers"]
     assert manifest["started"] <= manifest["finished"]
-    # the resolved spec has every default filled in
+    # the resolved spec has every default filled in, and is a valid spec that resolves to the one that ran
+    assert manifest["format"] == "keditlab.manifest/2"
+    written = keditlab.load(ROOT / "specs" / "quickstart.yaml")
+    assert keditlab.load(manifest["spec"]) == dataclasses.replace(written, source="<dict>")
     assert manifest["spec"]["evaluate"]["max_new_tokens"] > 0
     assert manifest["spec"]["stats"]["corpus"] == "model-samples"
     assert manifest["statistics"][0]["corpus"].startswith("model-samples")

@@ -138,3 +138,51 @@ def test_yaml_merge_keys_work():
     spec = parse_spec(text)
     assert [m.params for m in spec.methods] == [{"v_steps": 5}, {"v_steps": 5}]
     assert [m.label for m in spec.methods] == ["a", "b"]
+
+
+def _written_back(spec, tmp_path):
+    """``spec.to_spec_data()`` saved as YAML, as a user would save it, and its path."""
+    import yaml
+
+    path = tmp_path / "resolved.yaml"
+    path.write_text(yaml.safe_dump(spec.to_spec_data(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("which", ["quickstart", "full", "minimal"])
+def test_resolved_spec_is_valid_spec_language_and_resolves_to_the_same_spec(which, tmp_path):
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from keditlab.spec import validate_file
+
+    if which == "quickstart":
+        spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "quickstart.yaml")
+    else:
+        spec = parse_spec(FULL if which == "full" else MINIMAL, "specs/x.yaml")
+    json.dumps(spec.to_spec_data())  # what the manifest stores
+    path = _written_back(spec, tmp_path)
+    assert validate_file(path, num_layers_of=lambda model: 30) == []
+    again = load_spec(path)
+    assert dataclasses.replace(again, source=spec.source) == spec
+
+
+def test_resolved_spec_writes_every_default_in_spec_keys():
+    data = parse_spec(MINIMAL).to_spec_data()
+    assert data == {
+        "keditlab": 1,
+        "name": "spec",
+        "model": {"name": "smollm2-135m", "dtype": "auto"},
+        "method": [{"name": "rome", "label": "rome"}],
+        "edits": [{"id": "0", "prompt": "The sky is", "subject": "sky", "target": "green",
+                   "rephrase": [], "locality": [], "portability": []}],
+        "evaluate": {"metrics": list(METRIC_NAMES), "max_new_tokens": 24, "batch_size": 16},
+        "stats": {"corpus": "model-samples", "samples": 20000, "max_length": 128},
+        "run": {"seed": 0, "device": "auto", "out": None},
+    }
+    full = parse_spec(FULL).to_spec_data()
+    assert full["method"][2] == {"name": "ft-l", "label": "ft-l", "layers": [3, 4], "norm_constraint": None}
+    assert full["edits"][0]["locality"] == [{"prompt": "The capital of France is", "answer": "Paris"}]
+    assert full["edits"][1]["id"] == "7" and "ground_truth" not in full["edits"][1]
+    assert full["model"]["profile"] == {"layers": "model.layers", "mlp_out_transposed": False}
