@@ -7,6 +7,9 @@ Three kinds of names are understood:
 * a local directory holding a ``transformers`` checkpoint;
 * any Hugging Face model id (``"gpt2"``, ``"Qwen/Qwen2.5-0.5B"``), loaded by
   ``transformers`` exactly as on Colab, from the hub or from the local HF cache.
+  One that is not cached is only asked of the hub after a quick check that the
+  hub answers (:mod:`keditlab.models.hub`), so a machine without network
+  fails in seconds.
 
 Failures come back as ``ModelLoadError`` with a message that says what to do,
 not as a ``transformers`` traceback.
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from keditlab.models.embedded import EMBEDDED_NAME, ensure_embedded_cache, is_embedded_name
 from keditlab.models.errors import ModelLoadError
+from keditlab.models.hub import hub_endpoint, hub_offline, hub_unreachable_reason, is_cached
 from keditlab.models.profile import ModelProfile
 
 if TYPE_CHECKING:
@@ -128,17 +132,6 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _hub_offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:
-        return False
-
-
 def _error_chain(err: BaseException) -> list[BaseException]:
     chain, seen = [], set()
     current: BaseException | None = err
@@ -166,7 +159,7 @@ def _hub_error(name: str, err: BaseException) -> ModelLoadError:
     kinds = {type(e).__name__ for e in chain}
     text = " ".join(str(e) for e in chain).lower()
     unreachable = (
-        _hub_offline()
+        hub_offline()
         or "LocalEntryNotFoundError" in kinds
         or any(k in kinds for k in ("ConnectionError", "ConnectError", "ConnectTimeout", "Timeout", "ReadTimeout"))
         or "offline" in text
@@ -185,6 +178,29 @@ def _hub_error(name: str, err: BaseException) -> ModelLoadError:
             f"(private or gated models need `huggingface-cli login`). {_ALTERNATIVES}"
         )
     return ModelLoadError(f"could not load model {name!r}: {_short(err)}")
+
+
+def _check_hub(name: str) -> None:
+    """Fail in seconds, not after a minute of retries, when a hub model is neither cached nor reachable.
+
+    A cached model is left to ``transformers`` (it reads the cache), and so is
+    a name that is not a valid hub id (``transformers`` says so without the network).
+    """
+    if is_cached(name) is not False:
+        return
+    reason = hub_unreachable_reason()
+    if reason is None:
+        return
+    if hub_offline():
+        fix = f"{_ALTERNATIVES} To download it, unset HF_HUB_OFFLINE."
+    else:
+        fix = (
+            f"{_ALTERNATIVES} To download it, connect this machine to the network (or set HTTPS_PROXY), "
+            f"or point HF_ENDPOINT at a reachable mirror (now: {hub_endpoint()})."
+        )
+    raise ModelLoadError(
+        f"model {name!r} is not available locally (not in the Hugging Face cache) and the hub can't be reached ({reason}). {fix}"
+    )
 
 
 def _load_pretrained(source: str, name: str, dtype: torch.dtype, local: bool) -> tuple[Any, Any]:
@@ -264,6 +280,7 @@ def load_model(
             )
         else:
             source = name
+            _check_hub(name)
             model, tokenizer = _load_pretrained(source, name, torch_dtype, local=False)
 
     model.to(target_device)
