@@ -42,7 +42,7 @@ edits:
     portability: [{prompt: "The Eiffel Tower is located in the country of", answer: Italy}]
     id: eiffel
 evaluate: [reliability, generalization, locality, portability, fluency]
-stats: {corpus: model-samples, samples: 20000, max_length: 128}
+stats: {corpus: model-samples, samples: 20000, max_length: 128}   # samples counts tokens
 run: {seed: 0, device: auto, out: null}
 ```
 

@@ -271,19 +271,19 @@ def base_schema() -> dict[str, Any]:
                 "properties": {
                     "corpus": _text(
                         "Corpus",
-                        "`model-samples` (text sampled from the model itself, works offline), a local text file or folder, or a Hugging Face dataset id.",
+                        "`model-samples` (text sampled from the model itself, works offline), a local `.txt`/`.md` file or a folder of them, or a Hugging Face dataset written `hf:<dataset id>[:<config>]` (needs the `datasets` library and the network).",
                         default=stats_defaults.corpus,
                     ),
                     "samples": {
-                        "title": "Samples",
-                        "description": "How many text samples the covariance is estimated from.",
+                        "title": "Tokens",
+                        "description": "How many tokens of corpus text the covariance is estimated from (a token count, not a number of texts): text is read until at least this many tokens are collected, in pieces of at most `max_length` tokens.",
                         "type": "integer",
                         "minimum": 1,
                         "default": stats_defaults.samples,
                     },
                     "max_length": {
-                        "title": "Sample length",
-                        "description": "Most tokens per sample.",
+                        "title": "Piece length",
+                        "description": "Most tokens per piece of text the model reads at once; longer texts are cut into pieces of this length.",
                         "type": "integer",
                         "minimum": 1,
                         "default": stats_defaults.max_length,

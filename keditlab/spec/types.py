@@ -96,7 +96,10 @@ class StatsSpec:
     """Where the key covariance ``C = E[k kᵀ]`` used by ROME comes from.
 
     ``corpus`` is ``model-samples`` (text sampled from the model itself, works
-    offline), a local text file or folder, or a Hugging Face dataset id.
+    offline), a local text file or folder, or a Hugging Face dataset written
+    ``hf:<dataset id>[:<config>]``.  ``samples`` is a number of *tokens*, not
+    of texts: text is read until at least that many tokens are collected, in
+    pieces of at most ``max_length`` tokens.
     """
 
     corpus: str = "model-samples"
