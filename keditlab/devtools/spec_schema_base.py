@@ -123,7 +123,7 @@ def base_schema() -> dict[str, Any]:
                     ),
                     "dtype": {
                         "title": "Weights dtype",
-                        "description": "The dtype to load the weights in; `auto` picks float32 on CPU and bfloat16 on a GPU that supports it.",
+                        "description": "The dtype to load the weights in; `auto` means float32 on every device, the precision the editing methods are written for.",
                         "enum": ["auto", "float32", "float16", "bfloat16"],
                         "default": model_defaults.dtype,
                         "x-keditlab-noun": "dtype",
