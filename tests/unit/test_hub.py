@@ -67,7 +67,11 @@ def test_unreachable_hub_fails_fast_naming_the_alternatives(connections):
 
 def test_a_hub_that_never_answers_costs_the_timeout_only(monkeypatch):
     monkeypatch.setattr(hub, "HUB_CHECK_TIMEOUT", 0.2)
-    monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: time.sleep(3))
+    def hang(address, timeout=None):  # a lookup or connect that takes far longer than the timeout
+        time.sleep(2)
+        raise OSError(110, "Connection timed out")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
     start = time.monotonic()
     with pytest.raises(ModelLoadError, match=r"did not answer within 0.2 s"):
         load_model(NAME, device="cpu")
