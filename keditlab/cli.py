@@ -4,7 +4,6 @@
     keditlab validate FILE...         check specs without running them (exit 1 on any error)
     keditlab show RUN_FOLDER          print the table of a saved run
     keditlab methods                  list the editing methods and their settings
-
     keditlab --version                print the installed version
 
 Mistakes a user can make (a bad spec, a model that cannot be loaded, a corpus
