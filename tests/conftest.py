@@ -18,6 +18,18 @@ def embedded():
     return load_model("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def shared_datasets():
+    """The shared benchmark files (``../shared/datasets`` beside the checkout, or ``$KEDITLAB_DATASETS``)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("KEDITLAB_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    if not (folder / "counterfact" / "counterfact_500.json").exists():
+        pytest.skip(f"the shared benchmark files are not at {folder} (set KEDITLAB_DATASETS)")
+    return folder
+
+
 def make_tiny_model(model_type: str = "llama", seed: int = 0, **overrides):
     """A tiny randomly initialised causal LM (hidden 32, 2 layers, vocab 128), in eval mode."""
     import torch

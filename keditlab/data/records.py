@@ -1,0 +1,113 @@
+"""Readers from benchmark record formats to edit cases (see :mod:`keditlab.data`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from keditlab.spec.types import EditCase, Probe
+
+
+class RecordFormatError(ValueError):
+    """A benchmark file does not have the format its reader expects."""
+
+
+def _load_list(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"benchmark file {path} does not exist")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise RecordFormatError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
+    return data
+
+
+def _window(records: list[dict[str, Any]], limit: int | None, offset: int) -> list[tuple[int, dict[str, Any]]]:
+    end = None if limit is None else offset + limit
+    return list(enumerate(records))[offset:end]
+
+
+def counterfact_cases(path: str | Path, limit: int | None = None, offset: int = 0, neighbours: int | None = None) -> list[EditCase]:
+    """Edit cases from a CounterFact file in ROME's format.
+
+    The edit prompt is ``requested_rewrite.prompt`` with the subject filled in,
+    the target ``target_new.str`` and the ground truth ``target_true.str``.
+    Rephrases are the ``paraphrase_prompts``; locality probes are the first
+    ``neighbours`` (default: all) ``neighborhood_prompts``, answered with the
+    true object, as in the paper.  ``case_id`` is the record's ``case_id``.
+    """
+    cases = []
+    for index, record in _window(_load_list(path), limit, offset):
+        try:
+            rewrite = record["requested_rewrite"]
+            subject = rewrite["subject"]
+            truth = rewrite["target_true"]["str"]
+            neighbourhood = record.get("neighborhood_prompts", [])[:neighbours]
+            cases.append(EditCase(
+                prompt=rewrite["prompt"].format(subject),
+                subject=subject,
+                target=rewrite["target_new"]["str"],
+                ground_truth=truth,
+                rephrase=tuple(record.get("paraphrase_prompts", [])),
+                locality=tuple(Probe("locality", p, truth) for p in neighbourhood),
+                case_id=str(record.get("case_id", index)),
+            ))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RecordFormatError(
+                f"{path}: record {index} is not in CounterFact's ROME format (missing or malformed {exc}). "
+                "Fix: use the easyedit reader for flat records, or check the file."
+            ) from None
+    return cases
+
+
+def easyedit_cases(path: str | Path, limit: int | None = None, offset: int = 0) -> list[EditCase]:
+    """Edit cases from records in the reference toolkit's request format.
+
+    ``locality`` and ``portability`` are dicts of named probes, each
+    ``{"prompt": ..., "ground_truth": ...}`` (a list of prompts and answers is
+    accepted too).  A ``case_id`` field is used when present, else the index.
+    """
+    cases = []
+    for index, record in _window(_load_list(path), limit, offset):
+        try:
+            rephrase = record.get("rephrase_prompt") or []
+            cases.append(EditCase(
+                prompt=record["prompt"],
+                subject=record["subject"],
+                target=record["target_new"],
+                ground_truth=record.get("ground_truth"),
+                rephrase=tuple([rephrase] if isinstance(rephrase, str) else rephrase),
+                locality=_named_probes("locality", record.get("locality")),
+                portability=_named_probes("portability", record.get("portability")),
+                case_id=str(record.get("case_id", index)),
+            ))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RecordFormatError(
+                f"{path}: record {index} is not in the request format (missing or malformed {exc}). "
+                "Fix: give prompt, subject and target_new, or use the counterfact reader."
+            ) from None
+    return cases
+
+
+def _named_probes(kind: str, groups: dict[str, Any] | None) -> tuple[Probe, ...]:
+    probes = []
+    for group in (groups or {}).values():
+        prompts, answers = group["prompt"], group["ground_truth"]
+        if isinstance(prompts, str):
+            prompts, answers = [prompts], [answers]
+        for prompt, answer in zip(prompts, answers):
+            answer = answer[0] if isinstance(answer, list) else answer
+            probes.append(Probe(kind, prompt, str(answer)))
+    return tuple(probes)
+
+
+READERS: dict[str, Callable[..., list[EditCase]]] = {"counterfact": counterfact_cases, "easyedit": easyedit_cases}
+
+
+def read_cases(fmt: str, path: str | Path, **options: Any) -> list[EditCase]:
+    """Edit cases from ``path`` read as ``fmt`` (one of :data:`READERS`)."""
+    if fmt not in READERS:
+        raise RecordFormatError(f"unknown record format {fmt!r}; known formats: {', '.join(sorted(READERS))}")
+    return READERS[fmt](path, **options)

@@ -1,0 +1,55 @@
+"""Benchmark records become edit cases with the right probes (read from the shared benchmark files)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from keditlab.data import RecordFormatError, counterfact_cases, easyedit_cases, read_cases
+
+
+def test_counterfact_record_becomes_an_edit_with_paraphrases_and_neighbours(shared_datasets):
+    path = shared_datasets / "counterfact" / "counterfact_500.json"
+    raw = json.loads(path.read_text())[0]
+    case = counterfact_cases(path, limit=1)[0]
+    rewrite = raw["requested_rewrite"]
+    assert case.prompt == rewrite["prompt"].format(rewrite["subject"])
+    assert case.subject in case.prompt
+    assert (case.target, case.ground_truth) == (rewrite["target_new"]["str"], rewrite["target_true"]["str"])
+    assert case.rephrase == tuple(raw["paraphrase_prompts"])
+    assert [p.prompt for p in case.locality] == raw["neighborhood_prompts"]
+    assert {p.answer for p in case.locality} == {rewrite["target_true"]["str"]}
+    assert case.case_id == str(raw["case_id"])
+
+
+def test_counterfact_window_and_neighbour_limit(shared_datasets):
+    path = shared_datasets / "counterfact" / "counterfact_500.json"
+    every = counterfact_cases(path)
+    window = counterfact_cases(path, limit=5, offset=10, neighbours=2)
+    assert [c.case_id for c in window] == [c.case_id for c in every[10:15]]
+    assert all(len(c.locality) == 2 for c in window)
+
+
+def test_reference_requests_keep_their_locality_and_portability(shared_datasets):
+    cases = easyedit_cases(shared_datasets / "reference" / "baseline_10_edits.json")
+    assert len(cases) == 10
+    first = cases[0]
+    assert (first.prompt, first.subject, first.target, first.ground_truth) == (
+        "AJ Lee speaks the language of", "AJ Lee", "Russian", "English")
+    assert first.rephrase == ("What language does AJ Lee speak?",)
+    assert [(p.kind, p.answer) for p in first.locality] == [("locality", "English")]
+    assert [(p.kind, p.answer) for p in first.portability] == [("portability", "Russian")]
+
+
+def test_wrong_format_names_the_record_and_the_other_reader(tmp_path):
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps([{"prompt": "X is in", "subject": "X", "target_new": "Y"}]))
+    with pytest.raises(RecordFormatError, match=r"record 0 is not in CounterFact's ROME format .*easyedit reader"):
+        counterfact_cases(flat)
+    assert easyedit_cases(flat)[0].target == "Y"
+    with pytest.raises(RecordFormatError, match="known formats: counterfact, easyedit"):
+        read_cases("zsre", flat)
+    (tmp_path / "obj.json").write_text("{}")
+    with pytest.raises(RecordFormatError, match="expected a JSON list"):
+        easyedit_cases(tmp_path / "obj.json")
