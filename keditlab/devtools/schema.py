@@ -69,6 +69,8 @@ def setting_schema(config_class: type, fld: dataclasses.Field) -> dict[str, Any]
         schema["default"] = fld.default
     elif fld.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         schema["default"] = fld.default_factory()  # type: ignore[misc]
+    if "choices" in fld.metadata:
+        schema["enum"] = list(fld.metadata["choices"])
     if is_layer:
         schema["x-keditlab-layer"] = True
     return schema

@@ -3,24 +3,32 @@
 Meng, Bau, Andonian and Belinkov, "Locating and Editing Factual Associations in
 GPT", NeurIPS 2022 (arXiv:2202.05262).
 
-The idea, in three steps:
+The idea, in three steps (the machinery is in :mod:`keditlab.methods.keyvalue`,
+shared with ROME's successors):
 
 1. **Where.**  Causal tracing shows that a subject's facts are recalled by the
    MLPs of early-to-middle layers, at the subject's *last token*.  ROME treats
    the output projection ``W`` of one such MLP as a key–value memory: the key
    ``k`` is the input to ``W`` (the MLP's hidden activation), the value is
    ``W k``, written into the residual stream.
-2. **What.**  The key ``k*`` is the MLP activation at the subject's last token,
-   averaged over several short context prefixes.  The value ``v*`` is found by
-   gradient descent on a vector ``δ`` added to the MLP output at that position:
-   it maximises the probability of the new target after the prompt (again over
-   the prefixes), while a KL term keeps the model's idea of what the subject
-   *is* (``"<subject> is a"``) unchanged, and a weight-decay term keeps ``δ``
-   small.  Only ``δ`` takes gradients; the model is frozen.
+2. **What.**  The keys ``kᵢ`` are the MLP activations at the subject's last
+   token in the bare prompt and after several short context prefixes.  The
+   value change ``δ`` is found by gradient descent on a vector added to the
+   MLP output at that position in every context: it maximises the probability
+   of the new target, while a KL term keeps the model's idea of what the
+   subject *is* (``"<subject> is a"``) unchanged, and a weight-decay term keeps
+   ``δ`` small.  Only ``δ`` takes gradients; the model is frozen.
 3. **How.**  The smallest change to ``W`` (in the metric given by the key
-   covariance ``C = E[k kᵀ]``, see :mod:`keditlab.stats.covariance`) that maps
-   ``k*`` to ``v*`` is rank one:
-   ``W ← W + (v* − W k*) (C⁻¹ k*)ᵀ / (k*ᵀ C⁻¹ k*)``.
+   covariance ``C = E[k kᵀ]``, see :mod:`keditlab.stats.covariance`) whose
+   effect is ``δ`` at the keys is rank one, ``ΔW = δ uᵀ``.  The paper solves it
+   at the average key; keditlab by default solves it at every context's key
+   (``update_keys: contexts``), so the edit is exactly what was optimised in
+   each of them, the bare prompt included.  The other two forms are settings,
+   for comparison (``docs/methods.md`` has the measurements).
+
+After the update, the edit is checked where it matters: the target's
+probability given the bare prompt is recorded per edit in ``details``, beside
+the optimisation's NLL at each step.
 
 Several cases given at once are applied one after another, each on the model
 the previous one produced (as in the paper); MEMIT is the method for batches.
@@ -32,12 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from keditlab.evaluate.teacher_forced import teacher_forced
 from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import context_prefixes, default_layer, device_of, trainable_only
-from keditlab.models.sampling import right_padded
-from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_token
+from keditlab.methods.common import context_prefixes, default_layer, trainable_only
+from keditlab.methods.keyvalue import UPDATE_KEYS, ValueSettings, add_rank_one, key_direction, optimise_value, subject_keys
+
 
 @dataclass
 class RomeConfig(MethodConfig):
@@ -45,14 +53,24 @@ class RomeConfig(MethodConfig):
         default=None,
         metadata={"help": "Layer whose MLP output projection is edited. Empty: 17% of the depth (layer 5 of 30 on the embedded model).", "layer_index": True},
     )
-    v_steps: int = field(default=25, metadata={"help": "Most optimisation steps for the value vector v*."})
-    v_lr: float = field(default=1.0, metadata={"help": "Adam learning rate for the value vector."})
-    v_weight_decay: float = field(default=0.5, metadata={"help": "Weight of the (||δ|| / ||v||)² penalty that keeps the value change small."})
+    v_steps: int = field(default=25, metadata={"help": "Most optimisation steps for the value change δ."})
+    v_lr: float = field(default=1.0, metadata={"help": "Adam learning rate for the value change δ."})
+    v_weight_decay: float = field(default=0.05, metadata={"help": "Weight of the (‖δ‖ / ‖v‖)² penalty that keeps the value change small (larger: weaker edits that generalise less)."})
     kl_factor: float = field(default=0.0625, metadata={"help": "Weight of the KL term that keeps '<subject> is a' predictions unchanged."})
     clamp_norm_factor: float = field(default=4.0, metadata={"help": "The value change δ is clamped to this multiple of the original value's norm."})
-    early_stop_loss: float = field(default=0.05, metadata={"help": "Stop optimising once the target's mean negative log-likelihood is below this."})
-    context_templates: int = field(default=5, metadata={"help": "Number of generated context prefixes the key and value are averaged over (plus the bare prompt)."})
+    early_stop_loss: float = field(default=0.05, metadata={"help": "Stop optimising once the target's mean negative log-likelihood over the contexts is below this."})
+    context_templates: int = field(default=5, metadata={"help": "Number of generated context prefixes the keys and the value are taken over (plus the bare prompt)."})
+    update_keys: str = field(
+        default="contexts",
+        metadata={"help": "Where the rank-one update is solved: 'contexts' (exactly δ at every context's key, the bare prompt's included), "
+                          "'prompt' (ROME's original code: along C⁻¹k̄, exact at the bare prompt's key) or 'mean' (δ at the average key k̄, as in the paper and r-ROME).",
+                  "choices": list(UPDATE_KEYS)},
+    )
     covariance_ridge: float = field(default=1e-4, metadata={"help": "Added to the diagonal of C (relative to its mean diagonal) so that C⁻¹ is well conditioned."})
+    solve_ridge: float = field(default=1e-3, metadata={"help": "With update_keys 'contexts': ridge (relative to the mean diagonal) on the contexts' key Gram matrix KᵀC⁻¹K."})
+
+    def value_settings(self) -> ValueSettings:
+        return ValueSettings(self.v_steps, self.v_lr, self.v_weight_decay, self.kl_factor, self.clamp_norm_factor, self.early_stop_loss)
 
 
 class Rome(EditMethod):
@@ -62,131 +80,38 @@ class Rome(EditMethod):
 
     def _apply(self, model, tokenizer, profile, cases, config: RomeConfig, context: EditContext) -> EditHandle:
         layer = default_layer(profile.num_layers) if config.layer is None else config.layer
+        if config.update_keys not in UPDATE_KEYS:
+            raise MethodConfigError(f"update_keys: {config.update_keys!r} is not one of {', '.join(UPDATE_KEYS)}. Fix: choose one, or leave it out for 'contexts'.")
         if context.covariance is None:
             raise MethodConfigError("rome needs key statistics: pass EditContext(covariance=...)")
         module_name = profile.mlp_out_module(layer)
         module = model.get_submodule(module_name)
         handle = EditHandle(self.name, model, self.snapshot(model, [f"{module_name}.weight"]))
         covariance = context.covariance(layer)
-        prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)
+        with context.setup():  # sampled once per model, then reused: one-off, not per edit
+            prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)
         handle.details = {"layer": layer, "module": module_name, "context_prefixes": prefixes, "cases": []}
-        with trainable_only(model):
-            for case in cases:
-                handle.details["cases"].append(
-                    _edit_one(model, tokenizer, module, profile.mlp_out_transposed, case, config, covariance, prefixes)
-                )
+        out_dim = profile.hidden_size
+        for case in cases:
+            with trainable_only(model):
+                keys, texts, positions = subject_keys(model, tokenizer, module, case.prompt, case.subject, prefixes)
+                delta, info = optimise_value(model, tokenizer, module, out_dim, case.subject, case.target, texts, positions,
+                                             config.value_settings())
+            direction = key_direction(keys, covariance, config.update_keys, config.covariance_ridge, config.solve_ridge)
+            update = add_rank_one(module, delta, direction, profile.mlp_out_transposed)
+            handle.details["cases"].append(_diagnostics(model, tokenizer, case, info, keys, direction, update))
         return handle
 
 
-def _edit_one(model, tokenizer, module, transposed: bool, case, config: RomeConfig, covariance: torch.Tensor, prefixes: list[str]) -> dict[str, Any]:
-    """Insert one fact with a rank-one update of ``module.weight``; return diagnostics."""
-    texts = [prefix + case.prompt for prefix in prefixes]
-    positions = [subject_last_token(tokenizer, text, case.subject, search_from=len(prefix)) for prefix, text in zip(prefixes, texts)]
-    key = _keys_at(model, tokenizer, module, texts, positions).mean(0)
-    out_dim = module.weight.shape[1] if transposed else module.weight.shape[0]
-    value, info = _optimise_value(model, tokenizer, module, out_dim, case, config, texts, positions)
-
-    with torch.no_grad():
-        weight = module.weight
-        cov = covariance.to(device=weight.device, dtype=torch.float64)
-        cov = cov + config.covariance_ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        key64 = key.to(torch.float64)
-        direction = torch.linalg.solve(cov, key64)  # C⁻¹ k*
-        current = module(key.to(weight.dtype).unsqueeze(0))[0].to(torch.float64)  # W k* (+ bias)
-        residual = (value.to(torch.float64) - current) / direction.dot(key64)
-        update = torch.outer(direction, residual) if transposed else torch.outer(residual, direction)
-        weight.add_(update.to(weight.dtype))
-    info.update(update_norm=float(update.norm()), weight_norm=float(weight.norm()))
-    return info
-
-
-def _keys_at(model, tokenizer, module, texts: list[str], positions: list[int]) -> torch.Tensor:
-    """Inputs to ``module`` at the given token position of each text, shape (len(texts), mlp_size)."""
-    device = device_of(model)
-    ids, mask = right_padded([encode_prompt(tokenizer, t) for t in texts], tokenizer.pad_token_id, device)
-    captured: list[torch.Tensor] = []
-
-    def grab(_module, inputs):
-        captured.append(inputs[0][torch.arange(len(texts), device=device), torch.tensor(positions, device=device)].detach())
-
-    hook = module.register_forward_pre_hook(grab)
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask)
-    finally:
-        hook.remove()
-    return captured[0].float()
-
-
-def _optimise_value(model, tokenizer, module, out_dim: int, case, config: RomeConfig, texts: list[str], positions: list[int]) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Find v* = v + δ: the MLP output at the subject that makes the model say the target."""
-    device = device_of(model)
-    target = encode_answer(tokenizer, case.target)
-    rows: list[list[int]] = []
-    answer_starts: list[int] = []
-    for text in texts:  # prompt (with prefix) + target minus its last token: teacher forcing
-        prompt_ids = encode_prompt(tokenizer, text)
-        rows.append(prompt_ids + target[:-1])
-        answer_starts.append(len(prompt_ids))
-    kl_text = f"{case.subject} is a"
-    rows.append(encode_prompt(tokenizer, kl_text))
-    sub_positions = positions + [subject_last_token(tokenizer, kl_text, case.subject)]
-    kl_row, kl_last = len(rows) - 1, len(rows[-1]) - 1
-    ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
-
-    n_rewrite = len(texts)
-    target_t = torch.tensor(target, device=device)
-    gather_rows = torch.arange(n_rewrite, device=device).unsqueeze(1)
-    gather_cols = torch.tensor(answer_starts, device=device).unsqueeze(1) - 1 + torch.arange(len(target), device=device)
-    at_subject = torch.zeros(ids.shape[0], ids.shape[1], 1, device=device)
-    at_subject[torch.arange(len(rows)), torch.tensor(sub_positions)] = 1.0
-
-    delta = torch.zeros(out_dim, device=device, requires_grad=True)
-    original: dict[str, torch.Tensor] = {}
-
-    def add_delta(_module, _inputs, output):
-        if "value" not in original:  # the unedited value at the subject in the bare prompt
-            original["value"] = output[0, sub_positions[0]].detach().clone()
-        return output + at_subject.to(output.dtype) * delta.to(output.dtype)
-
-    lm_head = model.get_output_embeddings()
-    optimiser = torch.optim.Adam([delta], lr=config.v_lr)
-    hook = module.register_forward_hook(add_delta)
-    losses: list[float] = []
-    try:
-        for step in range(config.v_steps):
-            # Only the positions that enter the loss go through the LM head (a large
-            # share of the cost with a 50k vocabulary).
-            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-            rewrite_lp = lm_head(hidden[gather_rows, gather_cols]).float().log_softmax(-1)
-            token_lp = rewrite_lp.gather(-1, target_t.expand(n_rewrite, -1).unsqueeze(-1)).squeeze(-1)
-            nll = -token_lp.mean()
-            kl_lp = lm_head(hidden[kl_row, kl_last]).float().log_softmax(-1)
-            if "kl" not in original:
-                original["kl"] = kl_lp.detach()
-            kl = F.kl_div(kl_lp, original["kl"], log_target=True, reduction="sum")
-            decay = config.v_weight_decay * (delta.norm() / original["value"].norm()) ** 2
-            loss = nll + config.kl_factor * kl + decay
-            losses.append(float(nll.detach()))
-            if losses[-1] < config.early_stop_loss or step == config.v_steps - 1:
-                break
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            with torch.no_grad():
-                limit = config.clamp_norm_factor * original["value"].norm()
-                if delta.norm() > limit:
-                    delta.mul_(limit / delta.norm())
-    finally:
-        hook.remove()
-    value = (original["value"] + delta).detach()
-    info = {
+def _diagnostics(model, tokenizer, case, info: dict[str, Any], keys: torch.Tensor, direction: torch.Tensor, update: torch.Tensor) -> dict[str, Any]:
+    """What a user needs to judge one edit: the loss, where the update acts, and whether the prompt now gives the target."""
+    after = teacher_forced(model, tokenizer, [(case.prompt, case.target)])[0]
+    return {
         "case_id": case.case_id,
-        "steps": len(losses),
-        "target_nll_first": losses[0],
-        "target_nll_last": losses[-1],
-        "delta_norm": float(delta.detach().norm()),
-        "value_norm": float(original["value"].norm()),
+        **info,
+        # uᵀkᵢ: the share of δ the update delivers at each context's key (bare prompt first); 1.0 is exact
+        "key_effect": [round(float(x), 3) for x in keys.to(direction) @ direction],
+        "target_prob_after": round(float(torch.tensor(-after.total_nll).exp()), 4),
+        "target_tokens_after": after.accuracy,
+        "update_norm": float(update.norm()),
     }
-    return value, info
-

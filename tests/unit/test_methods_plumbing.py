@@ -50,8 +50,9 @@ def corpus_file(tmp_path_factory):
     return str(path)
 
 
-def _tiny(model_type: str):
-    return make_tiny_model(model_type, vocab_size=49152)
+def _tiny(model_type: str, layers: int = 2):
+    depth = {"n_layer": layers} if model_type in ("gpt2", "gptj") else {"num_hidden_layers": layers}
+    return make_tiny_model(model_type, vocab_size=49152, **depth)
 
 
 def _all_params(model) -> dict[str, torch.Tensor]:
@@ -90,38 +91,55 @@ def test_edit_changes_only_its_weights_and_restores_exactly(model_type, method, 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
 def test_rome_maps_key_to_value(model_type, tokenizer, corpus_file, tmp_path, monkeypatch):
-    """The rank-one update solves W' k* = v* exactly (up to float error)."""
+    """The rank-one update adds exactly the optimised δ at every context's key (up to float error)."""
     from keditlab.methods import rome
 
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
-    model = _tiny(model_type)
+    model = _tiny(model_type, layers=3)  # an edited layer with a layer above it, so δ reaches the answer positions
     profile = derive_profile(model)
     provider = CovarianceProvider(model, tokenizer, profile, corpus=corpus_file, num_tokens=2000, max_length=32)
     layer = 1
     module = model.get_submodule(profile.mlp_out_module(layer))
     captured = {}
-    real_optimise = rome._optimise_value
+    real_optimise, real_keys = rome.optimise_value, rome.subject_keys
 
     def spy(*args, **kwargs):
-        value, info = real_optimise(*args, **kwargs)
-        captured["value"] = value
-        return value, info
-
-    real_keys = rome._keys_at
+        delta, info = real_optimise(*args, **kwargs)
+        captured["delta"] = delta
+        return delta, info
 
     def spy_keys(*args, **kwargs):
-        keys = real_keys(*args, **kwargs)
-        captured["key"] = keys.mean(0)
-        return keys
+        keys, texts, positions = real_keys(*args, **kwargs)
+        with torch.no_grad():
+            captured["keys"], captured["values"] = keys, module(keys)
+        return keys, texts, positions
 
-    monkeypatch.setattr(rome, "_optimise_value", spy)
-    monkeypatch.setattr(rome, "_keys_at", spy_keys)
+    monkeypatch.setattr(rome, "optimise_value", spy)
+    monkeypatch.setattr(rome, "subject_keys", spy_keys)
     handle = get_method("rome").apply(model, tokenizer, profile, [CASE], {"layer": layer, "v_steps": 5, "context_templates": 2}, EditContext(covariance=provider))
+    assert captured["keys"].shape[0] == 3  # the bare prompt and two prefixes
+    assert captured["delta"].norm() > 0
     with torch.no_grad():
-        mapped = module(captured["key"].unsqueeze(0))[0]
-    torch.testing.assert_close(mapped, captured["value"], rtol=1e-3, atol=1e-3)
+        change = module(captured["keys"]) - captured["values"]
+    torch.testing.assert_close(change, captured["delta"].expand_as(change), rtol=2e-2, atol=2e-3)
     assert provider.described and provider.described[0]["corpus"].startswith("local:")
     handle.restore()
+
+
+def test_key_direction_forms(tmp_path):
+    """contexts: uᵀkᵢ = 1 for every key; prompt: uᵀk₀ = 1; mean: uᵀk̄ = 1; an unknown form is named."""
+    from keditlab.methods.keyvalue import key_direction
+
+    torch.manual_seed(0)
+    samples = torch.randn(500, 16, dtype=torch.float64)
+    covariance = samples.T @ samples / 500
+    keys = torch.randn(1, 16, dtype=torch.float64) + 0.3 * torch.randn(4, 16, dtype=torch.float64)
+    u = key_direction(keys, covariance, "contexts", solve_ridge=0.0)
+    torch.testing.assert_close(keys @ u, torch.ones(4, dtype=torch.float64))
+    assert float(keys[0] @ key_direction(keys, covariance, "prompt")) == pytest.approx(1.0)
+    assert float(keys.mean(0) @ key_direction(keys, covariance, "mean")) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="update_keys must be one of contexts, prompt, mean"):
+        key_direction(keys, covariance, "average")
 
 
 def test_layer_out_of_range_is_a_clear_error(tokenizer):
