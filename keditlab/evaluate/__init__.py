@@ -18,7 +18,7 @@ See :mod:`keditlab.evaluate.measurement` for the exact metric definitions.
 """
 
 from keditlab.evaluate.fluency import fluency, ngram_entropy, text_fluency, words
-from keditlab.evaluate.generation import greedy_generate
+from keditlab.evaluate.generation import greedy_generate, starts_with_answer
 from keditlab.evaluate.measurement import (
     PROTOCOLS,
     CaseMeasurement,
@@ -42,6 +42,7 @@ __all__ = [
     "measure",
     "ngram_entropy",
     "probability_test",
+    "starts_with_answer",
     "teacher_forced",
     "text_fluency",
     "words",

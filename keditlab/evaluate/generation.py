@@ -60,3 +60,13 @@ def greedy_generate(
         if saved_pad is None:
             tokenizer.pad_token = None
     return texts
+
+
+def starts_with_answer(continuation: str, answer: str) -> bool:
+    """Whether a greedy ``continuation`` says ``answer`` first (case and spacing ignored).
+
+    ``" Rome, the capital"`` says ``"Rome"``; ``" the city of Rome"`` does not.
+    (So ``evaluate.max_new_tokens`` must leave room for the whole answer.)
+    """
+    said, wanted = " ".join(continuation.split()).casefold(), " ".join(answer.split()).casefold()
+    return bool(wanted) and said.startswith(wanted)

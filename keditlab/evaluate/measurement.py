@@ -54,7 +54,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keditlab.evaluate.fluency import fluency as fluency_of
-from keditlab.evaluate.generation import greedy_generate
+from keditlab.evaluate.generation import greedy_generate, starts_with_answer
 from keditlab.evaluate.probability import probability_test
 from keditlab.evaluate.teacher_forced import TFResult, teacher_forced
 from keditlab.spec.types import METRIC_NAMES, EditCase, EvalSpec
@@ -102,6 +102,14 @@ class CaseMeasurement:
         if self.fluency is not None:
             out[("fluency", "generation")] = self.fluency
         return out
+
+    def says(self, answer: str) -> bool:
+        """Whether the greedy generation from the edit prompt begins with ``answer``.
+
+        This is what a user sees: "does the model now *say* the target?"  (A
+        teacher-forced accuracy of 1.0 implies it for the same tokenization.)
+        """
+        return bool(self.generations) and starts_with_answer(self.generations[0].text, answer)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data (scores listed as ``{"metric", "protocol", "value"}`` rows)."""

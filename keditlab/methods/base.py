@@ -13,8 +13,10 @@ explicitly between cases, and a user in a notebook decides when to call it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -68,11 +70,31 @@ class EditContext:
     ``covariance(layer)`` returns the key covariance ``E[k kᵀ]`` of the MLP
     output projection at ``layer`` (see :mod:`keditlab.stats`); methods that do
     not need it never call it, so it costs nothing for them.
+
+    Some work is done once and then reused by every later edit: statistics,
+    context prefixes sampled from the model.  Its time is *set-up*, not the
+    price of an edit, so it is counted apart (:meth:`setup`), and
+    :class:`EditHandle` reports ``seconds`` (the edit) and ``setup_seconds``
+    (one-off work that this edit happened to trigger) separately.
     """
 
     seed: int = 0
     covariance: Any = None  # Callable[[int], torch.Tensor] | None
     progress: bool = True
+    setup_seconds: float = 0.0  # one-off work timed with setup(), besides the covariance provider's own
+
+    @contextlib.contextmanager
+    def setup(self) -> Iterator[None]:
+        """Time the block as one-off set-up: ``with context.setup(): prefixes = ...``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.setup_seconds += time.perf_counter() - start
+
+    def one_off_seconds(self) -> float:
+        """All set-up time so far: blocks timed with :meth:`setup` plus statistics the provider computed or loaded."""
+        return self.setup_seconds + float(getattr(self.covariance, "seconds", 0.0))
 
 
 @dataclass
@@ -93,7 +115,8 @@ class EditHandle:
     originals: dict[str, torch.Tensor]
     config: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0          # time to edit, one-off set-up excluded
+    setup_seconds: float = 0.0    # one-off work (statistics, prefixes) first needed by this edit
     restored: bool = False
 
     @property
@@ -150,9 +173,10 @@ class EditMethod:
             config = self.config_class.from_params(config or {})
         config.check_layers(profile.num_layers)
         context = context or EditContext()
-        start = time.perf_counter()
+        start, setup_before = time.perf_counter(), context.one_off_seconds()
         handle = self._apply(model, tokenizer, profile, list(cases), config, context)
-        handle.seconds = time.perf_counter() - start
+        handle.setup_seconds = context.one_off_seconds() - setup_before
+        handle.seconds = time.perf_counter() - start - handle.setup_seconds
         handle.config = config.to_dict()
         return handle
 

@@ -11,6 +11,10 @@ from typing import Any
 
 from keditlab.runner.summary import metric_rows
 
+LEGEND = ("(tf = teacher-forced token accuracy; prob = P(target) > P(ground truth); gen = n-gram entropy of generations;\n"
+          " target not said = edits after which greedy decoding from the prompt does not give the target;\n"
+          " one-off set-up = statistics and context prefixes, computed once and cached, not part of the seconds per edit)")
+
 PROTOCOL_SHORT = {"teacher_forced": "tf", "probability": "prob", "generation": "gen"}
 
 
@@ -33,12 +37,25 @@ def text_table(summary: dict[str, Any]) -> str:
             _row_label(metric, protocol),
             *(_cell(summary["methods"][m]["metrics"].get(metric, {}).get(protocol, {})) for m in labels),
         ])
-    rows.append(["seconds per edit", *(_seconds(summary["methods"][m]["timings"]) for m in labels)])
+    rows.extend(_footer_rows(summary, labels))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     title = f"{summary['spec']} on {summary['model']}: {summary['num_cases']} edits, pre → post"
-    return "\n".join([title, *lines, "(tf = teacher-forced token accuracy; prob = P(target) > P(ground truth); gen = n-gram entropy of generations)"])
+    return "\n".join([title, *lines, LEGEND])
+
+
+def _footer_rows(summary: dict[str, Any], labels: list[str]) -> list[list[str]]:
+    """Rows under the metrics: edits that did not take, seconds per edit, one-off set-up."""
+    n = summary["num_cases"]
+    methods = [summary["methods"][m] for m in labels]
+    rows = [
+        ["target not said (edits)", *(f"{m.get('warnings', {}).get('target_not_said', 0)}/{n}" for m in methods)],
+        ["seconds per edit", *(_seconds(m["timings"]) for m in methods)],
+    ]
+    if any(m["timings"].get("setup_seconds_total") for m in methods):
+        rows.append(["one-off set-up (s)", *(f"{m['timings'].get('setup_seconds_total') or 0:.1f}" for m in methods)])
+    return rows
 
 
 def _seconds(timings: dict[str, Any]) -> str:
@@ -61,14 +78,14 @@ def html_table(summary: dict[str, Any], title: str | None = None) -> str:
             colour = "" if post is None or metric == "fluency" else f"background:rgba({int(220 * (1 - post))},{int(180 * post)},80,0.25)"
             cells.append(f"<td style='text-align:center;{colour}'>{html.escape(_cell(values))}</td>")
         body.append(f"<tr><th style='text-align:left'>{html.escape(_row_label(metric, protocol))}</th>{''.join(cells)}</tr>")
-    body.append("<tr><th style='text-align:left'>seconds per edit</th>" + "".join(
-        f"<td style='text-align:center'>{html.escape(_seconds(summary['methods'][m]['timings']))}</td>" for m in labels) + "</tr>")
+    for label, *cells in _footer_rows(summary, labels):
+        body.append(f"<tr><th style='text-align:left'>{html.escape(label)}</th>" + "".join(
+            f"<td style='text-align:center'>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
     caption = title or f"{summary['spec']} on {summary['model']}: {summary['num_cases']} edits, pre → post"
     return (
         f"<table><caption style='caption-side:top;text-align:left'><b>{html.escape(caption)}</b></caption>"
         f"<thead><tr><th>metric (protocol)</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        "<small>tf = teacher-forced token accuracy; prob = P(target) &gt; P(ground truth); "
-        "gen = n-gram entropy of greedy generations</small>"
+        f"<small>{html.escape(LEGEND.strip('()').replace(chr(10), ' '))}</small>"
     )
 
 

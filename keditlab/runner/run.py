@@ -31,6 +31,7 @@ from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
 from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
+from keditlab.runner.checks import TARGET_NOT_SAID, ground_truth_warning, target_warning
 from keditlab.runner.summary import MethodTally, build_summary
 from keditlab.spec import METRIC_NAMES, Spec
 from keditlab.spec.hints import did_you_mean
@@ -185,6 +186,9 @@ def run_spec(
     cases = list(spec.edits)
     log(f"Measuring {len(cases)} cases before editing …")
     before = measure(model, tokenizer, cases, spec.evaluate)
+    pre_warnings = {case.case_id: ground_truth_warning(case, pre) for case, pre in zip(cases, before)}
+    for warning in filter(None, pre_warnings.values()):
+        log(f"warning: {warning['message']}")
 
     tallies: dict[str, MethodTally] = {}
     case_records: list[dict[str, Any]] = []
@@ -200,8 +204,13 @@ def run_spec(
                 delta_norms = handle.delta_norms()
             finally:
                 handle.restore()
-            tally.add(pre.scores(), post.scores(), handle.seconds, eval_seconds)
+            warnings = [w for w in (pre_warnings[case.case_id], target_warning(method_spec.label, case, post)) if w]
+            if warnings and warnings[-1]["code"] == TARGET_NOT_SAID:
+                log(f"warning: {warnings[-1]['message']}")
+            tally.add(pre.scores(), post.scores(), handle.seconds, eval_seconds, handle.setup_seconds,
+                      [w["code"] for w in warnings])
             record = _case_record(method_spec.label, method_spec.name, case, pre, post, handle, eval_seconds, delta_norms)
+            record["warnings"] = warnings
             case_records.append(record)
             if folder:
                 records.append_jsonl(folder / "cases.jsonl", record)
@@ -239,6 +248,7 @@ def _case_record(label, name, case, pre: CaseMeasurement, post: CaseMeasurement,
         "pre": pre.to_dict(),
         "post": post.to_dict(),
         "edit_seconds": round(handle.seconds, 3),
+        "setup_seconds": round(handle.setup_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "changed_parameters": delta_norms,
         "details": handle.details,

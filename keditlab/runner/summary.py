@@ -15,13 +15,17 @@ versioned by ``format``::
             ...
           },
           "timings": {"edit_seconds_mean": 4.1, "eval_seconds_mean": 1.2,
-                      "edit_seconds_total": 24.6, "eval_seconds_total": 7.2}
+                      "edit_seconds_total": 24.6, "eval_seconds_total": 7.2,
+                      "setup_seconds_total": 41.0},
+          "warnings": {"target_not_said": 0, "ground_truth_not_said": 1}
         }
       }
     }
 
 A value of a metric under one protocol is never averaged with the same metric
-under another: they sit under different keys.
+under another: they sit under different keys.  ``setup_seconds_total`` is
+one-off work (covariance statistics, context prefixes) that this method's
+edits triggered; it is never part of the per-edit seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SUMMARY_FORMAT = "keditlab.summary/1"
+
+#: Warning codes counted per method (see :mod:`keditlab.runner.checks`): how many
+#: edits did not make the model say the target, and how many edits' ground truth
+#: the unedited model did not say.
+WARNING_CODES = ("target_not_said", "ground_truth_not_said")
 
 
 @dataclass
@@ -43,14 +52,21 @@ class MethodTally:
     post: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     edit_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
+    setup_seconds: float = 0.0
+    warnings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(self, pre: dict[tuple[str, str], float], post: dict[tuple[str, str], float], edit_s: float, eval_s: float) -> None:
+    def add(self, pre: dict[tuple[str, str], float], post: dict[tuple[str, str], float], edit_s: float, eval_s: float,
+            setup_s: float = 0.0, warnings: list[str] = ()) -> None:
+        """One edit's scores, its edit and evaluation seconds, one-off set-up it triggered, and its warning codes."""
         for key, value in pre.items():
             self.pre[key].append(value)
         for key, value in post.items():
             self.post[key].append(value)
         self.edit_seconds.append(edit_s)
         self.eval_seconds.append(eval_s)
+        self.setup_seconds += setup_s
+        for code in warnings:
+            self.warnings[code] += 1
 
     def to_dict(self) -> dict[str, Any]:
         metrics: dict[str, dict[str, dict[str, float | int | None]]] = defaultdict(dict)
@@ -66,7 +82,9 @@ class MethodTally:
                 "eval_seconds_mean": _mean(self.eval_seconds),
                 "edit_seconds_total": round(sum(self.edit_seconds), 3),
                 "eval_seconds_total": round(sum(self.eval_seconds), 3),
+                "setup_seconds_total": round(self.setup_seconds, 3),
             },
+            "warnings": {code: self.warnings.get(code, 0) for code in WARNING_CODES},
         }
 
 

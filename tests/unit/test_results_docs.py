@@ -90,7 +90,7 @@ def test_every_cases_jsonl_key_is_documented(tiny_run):
     names = set()
     for record in run.cases:
         names |= field_names(record, data_keyed={"changed_parameters"})
-    assert {"reference_predicted", "nll_target", "target_nll_first", "loss_first", "fluency"} <= names  # all paths ran
+    assert {"reference_predicted", "nll_target", "target_nll", "key_effect", "warnings", "loss_first", "fluency"} <= names  # all paths ran
     assert undocumented(names) == [], "document these cases.jsonl keys in docs/results.md"
 
 

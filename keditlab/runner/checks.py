@@ -1,0 +1,58 @@
+"""Warnings a run raises instead of hiding: facts the model did not hold, edits that did not take.
+
+Two things make a results table mislead without a word:
+
+* a ``ground_truth`` the unedited model does not actually say.  The
+  probability protocol compares P(target) with P(ground_truth); if the model
+  never believed the ground truth, "the edit beat the old fact" means little.
+* an edit that did not take: after it, greedy decoding from the edit prompt
+  still does not produce the target.  A method that reports success on its
+  own loss while the model says something else must be visible.
+
+Each check returns a plain dict (``code``, ``message``, and what the model
+said), recorded in ``cases.jsonl`` under ``warnings`` and counted in the
+summary and the table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keditlab.evaluate import CaseMeasurement
+from keditlab.spec.types import EditCase
+
+GROUND_TRUTH_NOT_SAID = "ground_truth_not_said"
+TARGET_NOT_SAID = "target_not_said"
+
+
+def _said(measurement: CaseMeasurement, limit: int = 60) -> str:
+    text = " ".join(measurement.generations[0].text.split()) if measurement.generations else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def ground_truth_warning(case: EditCase, pre: CaseMeasurement) -> dict[str, Any] | None:
+    """A warning when ``case.ground_truth`` is not what the unedited model says greedily, else None."""
+    if case.ground_truth is None or pre.says(case.ground_truth):
+        return None
+    said = _said(pre)
+    return {
+        "code": GROUND_TRUTH_NOT_SAID,
+        "message": (
+            f"edit {case.case_id!r}: the unedited model does not say the ground_truth {case.ground_truth!r} "
+            f"after {case.prompt!r}; it says {said!r}. The probability test still compares the target with "
+            f"{case.ground_truth!r}; give the ground truth the model holds, or leave ground_truth out."
+        ),
+        "said": said,
+    }
+
+
+def target_warning(method: str, case: EditCase, post: CaseMeasurement) -> dict[str, Any] | None:
+    """A warning when, after the edit, greedy decoding from the edit prompt does not give the target."""
+    if post.says(case.target):
+        return None
+    said = _said(post)
+    return {
+        "code": TARGET_NOT_SAID,
+        "message": f"[{method}] edit {case.case_id!r} did not take: after it the model says {said!r}, not {case.target!r}",
+        "said": said,
+    }
