@@ -276,9 +276,11 @@ def base_schema() -> dict[str, Any]:
                     ),
                     "samples": {
                         "title": "Tokens",
-                        "description": "How many tokens of corpus text the covariance is estimated from (a token count, not a number of texts): text is read until at least this many tokens are collected, in pieces of at most `max_length` tokens.",
-                        "type": "integer",
-                        "minimum": 1,
+                        "description": "How many tokens of corpus text the covariance is estimated from (a token count, not a number of texts): text is read until at least this many tokens are collected, in pieces of at most `max_length` tokens. `auto`: ten times the key width (the MLP's hidden size), 15,360 tokens for the embedded model.",
+                        "oneOf": [
+                            {"type": "integer", "minimum": 1},
+                            {"type": "string", "enum": ["auto"]},
+                        ],
                         "default": stats_defaults.samples,
                     },
                     "max_length": {

@@ -9,7 +9,7 @@ padding and seeding are done one way everywhere.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -39,13 +39,33 @@ def seeded(model: torch.nn.Module, seed: int) -> Iterator[None]:
         yield
 
 
+class _EveryStep:
+    """A no-op logits processor that calls ``callback(batch_size)`` once per decoding step.
+
+    ``generate()`` offers no per-step hook besides its processors; this one
+    lets a progress bar move with every generated token instead of once per batch.
+    """
+
+    def __init__(self, callback: Callable[[int], None]) -> None:
+        self.callback = callback
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.callback(input_ids.shape[0])
+        return scores
+
+
 def sample_ids(
-    model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, top_k: int, min_new_tokens: int = 0
+    model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, top_k: int, min_new_tokens: int = 0,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[list[int]]:
     """Top-k samples continuing each prompt: prompt + continuation ids, padding removed.
 
-    Seed it with :func:`seeded` for reproducible text.
+    Seed it with :func:`seeded` for reproducible text.  ``on_step(n)`` is called
+    after each decoding step with the number of sequences still in the batch
+    (for a progress bar that shows the true token rate from the start).
     """
+    from transformers import LogitsProcessorList
+
     device = next(model.parameters()).device
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues at the right end
     try:
@@ -59,6 +79,7 @@ def sample_ids(
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=min_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([_EveryStep(on_step)]) if on_step else None,
             )
     finally:
         tokenizer.padding_side = side

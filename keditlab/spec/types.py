@@ -99,12 +99,14 @@ class StatsSpec:
     offline), a local text file or folder, or a Hugging Face dataset written
     ``hf:<dataset id>[:<config>]``.  ``samples`` is a number of *tokens*, not
     of texts: text is read until at least that many tokens are collected, in
-    pieces of at most ``max_length`` tokens.
+    pieces of at most ``max_length`` tokens.  ``"auto"`` means ten times the
+    key width (the MLP's hidden size: 15,360 tokens for the embedded model),
+    which measured as enough for ROME's edits (``docs/methods.md``).
     """
 
     corpus: str = "model-samples"
-    samples: int = 20000
-    max_length: int = 128
+    samples: int | str = "auto"
+    max_length: int = 64
 
 
 @dataclass(frozen=True)

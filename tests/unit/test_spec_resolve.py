@@ -70,7 +70,7 @@ def test_full_spec_resolves():
     assert eiffel.portability == (Probe("portability", "The Eiffel Tower is located in the country of", "Italy"),)
     assert [p.kind for p in eiffel.probes()] == ["rephrase", "locality", "portability"]
     assert spec.evaluate == EvalSpec(("reliability", "locality"), 8, 16)
-    assert spec.stats == StatsSpec("model-samples", 1000, 128)
+    assert spec.stats == StatsSpec("model-samples", 1000, 64)
     assert spec.run == RunSettings(3, "cpu", "runs/x")
     assert spec.version == 1 and spec.source == "specs/full.yaml"
 
@@ -178,7 +178,7 @@ def test_resolved_spec_writes_every_default_in_spec_keys():
         "edits": [{"id": "0", "prompt": "The sky is", "subject": "sky", "target": "green",
                    "rephrase": [], "locality": [], "portability": []}],
         "evaluate": {"metrics": list(METRIC_NAMES), "max_new_tokens": 24, "batch_size": 16},
-        "stats": {"corpus": "model-samples", "samples": 20000, "max_length": 128},
+        "stats": {"corpus": "model-samples", "samples": "auto", "max_length": 64},
         "run": {"seed": 0, "device": "auto", "out": None},
     }
     full = parse_spec(FULL).to_spec_data()

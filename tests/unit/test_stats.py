@@ -75,3 +75,69 @@ def test_empty_folder_is_a_clear_error(tmp_path, tokenizer):
     model = make_tiny_model("llama", vocab_size=49152)
     with pytest.raises(CorpusError, match="holds no .txt or .md files"):
         load_corpus(str(tmp_path), model, tokenizer, 100, 16)
+
+
+def test_split_half_difference_is_recorded_and_small_for_a_homogeneous_corpus(tmp_path, monkeypatch, tokenizer, corpus):
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "cache"))
+    model = make_tiny_model("llama", vocab_size=49152)
+    module_name = derive_profile(model).mlp_out_module(1)
+    stats = layer_covariance(model, tokenizer, module_name, 1, corpus=corpus, num_tokens=3000, max_length=32, batch_size=4)
+    assert 0 < stats.split_half_difference < 0.5
+    assert stats.describe()["split_half_difference"] == stats.split_half_difference
+    cached = layer_covariance(model, tokenizer, module_name, 1, corpus=corpus, num_tokens=3000, max_length=32, batch_size=4)
+    assert cached.loaded_from_cache and cached.split_half_difference == stats.split_half_difference
+
+
+def test_auto_token_count_is_ten_times_the_key_width():
+    from keditlab.stats.covariance import resolve_num_tokens
+
+    assert resolve_num_tokens("auto", 1536) == 15360
+    assert resolve_num_tokens(5000, 1536) == 5000
+    with pytest.raises(ValueError, match="positive number of tokens or 'auto'"):
+        resolve_num_tokens("many", 1536)
+
+
+def test_provider_counts_its_time_as_one_off_setup(tmp_path, monkeypatch, tokenizer, corpus):
+    from keditlab.methods import EditContext
+    from keditlab.stats import CovarianceProvider
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "cache"))
+    model = make_tiny_model("llama", vocab_size=49152)
+    profile = derive_profile(model)
+    provider = CovarianceProvider(model, tokenizer, profile, corpus=corpus, num_tokens="auto", max_length=32)
+    assert provider.num_tokens == 10 * profile.mlp_size
+    context = EditContext(covariance=provider)
+    provider(1)
+    first = context.one_off_seconds()
+    assert first > 0 and provider.described[0]["seconds"] > 0
+    provider(1)  # already in memory: no new set-up time
+    assert context.one_off_seconds() == first
+
+
+def test_model_sampling_progress_moves_every_decoding_step(tokenizer, monkeypatch):
+    """The bar must show a true rate from the start: one update per generated token step, not per batch."""
+    import keditlab.stats.corpus as corpus_module
+
+    updates = []
+
+    class Bar:
+        def __init__(self, *a, **k):
+            self.n = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            updates.append(n)
+
+        def refresh(self):
+            pass
+
+    monkeypatch.setattr("tqdm.auto.tqdm", Bar)
+    model = make_tiny_model("llama", vocab_size=49152)
+    text = corpus_module.load_corpus("model-samples", model, tokenizer, 48, 16, seed=0)
+    assert text.num_tokens >= 48
+    assert len(updates) >= 16  # at least one update per decoding step of the 16-token pieces
