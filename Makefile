@@ -2,6 +2,7 @@
 #
 #   make demo   set up .venv (CPU torch, keditlab, the embedded model) and run the quickstart spec
 #   make test   set up .venv the same way and run the whole suite (tests/ and the notebooks)
+#   make bench  ROME on real benchmark records beside the reference toolkit's figures (prints, never asserts)
 #
 # Needs only python3 (>= 3.10) and make.  Set-up is idempotent: a stamp file in
 # .venv records that it is done, and it is redone when pyproject.toml changes.
@@ -20,22 +21,27 @@ STAMP  := $(VENV)/.keditlab-installed
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS   ?=
+BENCH_ARGS    ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test setup clean-venv
+.PHONY: help demo test bench setup clean-venv
 
 help:
 	@echo "make demo   set up .venv and run specs/quickstart.yaml (prints the results table)"
 	@echo "make test   set up .venv and run tests/ and the notebooks (nbval)"
+	@echo "make bench  ROME on the ten reference edits and 50 CounterFact records (about 15 minutes)"
 
 demo: $(STAMP)
 	$(BIN)/keditlab run specs/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/rome_real.py $(BENCH_ARGS)
 
 setup: $(STAMP)
 
