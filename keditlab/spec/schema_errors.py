@@ -280,7 +280,8 @@ class SchemaErrorTranslator:
         if error.schema.get("x-keditlab-layer"):
             self.report.add(path, f"layer {error.instance} is negative; layers are numbered from 0", "use a layer index of 0 or more")
             return
-        self.report.add(path, f"{_field_name(path)} must be at least {error.validator_value}, got {error.instance}")
+        self.report.add(path, f"{_field_name(path)} must be at least {error.validator_value}, got {error.instance}",
+                        f"give {error.validator_value} or more, or leave '{_field_name(path)}' out for its default")
 
     def _fallback(self, error: ValidationError, path: Path) -> None:
         # A keyword with no translator of its own; say which rule failed, plainly.

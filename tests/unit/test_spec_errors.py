@@ -202,6 +202,21 @@ CASES = [
         "run.device", 2, 15, ["device is empty", "device: auto"],
     ),
     (
+        "stats-samples-word",
+        "keditlab: 1\nstats: {samples: Auto}\n" + EDIT,
+        "stats.samples", 2, 18, ["unknown value 'Auto'", "did you mean 'auto'?"],
+    ),
+    (
+        "stats-samples-zero",
+        "keditlab: 1\nstats: {samples: 0}\n" + EDIT,
+        "stats.samples", 2, 18, ["at least 1, got 0"],
+    ),
+    (
+        "rome-update-keys",
+        "keditlab: 1\nmethod: {name: rome, update_keys: average}\n" + EDIT,
+        "method.update_keys", 2, 35, ["unknown value 'average'", "contexts, prompt, mean"],
+    ),
+    (
         "method-setting-at-top-level",
         "keditlab: 1\nlayer: 5\n" + EDIT,
         "layer", 2, 1, ["unknown key 'layer'", "write it inside the method"],
