@@ -93,7 +93,11 @@ class Run:
             )
         measured = methods[method]["metrics"]
         if metric not in measured:
-            if metric in METRIC_NAMES:
+            requested = self.manifest.get("spec", {}).get("evaluate", {}).get("metrics", [])
+            if metric in METRIC_NAMES and metric in requested:
+                probe = {"generalization": "rephrase", "locality": "locality", "portability": "portability"}.get(metric, metric)
+                problem = f"metric {metric!r} has no value in this run: it was asked for, but no edit has {probe} probes"
+            elif metric in METRIC_NAMES:
                 problem = f"metric {metric!r} was not measured in this run (it is chosen by the spec's `evaluate:`)"
             else:
                 problem = f"unknown metric {metric!r}{did_you_mean(str(metric), METRIC_NAMES)}"

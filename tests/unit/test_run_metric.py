@@ -73,3 +73,10 @@ def test_short_protocol_name_from_the_table(run):
 def test_bad_when(run):
     assert message(run, "rome", "reliability", when="after") == "when must be 'pre' (before the edit) or 'post' (after it), got 'after'"
     assert "(did you mean 'post'?)" in message(run, "rome", "reliability", when="posts")
+
+
+def test_metric_asked_for_but_without_probes_says_so(run):
+    """CounterFact records have no portability probes: the metric was requested, yet has no value."""
+    run.manifest = {"spec": {"evaluate": {"metrics": ["reliability", "locality", "portability"]}}}
+    text = message(run, "rome", "portability")
+    assert text.startswith("metric 'portability' has no value in this run: it was asked for, but no edit has portability probes")
