@@ -129,6 +129,34 @@ def _chunk_texts(texts: list[str], tokenizer: Any, num_tokens: int, max_length: 
 SAMPLE_BATCH = 128
 
 
+def _native_bfloat16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), read from ``/proc/cpuinfo``."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
+def _sampler(model: Any) -> tuple[Any, str]:
+    """The model to sample the corpus with, and its dtype's name.
+
+    On a CPU that computes in bfloat16 natively, a bfloat16 copy samples about
+    1.5 times faster than float32 (measured on the 2-core CPU of
+    ``docs/methods.md``); the corpus is text, so the rounding of the weights
+    does not matter there (the statistics themselves are always computed with
+    the model as loaded).  Elsewhere the model samples itself as it is.
+    """
+    import copy
+
+    import torch
+
+    param = next(model.parameters())
+    if param.device.type == "cpu" and param.dtype == torch.float32 and _native_bfloat16_cpu():
+        return copy.deepcopy(model).to(torch.bfloat16), "bfloat16"
+    return model, str(param.dtype).removeprefix("torch.")
+
+
 def _sample_from_model(model: Any, tokenizer: Any, num_tokens: int, max_length: int, seed: int) -> Corpus:
     """Sample ``num_tokens`` tokens from the model (temperature 1, top-k 50), reproducibly.
 
@@ -140,13 +168,14 @@ def _sample_from_model(model: Any, tokenizer: Any, num_tokens: int, max_length: 
 
     sequences: list[list[int]] = []
     total = 0
-    with tqdm(total=num_tokens, desc="Sampling a corpus from the model (once per model)", unit="tok") as progress, seeded(model, seed):
+    sampler, dtype = _sampler(model)
+    with tqdm(total=num_tokens, desc="Sampling a corpus from the model (once per model)", unit="tok") as progress, seeded(sampler, seed):
         batch_index = 0
         while total < num_tokens:
             # never sample much more than asked: the last batch is only as wide as needed
             width = max(1, min(SAMPLE_BATCH, -(-(num_tokens - total) // max_length)))
             prompts = [OPENINGS[(batch_index * SAMPLE_BATCH + i) % len(OPENINGS)] for i in range(width)]
-            rows = sample_ids(model, tokenizer, prompts, max_new_tokens=max_length, top_k=50,
+            rows = sample_ids(sampler, tokenizer, prompts, max_new_tokens=max_length, top_k=50,
                               min_new_tokens=max_length // 2, on_step=progress.update)
             for ids in rows:
                 ids = ids[:max_length]
@@ -155,4 +184,4 @@ def _sample_from_model(model: Any, tokenizer: Any, num_tokens: int, max_length: 
             progress.n = min(total, num_tokens)
             progress.refresh()
             batch_index += 1
-    return Corpus(f"{MODEL_SAMPLES} (seed {seed}, top-k 50)", sequences)
+    return Corpus(f"{MODEL_SAMPLES} (seed {seed}, top-k 50, sampled in {dtype})", sequences)

@@ -141,3 +141,16 @@ def test_model_sampling_progress_moves_every_decoding_step(tokenizer, monkeypatc
     text = corpus_module.load_corpus("model-samples", model, tokenizer, 48, 16, seed=0)
     assert text.num_tokens >= 48
     assert len(updates) >= 16  # at least one update per decoding step of the 16-token pieces
+
+
+def test_corpus_is_sampled_in_bfloat16_only_where_the_cpu_does_it_natively(monkeypatch):
+    import keditlab.stats.corpus as corpus_module
+
+    model = make_tiny_model("llama", vocab_size=49152)
+    monkeypatch.setattr(corpus_module, "_native_bfloat16_cpu", lambda: False)
+    assert corpus_module._sampler(model) == (model, "float32")
+    monkeypatch.setattr(corpus_module, "_native_bfloat16_cpu", lambda: True)
+    sampler, dtype = corpus_module._sampler(model)
+    assert dtype == "bfloat16" and sampler is not model
+    assert next(sampler.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
