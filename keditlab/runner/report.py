@@ -49,8 +49,8 @@ def _footer_rows(summary: dict[str, Any], labels: list[str]) -> list[list[str]]:
     """Rows under the metrics: edits that did not take, seconds per edit, one-off set-up."""
     n = summary["num_cases"]
     methods = [summary["methods"][m] for m in labels]
-    rows = [
-        ["target not said (edits)", *(f"{m.get('warnings', {}).get('target_not_said', 0)}/{n}" for m in methods)],
+    rows = [  # a run saved before these checks existed has no "warnings": show a dash, not a false 0
+        ["target not said (edits)", *("—" if "warnings" not in m else f"{m['warnings'].get('target_not_said', 0)}/{n}" for m in methods)],
         ["seconds per edit", *(_seconds(m["timings"]) for m in methods)],
     ]
     if any(m["timings"].get("setup_seconds_total") for m in methods):

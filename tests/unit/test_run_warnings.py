@@ -78,3 +78,11 @@ def test_tables_of_runs_without_setup_or_warnings_stay_short():
     tally.add({}, {}, 1.0, 1.0)
     text = text_table(build_summary("demo", "m", 1, {"ft-m": tally}))
     assert "0/1" in text and "one-off" not in text.split("(tf =")[0]
+
+
+def test_runs_saved_before_the_checks_show_a_dash_not_a_false_zero():
+    tally = MethodTally("rome")
+    tally.add({}, {}, 1.0, 1.0)
+    summary = build_summary("old", "m", 1, {"rome": tally})
+    del summary["methods"]["rome"]["warnings"]
+    assert "target not said (edits)  —" in text_table(summary)
