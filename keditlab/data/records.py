@@ -24,9 +24,18 @@ def _load_list(path: str | Path) -> list[dict[str, Any]]:
     return data
 
 
-def _window(records: list[dict[str, Any]], limit: int | None, offset: int) -> list[tuple[int, dict[str, Any]]]:
+def _cases(path: str | Path, limit: int | None, offset: int, build: Callable[[int, dict[str, Any]], EditCase],
+           form: str, fix: str) -> list[EditCase]:
+    """``build(index, record)`` for the records ``offset .. offset+limit``; a malformed record is named with ``fix``."""
+    records = _load_list(path)
     end = None if limit is None else offset + limit
-    return list(enumerate(records))[offset:end]
+    cases = []
+    for index in range(len(records))[offset:end]:
+        try:
+            cases.append(build(index, records[index]))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RecordFormatError(f"{path}: record {index} is not in {form} (missing or malformed {exc}). Fix: {fix}") from None
+    return cases
 
 
 def counterfact_cases(path: str | Path, limit: int | None = None, offset: int = 0, neighbours: int | None = None) -> list[EditCase]:
@@ -38,28 +47,21 @@ def counterfact_cases(path: str | Path, limit: int | None = None, offset: int = 
     ``neighbours`` (default: all) ``neighborhood_prompts``, answered with the
     true object, as in the paper.  ``case_id`` is the record's ``case_id``.
     """
-    cases = []
-    for index, record in _window(_load_list(path), limit, offset):
-        try:
-            rewrite = record["requested_rewrite"]
-            subject = rewrite["subject"]
-            truth = rewrite["target_true"]["str"]
-            neighbourhood = record.get("neighborhood_prompts", [])[:neighbours]
-            cases.append(EditCase(
-                prompt=rewrite["prompt"].format(subject),
-                subject=subject,
-                target=rewrite["target_new"]["str"],
-                ground_truth=truth,
-                rephrase=tuple(record.get("paraphrase_prompts", [])),
-                locality=tuple(Probe("locality", p, truth) for p in neighbourhood),
-                case_id=str(record.get("case_id", index)),
-            ))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise RecordFormatError(
-                f"{path}: record {index} is not in CounterFact's ROME format (missing or malformed {exc}). "
-                "Fix: use the easyedit reader for flat records, or check the file."
-            ) from None
-    return cases
+
+    def build(index: int, record: dict[str, Any]) -> EditCase:
+        rewrite = record["requested_rewrite"]
+        truth = rewrite["target_true"]["str"]
+        return EditCase(
+            prompt=rewrite["prompt"].format(rewrite["subject"]),
+            subject=rewrite["subject"],
+            target=rewrite["target_new"]["str"],
+            ground_truth=truth,
+            rephrase=tuple(record.get("paraphrase_prompts", [])),
+            locality=tuple(Probe("locality", p, truth) for p in record.get("neighborhood_prompts", [])[:neighbours]),
+            case_id=str(record.get("case_id", index)),
+        )
+
+    return _cases(path, limit, offset, build, "CounterFact's ROME format", "use the easyedit reader for flat records, or check the file.")
 
 
 def easyedit_cases(path: str | Path, limit: int | None = None, offset: int = 0) -> list[EditCase]:
@@ -69,26 +71,21 @@ def easyedit_cases(path: str | Path, limit: int | None = None, offset: int = 0) 
     ``{"prompt": ..., "ground_truth": ...}`` (a list of prompts and answers is
     accepted too).  A ``case_id`` field is used when present, else the index.
     """
-    cases = []
-    for index, record in _window(_load_list(path), limit, offset):
-        try:
-            rephrase = record.get("rephrase_prompt") or []
-            cases.append(EditCase(
-                prompt=record["prompt"],
-                subject=record["subject"],
-                target=record["target_new"],
-                ground_truth=record.get("ground_truth"),
-                rephrase=tuple([rephrase] if isinstance(rephrase, str) else rephrase),
-                locality=_named_probes("locality", record.get("locality")),
-                portability=_named_probes("portability", record.get("portability")),
-                case_id=str(record.get("case_id", index)),
-            ))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise RecordFormatError(
-                f"{path}: record {index} is not in the request format (missing or malformed {exc}). "
-                "Fix: give prompt, subject and target_new, or use the counterfact reader."
-            ) from None
-    return cases
+
+    def build(index: int, record: dict[str, Any]) -> EditCase:
+        rephrase = record.get("rephrase_prompt") or []
+        return EditCase(
+            prompt=record["prompt"],
+            subject=record["subject"],
+            target=record["target_new"],
+            ground_truth=record.get("ground_truth"),
+            rephrase=tuple([rephrase] if isinstance(rephrase, str) else rephrase),
+            locality=_named_probes("locality", record.get("locality")),
+            portability=_named_probes("portability", record.get("portability")),
+            case_id=str(record.get("case_id", index)),
+        )
+
+    return _cases(path, limit, offset, build, "the request format", "give prompt, subject and target_new, or use the counterfact reader.")
 
 
 def _named_probes(kind: str, groups: dict[str, Any] | None) -> tuple[Probe, ...]:
