@@ -46,6 +46,17 @@ class MethodConfig:
             )
         return cls(**params)
 
+    def __post_init__(self) -> None:
+        """A setting with ``metadata["choices"]`` must be one of them (the schema's ``enum``, checked for Python callers too)."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise MethodConfigError(
+                    f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}. "
+                    f"Fix: choose one of them, or leave {f.name} out for {f.default!r}."
+                )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

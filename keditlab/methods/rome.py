@@ -80,8 +80,6 @@ class Rome(EditMethod):
 
     def _apply(self, model, tokenizer, profile, cases, config: RomeConfig, context: EditContext) -> EditHandle:
         layer = default_layer(profile.num_layers) if config.layer is None else config.layer
-        if config.update_keys not in UPDATE_KEYS:
-            raise MethodConfigError(f"update_keys: {config.update_keys!r} is not one of {', '.join(UPDATE_KEYS)}. Fix: choose one, or leave it out for 'contexts'.")
         if context.covariance is None:
             raise MethodConfigError("rome needs key statistics: pass EditContext(covariance=...)")
         module_name = profile.mlp_out_module(layer)

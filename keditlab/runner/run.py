@@ -31,7 +31,7 @@ from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
 from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
-from keditlab.runner.checks import TARGET_NOT_SAID, ground_truth_warning, target_warning
+from keditlab.runner.checks import ground_truth_warning, target_warning
 from keditlab.runner.summary import MethodTally, build_summary
 from keditlab.spec import METRIC_NAMES, Spec
 from keditlab.spec.hints import did_you_mean
@@ -208,9 +208,10 @@ def run_spec(
                 delta_norms = handle.delta_norms()
             finally:
                 handle.restore()
-            warnings = [w for w in (pre_warnings[case.case_id], target_warning(method_spec.label, case, post)) if w]
-            if warnings and warnings[-1]["code"] == TARGET_NOT_SAID:
-                log(f"warning: {warnings[-1]['message']}")
+            not_said = target_warning(method_spec.label, case, post)
+            if not_said:
+                log(f"warning: {not_said['message']}")
+            warnings = [w for w in (pre_warnings[case.case_id], not_said) if w]
             tally.add(pre.scores(), post.scores(), handle.seconds, eval_seconds, handle.setup_seconds,
                       [w["code"] for w in warnings])
             record = _case_record(method_spec.label, method_spec.name, case, pre, post, handle, eval_seconds, delta_norms)

@@ -171,3 +171,14 @@ def test_layer_lists_are_checked_and_the_runner_names_the_method():
     with pytest.raises(RunError, match=r"method 'rome-deep': layer: layer 40 is outside"):
         _config_for(get_method("rome"), MethodSpec("rome", {"layer": 40}, "rome-deep"), 30)
     assert _config_for(get_method("rome"), MethodSpec("rome", {"layer": 29}), 30).layer == 29
+
+
+def test_a_setting_outside_its_choices_is_named_before_any_work():
+    """Settings with declared choices are checked when the config is made, for Python callers as for specs."""
+    from keditlab.methods.rome import RomeConfig
+
+    with pytest.raises(MethodConfigError, match=r"update_keys: 'average' is not one of contexts, prompt, mean\. Fix: .*'contexts'"):
+        RomeConfig.from_params({"update_keys": "average"})
+    with pytest.raises(MethodConfigError, match="update_keys"):
+        RomeConfig(update_keys="average")
+    assert RomeConfig(update_keys="prompt").update_keys == "prompt"
