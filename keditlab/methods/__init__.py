@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 
-from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 
 _REGISTRY: dict[str, type[EditMethod]] = {}
 
@@ -45,6 +45,7 @@ register_method(FineTuneL)
 register_method(FineTuneM)
 
 __all__ = [
+    "Capabilities",
     "EditContext",
     "EditHandle",
     "EditMethod",

@@ -163,12 +163,36 @@ class EditHandle:
         return f"EditHandle(method={self.method!r}, {state}, changed={self.changed_parameters})"
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method can do, declared once per method and checked before any work.
+
+    ``keditlab methods`` prints these; a spec whose ``run.mode`` a method cannot
+    do is rejected when it is validated (the schema carries them).
+    """
+
+    batch: bool = False
+    """Several edits in one ``apply`` call, solved together (``run.mode: batch``, and ``batch_size`` > 1)."""
+    sequential: bool = True
+    """Edits applied on top of earlier ones, without restoring between them (``run.mode: sequential``)."""
+    needs_statistics: bool = False
+    """Asks for key covariance statistics (computed once per layer and cached)."""
+    changes_weights: bool = True
+    """Writes into the model's existing weights (rather than adding a module or a prompt)."""
+    restorable: bool = True
+    """``EditHandle.restore()`` puts the model back bit for bit."""
+
+    def to_dict(self) -> dict[str, bool]:
+        return dataclasses.asdict(self)
+
+
 class EditMethod:
-    """Base class of editing methods.  Subclasses set ``name``/``config_class`` and implement ``_apply``."""
+    """Base class of editing methods.  Subclasses set ``name``/``config_class``/``capabilities`` and implement ``_apply``."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     summary: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def apply(
         self,

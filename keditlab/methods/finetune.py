@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.common import default_layer, device_of, trainable_only
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
@@ -57,6 +57,8 @@ class FineTuneLConfig(FineTuneConfig):
 
 class _FineTune(EditMethod):
     """Shared loop; subclasses choose the batch and the loss."""
+
+    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False)
 
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
         layers = config.layers if config.layers is not None else [default_layer(profile.num_layers)]

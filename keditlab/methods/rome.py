@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from keditlab.evaluate.teacher_forced import teacher_forced
-from keditlab.methods.base import EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import context_prefixes, default_layer, trainable_only
 from keditlab.methods.keyvalue import UPDATE_KEYS, ValueSettings, add_rank_one, key_direction, optimise_value, subject_keys
 
@@ -77,6 +77,9 @@ class Rome(EditMethod):
     name = "rome"
     config_class = RomeConfig
     summary = "Rank-One Model Editing (Meng et al., 2022)"
+    # One fact per rank-one update: several edits in one call are applied one
+    # after another, which is sequential editing, not a batch (MEMIT is for batches).
+    capabilities = Capabilities(batch=False, sequential=True, needs_statistics=True)
 
     def _apply(self, model, tokenizer, profile, cases, config: RomeConfig, context: EditContext) -> EditHandle:
         layer = default_layer(profile.num_layers) if config.layer is None else config.layer
