@@ -39,10 +39,18 @@ def get_method(name: str) -> EditMethod:
 # The method zoo.  One line per method.
 from keditlab.methods.rome import Rome  # noqa: E402
 from keditlab.methods.finetune import FineTuneL, FineTuneM  # noqa: E402
+from keditlab.methods.memit import Memit  # noqa: E402
+from keditlab.methods.emmet import Emmet  # noqa: E402
+from keditlab.methods.alphaedit import AlphaEdit  # noqa: E402
+from keditlab.methods.rrome import RRome  # noqa: E402
 
 register_method(Rome)
+register_method(RRome)
 register_method(FineTuneL)
 register_method(FineTuneM)
+register_method(Memit)
+register_method(Emmet)
+register_method(AlphaEdit)
 
 __all__ = [
     "Capabilities",

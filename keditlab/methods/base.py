@@ -92,6 +92,10 @@ class EditContext:
     seed: int = 0
     covariance: Any = None  # Callable[[int], torch.Tensor] | None
     progress: bool = True
+    #: State a method carries from one edit to the next in sequential editing
+    #: (AlphaEdit's sum of earlier keys), keyed by the method.  A handle that
+    #: adds to it takes its share back out when it is restored.
+    memory: dict[str, Any] = field(default_factory=dict)
     setup_seconds: float = 0.0  # one-off work timed with setup(), besides the covariance provider's own
 
     @contextlib.contextmanager
@@ -129,6 +133,9 @@ class EditHandle:
     seconds: float = 0.0          # time to edit, one-off set-up excluded
     setup_seconds: float = 0.0    # one-off work (statistics, prefixes) first needed by this edit
     restored: bool = False
+    #: Called by ``restore()`` after the weights are back: undo anything else the
+    #: edit changed (a method's memory of earlier edits).
+    on_restore: list[Any] = field(default_factory=list, repr=False)
 
     @property
     def changed_parameters(self) -> list[str]:
@@ -150,6 +157,8 @@ class EditHandle:
         with torch.no_grad():
             for name, orig in self.originals.items():
                 params[name].copy_(orig.to(params[name].device))
+        for undo in reversed(self.on_restore):
+            undo()
         self.restored = True
 
     def __enter__(self) -> "EditHandle":

@@ -73,9 +73,60 @@ def subject_keys(model, tokenizer, module, prompt: str, subject: str, prefixes: 
     return captured[0].float(), texts, positions
 
 
+class _Stop(Exception):
+    """Raised by a hook once everything wanted is read: later layers need not run."""
+
+
+def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], key_module,
+                     out_module=None, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keys (inputs of ``key_module``) and, optionally, outputs of ``out_module`` at the given positions.
+
+    One forward per ``chunk`` rows, stopped after the last module read.  Used by
+    the multi-layer methods to read the keys at the layer being edited and the
+    hidden state at the last edited layer (a decoder block: its output is the
+    residual stream).  Returns float32 ``(len(texts), key_width)`` and
+    ``(len(texts), hidden)`` (or ``None``).
+    """
+    device = device_of(model)
+    keys: list[torch.Tensor] = []
+    outs: list[torch.Tensor] = []
+    for start in range(0, len(texts), chunk):
+        part = slice(start, start + chunk)
+        ids, mask = right_padded([encode_prompt(tokenizer, t) for t in texts[part]], tokenizer.pad_token_id, device)
+        where = (torch.arange(ids.shape[0], device=device), torch.tensor(positions[part], device=device))
+        seen: dict[str, torch.Tensor] = {}
+
+        def grab_key(_module, inputs):
+            seen["key"] = inputs[0][where].detach().float()
+            if out_module is None or "out" in seen:
+                raise _Stop
+
+        def grab_out(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            seen["out"] = hidden[where].detach().float()
+            if "key" in seen:
+                raise _Stop
+
+        hooks = [key_module.register_forward_pre_hook(grab_key)]
+        if out_module is not None:
+            hooks.append(out_module.register_forward_hook(grab_out))
+        try:
+            with torch.no_grad():
+                model(input_ids=ids, attention_mask=mask)
+        except _Stop:
+            pass
+        finally:
+            for hook in hooks:
+                hook.remove()
+        keys.append(seen["key"])
+        if out_module is not None:
+            outs.append(seen["out"])
+    return torch.cat(keys), (torch.cat(outs) if out_module is not None else None)
+
+
 @dataclass
 class ValueSettings:
-    """The knobs of :func:`optimise_value` (a method's config passes its own)."""
+    """The knobs of :func:`optimise_values` (a method's config passes its own)."""
 
     steps: int
     lr: float
@@ -83,92 +134,172 @@ class ValueSettings:
     kl_factor: float
     clamp_norm_factor: float
     early_stop_loss: float
+    stop_when: str = "loss"
+
+
+#: When a request's value optimisation stops (``stop_when``): its NLL is below
+#: ``early_stop_loss``, or the target is the model's most probable continuation
+#: at every target token in every context (ENCORE's criterion, Gupta et al.,
+#: 2025, arXiv:2502.01636; either also stops at the NLL threshold).
+STOP_WHEN = ("loss", "most_probable")
+
+
+@dataclass
+class ValueRequest:
+    """One edit's share of a value optimisation: its contexts and where the subject ends in each."""
+
+    subject: str
+    target: str
+    texts: list[str]
+    positions: list[int]
 
 
 def optimise_value(model, tokenizer, module, out_dim: int, subject: str, target: str, texts: list[str],
                    positions: list[int], settings: ValueSettings) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Find ``δ``, the change of the MLP output at the subject that makes the model say ``target``.
+    """:func:`optimise_values` for one edit: ``(δ, diagnostics)``."""
+    deltas, infos = optimise_values(model, tokenizer, module, out_dim, [ValueRequest(subject, target, texts, positions)], settings)
+    return deltas[0], infos[0]
 
-    The loss is the target's mean negative log-likelihood over ``texts``
-    (teacher-forced, every target token), plus ``kl_factor`` times the KL
-    divergence of the next-token distribution after ``"<subject> is a"`` from
-    the unedited one, plus ``weight_decay · (‖δ‖ / ‖v‖)²`` where ``v`` is the
-    unedited value at the subject in ``texts[0]``.  ``δ`` is clamped to
-    ``clamp_norm_factor · ‖v‖``.  Only ``δ`` takes gradients (the caller freezes
-    the model); optimisation stops once the NLL is below ``early_stop_loss``.
 
-    Returns ``δ`` (float32, shape ``(out_dim,)``) and diagnostics: steps, the NLL
-    and the whole loss at each step, ``‖δ‖`` and ``‖v‖``.
+def optimise_values(model, tokenizer, module, out_dim: int, requests: list[ValueRequest],
+                    settings: ValueSettings) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Find ``δᵢ`` for every request: the change of ``module``'s output at the subject that makes the model say its target.
+
+    The loss of request ``i`` is its target's mean negative log-likelihood over
+    its ``texts`` (teacher-forced, every target token), plus ``kl_factor`` times
+    the KL divergence of the next-token distribution after ``"<subject> is a"``
+    from the unedited one, plus ``weight_decay · (‖δᵢ‖ / ‖vᵢ‖)²`` where ``vᵢ`` is
+    the unedited value at the subject in its first text.  ``δᵢ`` is clamped to
+    ``clamp_norm_factor · ‖vᵢ‖``.  Only the ``δ``'s take gradients (the caller
+    freezes the model).
+
+    **All requests are optimised together**: one right-padded forward and
+    backward per step over every context row of every request still running.
+    The requests never interact (each row is its own sequence and carries only
+    its own ``δᵢ``), so the result is the one each would get alone, at the
+    cost of a few large passes instead of many small ones.  A request stops
+    (its ``δᵢ`` is frozen and its rows leave the batch) once its
+    ``stop_when`` criterion holds (:data:`STOP_WHEN`).
+
+    Returns ``δ`` (float32, shape ``(len(requests), out_dim)``) and, per
+    request, diagnostics: steps, the NLL and the whole loss at each step,
+    ``‖δ‖`` and ``‖v‖``.
     """
+    if settings.stop_when not in STOP_WHEN:
+        raise ValueError(f"stop_when must be one of {', '.join(STOP_WHEN)}, not {settings.stop_when!r}")
     device = device_of(model)
-    target_ids = encode_answer(tokenizer, target)
     rows: list[list[int]] = []
-    answer_starts: list[int] = []
-    for text in texts:  # prompt (with prefix) + target minus its last token: teacher forcing
-        prompt_ids = encode_prompt(tokenizer, text)
-        rows.append(prompt_ids + target_ids[:-1])
-        answer_starts.append(len(prompt_ids))
-    kl_text = f"{subject} is a"
-    rows.append(encode_prompt(tokenizer, kl_text))
-    sub_positions = positions + [subject_last_token(tokenizer, kl_text, subject)]
-    kl_row, kl_last = len(rows) - 1, len(rows[-1]) - 1
-    ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
+    row_request: list[int] = []   # the request each row belongs to
+    sub_positions: list[int] = []  # the subject's last token in each row
+    answer_cols: list[list[int]] = []  # per rewrite row: positions whose next token is a target token
+    targets: list[list[int]] = []
+    kl_rows: list[int] = []
+    first_rows: list[int] = []
+    for index, request in enumerate(requests):
+        target_ids = encode_answer(tokenizer, request.target)
+        targets.append(target_ids)
+        first_rows.append(len(rows))
+        for text, position in zip(request.texts, request.positions):  # prompt (with prefix) + target minus its last token
+            prompt_ids = encode_prompt(tokenizer, text)
+            rows.append(prompt_ids + target_ids[:-1])
+            answer_cols.append(list(range(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(target_ids))))
+            row_request.append(index)
+            sub_positions.append(position)
+        kl_text = f"{request.subject} is a"
+        kl_rows.append(len(rows))
+        rows.append(encode_prompt(tokenizer, kl_text))
+        answer_cols.append([])
+        row_request.append(index)
+        sub_positions.append(subject_last_token(tokenizer, kl_text, request.subject))
 
-    n_rewrite = len(texts)
-    target_t = torch.tensor(target_ids, device=device)
-    gather_rows = torch.arange(n_rewrite, device=device).unsqueeze(1)
-    gather_cols = torch.tensor(answer_starts, device=device).unsqueeze(1) - 1 + torch.arange(len(target_ids), device=device)
-    at_subject = torch.zeros(ids.shape[0], ids.shape[1], 1, device=device)
-    at_subject[torch.arange(len(rows)), torch.tensor(sub_positions)] = 1.0
-
-    delta = torch.zeros(out_dim, device=device, requires_grad=True)
-    original: dict[str, torch.Tensor] = {}
-
-    def add_delta(_module, _inputs, output):
-        if "value" not in original:  # the unedited value at the subject in texts[0]
-            original["value"] = output[0, sub_positions[0]].detach().clone()
-        return output + at_subject.to(output.dtype) * delta.to(output.dtype)
-
+    n = len(requests)
+    delta = torch.zeros(n, out_dim, device=device, requires_grad=True)
+    done = torch.zeros(n, dtype=torch.bool)
+    frozen = torch.zeros(n, out_dim, device=device)
+    values = torch.zeros(n, out_dim, device=device)   # ‖vᵢ‖: the unedited value at the subject, first text
+    nll_steps: list[list[float]] = [[] for _ in requests]
+    loss_steps: list[list[float]] = [[] for _ in requests]
     lm_head = model.get_output_embeddings()
     optimiser = torch.optim.Adam([delta], lr=settings.lr)
+    batch: dict[str, torch.Tensor] = {}
+
+    def add_delta(_module, _inputs, output):
+        if "first_pass" in batch:  # record vᵢ before any δ is added
+            values[batch["first_rows_req"]] = output[batch["first_rows"], batch["first_pos"]].detach().float()
+        return output + batch["at_subject"].to(output.dtype) * delta[batch["request"]].unsqueeze(1).to(output.dtype)
+
     hook = module.register_forward_hook(add_delta)
-    losses: list[float] = []   # the target's NLL at each step
-    objective: list[float] = []  # the whole loss: NLL + KL + decay
     try:
         for step in range(settings.steps):
+            active = [r for r in range(len(rows)) if not done[row_request[r]]]
+            ids, mask = right_padded([rows[r] for r in active], tokenizer.pad_token_id, device)
+            local = {r: i for i, r in enumerate(active)}
+            batch["request"] = torch.tensor([row_request[r] for r in active], device=device)
+            at_subject = torch.zeros(len(active), ids.shape[1], 1, device=device)
+            at_subject[torch.arange(len(active)), torch.tensor([sub_positions[r] for r in active])] = 1.0
+            batch["at_subject"] = at_subject
+            if step == 0:
+                batch["first_pass"] = torch.ones(())
+                batch["first_rows"] = torch.tensor([local[r] for r in first_rows], device=device)
+                batch["first_rows_req"] = torch.arange(n, device=device)
+                batch["first_pos"] = torch.tensor([sub_positions[r] for r in first_rows], device=device)
+            else:
+                batch.pop("first_pass", None)
             # Only the positions that enter the loss go through the LM head (a large
             # share of the cost with a 50k vocabulary).
             hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-            rewrite_lp = lm_head(hidden[gather_rows, gather_cols]).float().log_softmax(-1)
-            token_lp = rewrite_lp.gather(-1, target_t.expand(n_rewrite, -1).unsqueeze(-1)).squeeze(-1)
-            nll = -token_lp.mean()
-            kl_lp = lm_head(hidden[kl_row, kl_last]).float().log_softmax(-1)
-            if "kl" not in original:
-                original["kl"] = kl_lp.detach()
-            kl = F.kl_div(kl_lp, original["kl"], log_target=True, reduction="sum")
-            decay = settings.weight_decay * (delta.norm() / original["value"].norm()) ** 2
+            tok_rows, tok_cols, tok_ids, tok_req = [], [], [], []
+            for r in active:
+                for col, token in zip(answer_cols[r], targets[row_request[r]]):
+                    tok_rows.append(local[r]); tok_cols.append(col); tok_ids.append(token); tok_req.append(row_request[r])
+            logits = lm_head(hidden[torch.tensor(tok_rows), torch.tensor(tok_cols)]).float()
+            token_lp = logits.log_softmax(-1).gather(-1, torch.tensor(tok_ids, device=device).unsqueeze(-1)).squeeze(-1)
+            hits = logits.argmax(-1) == torch.tensor(tok_ids, device=device)
+            req_index = torch.tensor(tok_req, device=device)
+            counts = torch.zeros(n, device=device).index_add_(0, req_index, torch.ones_like(token_lp))
+            nll = torch.zeros(n, device=device).index_add(0, req_index, -token_lp) / counts.clamp(min=1)
+            misses = torch.zeros(n, device=device).index_add_(0, req_index, (~hits).float())
+            all_hit = (misses == 0).cpu()
+            kl_active = [r for r in kl_rows if r in local]
+            kl_req = torch.tensor([row_request[r] for r in kl_active], device=device)
+            kl_lp = lm_head(hidden[torch.tensor([local[r] for r in kl_active]), torch.tensor([len(rows[r]) - 1 for r in kl_active])]).float().log_softmax(-1)
+            if "kl_reference" not in batch:  # step 0: every request is active and δ = 0
+                batch["kl_reference"] = kl_lp.detach()
+            reference = batch["kl_reference"][kl_req]
+            kl = torch.zeros(n, device=device).index_put((kl_req,), (reference.exp() * (reference - kl_lp)).sum(-1))
+            decay = settings.weight_decay * (delta.norm(dim=1) / values.norm(dim=1)) ** 2
             loss = nll + settings.kl_factor * kl + decay
-            losses.append(float(nll.detach()))
-            objective.append(float(loss.detach()))
-            if losses[-1] < settings.early_stop_loss or step == settings.steps - 1:
+            last = step == settings.steps - 1
+            for req in sorted({row_request[r] for r in active}):
+                nll_steps[req].append(float(nll[req].detach()))
+                loss_steps[req].append(float(loss[req].detach()))
+                converged = nll_steps[req][-1] < settings.early_stop_loss or (settings.stop_when == "most_probable" and bool(all_hit[req]))
+                if converged or last:
+                    done[req] = True
+                    frozen[req] = delta[req].detach()
+            if bool(done.all()):
                 break
             optimiser.zero_grad()
-            loss.backward()
+            loss[~done.to(device)].sum().backward()
             optimiser.step()
             with torch.no_grad():
-                limit = settings.clamp_norm_factor * original["value"].norm()
-                if delta.norm() > limit:
-                    delta.mul_(limit / delta.norm())
+                limit = settings.clamp_norm_factor * values.norm(dim=1, keepdim=True)
+                norms = delta.norm(dim=1, keepdim=True)
+                delta.mul_(torch.where(norms > limit, limit / norms, torch.ones_like(norms)))
+                delta[done.to(device)] = frozen[done.to(device)]
     finally:
         hook.remove()
-    info = {
-        "steps": len(losses),
-        "target_nll": [round(x, 4) for x in losses],
-        "loss": [round(x, 4) for x in objective],
-        "delta_norm": float(delta.detach().norm()),
-        "value_norm": float(original["value"].norm()),
-    }
-    return delta.detach(), info
+    infos = [
+        {
+            "steps": len(nll_steps[i]),
+            "target_nll": [round(x, 4) for x in nll_steps[i]],
+            "loss": [round(x, 4) for x in loss_steps[i]],
+            "delta_norm": float(frozen[i].norm()),
+            "value_norm": float(values[i].norm()),
+        }
+        for i in range(n)
+    ]
+    return frozen.detach(), infos
 
 
 def key_direction(keys: torch.Tensor, covariance: torch.Tensor, how: str = "contexts",

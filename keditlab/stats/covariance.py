@@ -209,6 +209,7 @@ class CovarianceProvider:
         self.corpus, self.max_length, self.seed = corpus, max_length, seed
         self.num_tokens = resolve_num_tokens(num_tokens, profile.mlp_size)
         self.stats: dict[int, CovarianceStats] = {}
+        self.null_spaces: dict[tuple[int, float], Any] = {}
         self.seconds = 0.0  # time spent computing or loading matrices: one-off, not per edit
 
     def __call__(self, layer: int) -> torch.Tensor:
@@ -222,6 +223,20 @@ class CovarianceProvider:
             self.seconds += self.stats[layer].seconds
         return self.stats[layer].matrix
 
+    def null_space(self, layer: int, energy: float) -> torch.Tensor:
+        """AlphaEdit's projector at ``layer`` (:mod:`keditlab.stats.nullspace`), computed once and cached beside ``C``."""
+        from keditlab.stats.nullspace import null_space
+
+        if (layer, energy) not in self.null_spaces:
+            self(layer)
+            start = time.perf_counter()
+            self.null_spaces[(layer, energy)] = null_space(self.stats[layer], energy)
+            self.seconds += time.perf_counter() - start
+        return self.null_spaces[(layer, energy)].projector
+
     @property
     def described(self) -> list[dict[str, Any]]:
-        return [stats.describe() for stats in self.stats.values()]
+        described = [stats.describe() for stats in self.stats.values()]
+        for (layer, _energy), space in self.null_spaces.items():
+            described.append({"kind": "null_space", **space.describe()})
+        return described

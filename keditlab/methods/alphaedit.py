@@ -1,0 +1,65 @@
+"""AlphaEdit: null-space constrained knowledge editing.
+
+Fang, Jiang, Wang, Ma, Shi, Wang, He and Chua, "AlphaEdit: Null-Space
+Constrained Knowledge Editing for Language Models", ICLR 2025
+(arXiv:2410.02355).
+
+MEMIT trades the new facts against the preserved keys ``K₀`` in one least
+squares, so every edit disturbs old knowledge a little, and in a long
+sequence of edits the disturbances add up until the model collapses.
+AlphaEdit removes the trade-off: the update is projected onto the
+(approximate) null space of ``K₀ K₀ᵀ`` — a projector ``P`` from the key
+covariance (:mod:`keditlab.stats.nullspace`) — so ``ΔW K₀ ≈ 0`` by
+construction, and only the new facts are fitted::
+
+    ΔW = R Kᵀ P (K_p K_pᵀ P + K Kᵀ P + α I)⁻¹
+
+``K_p`` are the keys of the edits made *earlier in the same sequence*: they
+enter the solve so that a new batch does not overwrite them.  keditlab keeps
+their running sum ``K_p K_pᵀ`` per layer in the :class:`EditContext`'s
+memory; restoring an edit takes its keys back out.  Everything else (targets
+optimised together, the spread over layers) is MEMIT's; this module only
+replaces :meth:`~keditlab.methods.memit.Memit.solve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from keditlab.methods.memit import Memit, SpreadConfig
+
+
+@dataclass
+class AlphaEditConfig(SpreadConfig):
+    null_space_energy: float = field(
+        default=0.05,
+        metadata={"help": "The null space is the set of least-used key directions carrying at most this share of the keys' energy "
+                          "(the trace of C). Larger: more room for edits, more disturbance of what the model knew."},
+    )
+    ridge: float = field(
+        default=1.0,
+        metadata={"help": "α, relative to the mean diagonal of C: keeps the projected solve well posed (the paper's L2 term)."},
+    )
+
+
+class AlphaEdit(Memit):
+    name = "alphaedit"
+    config_class = AlphaEditConfig
+    summary = "Null-space constrained editing (Fang et al., 2025)"
+
+    def solve(self, layer, keys, gaps, covariance, config: AlphaEditConfig, context, handle) -> torch.Tensor:
+        projector = context.covariance.null_space(layer, config.null_space_energy).to(keys)
+        memory = context.memory.setdefault(self.name, {})
+        earlier = memory.get(layer)
+        if earlier is None:
+            earlier = torch.zeros_like(projector)
+        scale = covariance.diagonal().mean()
+        system = projector @ (earlier + keys.T @ keys) + config.ridge * scale * torch.eye(len(projector), dtype=keys.dtype, device=keys.device)
+        update = torch.linalg.solve(system, projector @ keys.T @ gaps).T
+        # Remember this batch's keys for the edits that follow; restoring the edit forgets them.
+        added = keys.T @ keys
+        memory[layer] = earlier + added
+        handle.on_restore.append(lambda: memory.__setitem__(layer, memory[layer] - added))
+        return update

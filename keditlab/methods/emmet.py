@@ -1,0 +1,52 @@
+"""EMMET: Equality-constrained Mass Model Editing in a Transformer.
+
+Gupta, Sajnani and Anumanchipalli, "A Unified Framework for Model Editing",
+2024 (arXiv:2403.14236).
+
+MEMIT asks the new keys to map to their targets *as well as possible* while
+the keys the layer already serves stay put (a weighted least squares).  EMMET
+asks for the new facts *exactly* — an equality constraint — and, among the
+weight changes that achieve them, takes the one that disturbs the preserved
+keys least::
+
+    minimise  ‖ΔW K₀‖²   subject to  ΔW K = R
+    ⇒ ΔW = R (Kᵀ C⁻¹ K)⁻¹ Kᵀ C⁻¹
+
+with ``C`` the preserved keys' covariance.  For one fact at one layer this is
+ROME's update (``update_keys: contexts`` in keditlab).  Everything else — the
+batched target vectors, the spread over layers — is MEMIT's, so this module
+only replaces :meth:`~keditlab.methods.memit.Memit.solve`.
+
+Keys of one subject in different contexts are nearly parallel, and in a large
+batch two edits' keys can be too, so ``Kᵀ C⁻¹ K`` gets a small ridge
+(``solve_ridge``, relative to its mean diagonal); without it the solve
+amplifies noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from keditlab.methods.memit import Memit, SpreadConfig
+
+
+@dataclass
+class EmmetConfig(SpreadConfig):
+    solve_ridge: float = field(
+        default=1e-3,
+        metadata={"help": "Ridge on the new keys' Gram matrix KᵀC⁻¹K (relative to its mean diagonal); larger softens the equality constraint."},
+    )
+
+
+class Emmet(Memit):
+    name = "emmet"
+    config_class = EmmetConfig
+    summary = "Equality-constrained mass editing (Gupta et al., 2024)"
+
+    def solve(self, layer, keys, gaps, covariance, config: EmmetConfig, context, handle) -> torch.Tensor:
+        cinv_k = torch.linalg.solve(covariance, keys.T)            # C⁻¹K, (mlp, n)
+        gram = keys @ cinv_k                                        # KᵀC⁻¹K, (n, n)
+        gram = gram + config.solve_ridge * gram.diagonal().mean() * torch.eye(len(keys), dtype=gram.dtype, device=gram.device)
+        return gaps.T @ torch.linalg.solve(gram, cinv_k.T)          # R (KᵀC⁻¹K)⁻¹ KᵀC⁻¹, (hidden, mlp)

@@ -1,0 +1,212 @@
+"""MEMIT: Mass-Editing Memory in a Transformer.
+
+Meng, Sharma, Andonian, Belinkov and Bau, "Mass-Editing Memory in a
+Transformer", ICLR 2023 (arXiv:2210.07229).
+
+ROME writes one fact into one layer.  MEMIT writes many facts at once, and
+spreads each over several consecutive MLP layers so that no single layer has
+to change much.  Its steps, for a batch of edits (the key–value machinery is
+shared with ROME, :mod:`keditlab.methods.keyvalue`):
+
+1. **Target.**  For every edit, a vector ``δᵢ`` added to the residual stream at
+   the subject's last token after the *last* edited layer ``L`` is optimised so
+   the model says the target (the same loss as ROME's).  All edits of a batch
+   are optimised together, one padded forward and backward per step
+   (:func:`~keditlab.methods.keyvalue.optimise_values`).  The target hidden
+   state is ``zᵢ = hᵢᴸ + δᵢ``.
+2. **Spread.**  The edited layers are visited from the first to the last.  At
+   layer ``l`` the keys ``K`` (MLP activations at the subject) and the hidden
+   state at ``L`` are read from the model *as edited so far*; the part of the
+   remaining gap ``z − hᴸ`` this layer should close is the gap divided by the
+   number of layers left, ``R``.
+3. **Solve.**  The weight change of layer ``l`` is the least-squares answer
+   that writes ``R`` at the new keys while keeping the outputs at the keys
+   the layer already serves (summarised by their covariance ``C = E[k kᵀ]``),
+   weighted by ``covariance_weight`` ``λ``::
+
+       ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹
+
+   This step is the only thing EMMET and AlphaEdit change
+   (:mod:`keditlab.methods.emmet`, :mod:`keditlab.methods.alphaedit` override
+   :meth:`Memit.solve`).
+
+keditlab's difference from the paper, measured (``docs/methods.md``): by
+default every context's key is a column of ``K`` with its own gap
+(``keys: contexts``), as ROME's update in keditlab is solved at every
+context's key; the paper averages the keys over the contexts first
+(``keys: mean``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import torch
+
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.common import context_prefixes, default_layer, trainable_only
+from keditlab.methods.keyvalue import STOP_WHEN, ValueRequest, ValueSettings, optimise_values, read_at_subjects
+from keditlab.models.tokens import subject_last_token
+
+#: How the keys of one edit's contexts enter the solve (the ``keys`` setting).
+KEY_FORMS = ("contexts", "mean")
+
+#: MEMIT edits this many consecutive layers for every 30 of depth (5 on the embedded model).
+LAYERS_PER_30 = 5
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """The edited layers when the spec names none: a run of ``num_layers/6`` ending at ROME's default layer."""
+    count = max(1, round(LAYERS_PER_30 * num_layers / 30))
+    last = max(default_layer(num_layers), count - 1)
+    return list(range(last - count + 1, last + 1))
+
+
+@dataclass
+class SpreadConfig(MethodConfig):
+    """Settings every method of the MEMIT family shares (targets, keys, layers)."""
+
+    layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Consecutive layers whose MLP output projections are edited; the target is set after the last. "
+                          "Empty: a sixth of the depth, ending at 17% of it (layers 1-5 of 30 on the embedded model).", "layer_index": True},
+    )
+    keys: str = field(
+        default="contexts",
+        metadata={"help": "'contexts': every context's key is its own column with its own gap; 'mean': one key per edit, averaged over its contexts (the paper).",
+                  "choices": list(KEY_FORMS)},
+    )
+    v_steps: int = field(default=25, metadata={"help": "Most optimisation steps for the target vectors δ."})
+    v_lr: float = field(default=1.0, metadata={"help": "Adam learning rate for the target vectors δ."})
+    v_weight_decay: float = field(default=0.05, metadata={"help": "Weight of the (‖δ‖ / ‖v‖)² penalty that keeps each target change small."})
+    kl_factor: float = field(default=0.0625, metadata={"help": "Weight of the KL term that keeps '<subject> is a' predictions unchanged."})
+    clamp_norm_factor: float = field(default=4.0, metadata={"help": "Each δ is clamped to this multiple of the norm of the last layer's MLP output at the subject."})
+    early_stop_loss: float = field(default=0.05, metadata={"help": "An edit's optimisation stops once its target's mean negative log-likelihood is below this."})
+    stop_when: str = field(
+        default="loss",
+        metadata={"help": "'loss': stop at early_stop_loss; 'most_probable': also stop as soon as every target token is the most probable one in every context (ENCORE).",
+                  "choices": list(STOP_WHEN)},
+    )
+    context_templates: int = field(default=5, metadata={"help": "Number of generated context prefixes the keys and targets are taken over (plus the bare prompt)."})
+    value_norm_anchor: bool = field(
+        default=False,
+        metadata={"help": "Rescale each target hidden state z = h + δ to the norm of the unedited h (a norm anchor against the norm growth of long sequential runs)."},
+    )
+    covariance_ridge: float = field(default=1e-4, metadata={"help": "Added to the diagonal of C (relative to its mean diagonal) so that it is well conditioned."})
+
+    def value_settings(self) -> ValueSettings:
+        return ValueSettings(self.v_steps, self.v_lr, self.v_weight_decay, self.kl_factor, self.clamp_norm_factor,
+                             self.early_stop_loss, self.stop_when)
+
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        layers = default_layers(num_layers) if self.layers is None else sorted(self.layers)
+        if not layers:
+            raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
+        return layers
+
+
+@dataclass
+class MemitConfig(SpreadConfig):
+    covariance_weight: float | None = field(
+        default=None,
+        metadata={"help": "λ: how much the keys a layer already serves (their covariance C) weigh against the new keys. "
+                          "Larger keeps more of what the model knew and writes edits more weakly. Empty: the key width (1536 on the embedded model)."},
+    )
+
+
+class Memit(EditMethod):
+    name = "memit"
+    config_class = MemitConfig
+    summary = "Mass-Editing Memory in a Transformer (Meng et al., 2023)"
+    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=True)
+
+    # -- the one step the successors change -------------------------------------------------
+    def solve(self, layer: int, keys: torch.Tensor, gaps: torch.Tensor, covariance: torch.Tensor,
+              config: SpreadConfig, context: EditContext, handle: EditHandle) -> torch.Tensor:
+        """The weight change ``(hidden, mlp)`` that writes ``gaps`` (rows) at ``keys`` (rows), all float64."""
+        weight = config.covariance_weight if config.covariance_weight is not None else float(keys.shape[1])
+        system = weight * covariance + keys.T @ keys
+        return torch.linalg.solve(system, keys.T @ gaps).T
+
+    # -- the shared loop --------------------------------------------------------------------
+    def _apply(self, model, tokenizer, profile, cases, config: SpreadConfig, context: EditContext) -> EditHandle:
+        if context.covariance is None:
+            raise MethodConfigError(f"{self.name} needs key statistics: pass EditContext(covariance=...)")
+        layers = config.resolved_layers(profile.num_layers)
+        last = layers[-1]
+        modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
+        handle = EditHandle(self.name, model, self.snapshot(model, [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]))
+        device = next(model.parameters()).device
+        covariances = {layer: _ridged(context.covariance(layer), config.covariance_ridge).to(device) for layer in layers}
+        with context.setup():
+            prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)
+        texts, positions, owner = [], [], []
+        requests = []
+        for index, case in enumerate(cases):
+            case_texts = [prefix + case.prompt for prefix in prefixes]
+            case_positions = [subject_last_token(tokenizer, text, case.subject, search_from=len(prefix))
+                              for prefix, text in zip(prefixes, case_texts)]
+            requests.append(ValueRequest(case.subject, case.target, case_texts, case_positions))
+            texts += case_texts
+            positions += case_positions
+            owner += [index] * len(case_texts)
+        owner_t = torch.tensor(owner)
+
+        # 1. Target: δᵢ at the last edited layer, all edits optimised together.
+        with trainable_only(model):
+            deltas, infos = optimise_values(model, tokenizer, modules[last], profile.hidden_size, requests, config.value_settings())
+        last_block = model.get_submodule(profile.layer_module(last))
+        _, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layers[0]], last_block)
+        targets = hidden.double() + deltas.double()[owner_t.to(deltas.device)].to(hidden.device)
+        if config.value_norm_anchor:
+            targets = targets * (hidden.double().norm(dim=1, keepdim=True) / targets.norm(dim=1, keepdim=True))
+
+        # 2-3. Spread the gap over the layers, first to last, re-reading the model as edited so far.
+        layer_details = []
+        for step, layer in enumerate(layers):
+            keys, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layer], last_block)
+            gaps = (targets - hidden.double()) / (len(layers) - step)
+            keys = keys.double()
+            if config.keys == "mean":
+                keys, gaps = _per_edit_mean(keys, owner_t, len(cases)), _per_edit_mean(gaps, owner_t, len(cases))
+            update = self.solve(layer, keys, gaps, covariances[layer], config, context, handle)
+            _add(modules[layer], update, profile.mlp_out_transposed)
+            written = keys @ update.T  # what this layer now writes at the keys
+            layer_details.append({
+                "layer": layer,
+                "update_norm": float(update.norm()),
+                "gap_norm": float(gaps.norm(dim=1).mean()),
+                "written_share": float((written * gaps).sum() / (gaps * gaps).sum().clamp(min=1e-12)),
+            })
+        _, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layers[0]], last_block)
+        reached = 1 - (targets - hidden.double()).norm(dim=1) / deltas.double()[owner_t.to(deltas.device)].to(hidden.device).norm(dim=1).clamp(min=1e-12)
+        handle.details = {
+            "layers": layers,
+            "modules": [profile.mlp_out_module(layer) for layer in layers],
+            "context_prefixes": prefixes,
+            "per_layer": layer_details,
+            "cases": [
+                {"case_id": case.case_id, **info,
+                 # 1 − ‖z − h‖/‖δ‖ at the last layer after all updates, per context (bare prompt first): 1.0 is exact
+                 "target_reached": [round(float(x), 3) for x in reached[owner_t == i]]}
+                for i, (case, info) in enumerate(zip(cases, infos))
+            ],
+        }
+        return handle
+
+
+def _ridged(covariance: torch.Tensor, ridge: float) -> torch.Tensor:
+    cov = covariance.to(torch.float64)
+    return cov + ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+
+
+def _per_edit_mean(rows: torch.Tensor, owner: torch.Tensor, count: int) -> torch.Tensor:
+    sums = torch.zeros(count, rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(0, owner.to(rows.device), rows)
+    return sums / torch.bincount(owner, minlength=count).to(rows)[:, None]
+
+
+def _add(module: torch.nn.Module, update: torch.Tensor, transposed: bool) -> None:
+    """``W ← W + ΔW`` in place; ``ΔW`` is ``(hidden, mlp)``, stored transposed for GPT-2's Conv1D."""
+    with torch.no_grad():
+        weight = module.weight
+        weight.add_((update.T if transposed else update).to(weight.device, weight.dtype))
+
