@@ -3,7 +3,7 @@
     keditlab run SPEC [--out DIR]     validate, edit, evaluate, save a run folder, print the table
     keditlab validate FILE...         check specs without running them (exit 1 on any error)
     keditlab show RUN_FOLDER          print the table of a saved run
-    keditlab methods                  list the editing methods and their settings
+    keditlab methods                  list the editing methods, what each can do, and their settings
     keditlab --version                print the installed version
 
 Mistakes a user can make (a bad spec, a model that cannot be loaded, a corpus
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("files", nargs="+", help="YAML specs to check")
     show = commands.add_parser("show", help="print the results table of a saved run folder")
     show.add_argument("folder")
-    commands.add_parser("methods", help="list the editing methods and their settings")
+    commands.add_parser("methods", help="list the editing methods, what each can do (run modes), and their settings")
     args = parser.parse_args(argv)
     handler = {"run": _run, "validate": _validate, "show": _show, "methods": _methods}[args.command]
     try:
@@ -114,10 +114,11 @@ def _show(args: argparse.Namespace) -> int:
 def _methods(args: argparse.Namespace) -> int:
     # Read from the schema, which is generated from the method registry: the same
     # names, summaries, defaults and help, without importing the methods and torch.
-    from keditlab.spec.schema import method_catalogue
+    from keditlab.spec.schema import describe_capabilities, method_catalogue
 
     for method in method_catalogue():
         print(f"{method.name}: {method.summary}")
+        print(f"    {describe_capabilities(method.capabilities)}")
         for setting in method.settings:
             print(f"    {setting.name} = {setting.default!r}: {setting.help}")
     return 0

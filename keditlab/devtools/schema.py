@@ -122,6 +122,7 @@ def method_defs() -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "x-keditlab-method": name,
+            "x-keditlab-capabilities": cls.capabilities.to_dict(),
             "properties": {
                 "name": {"title": "Method name", "description": f"`{name}`.", "const": name},
                 "label": {"$ref": "#/$defs/label"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from keditlab.spec.schema import describe_capabilities
 from keditlab.spec.schema_errors import inline_yaml
 
 INTRO = """\
@@ -55,10 +56,21 @@ method:
   - {name: rome, label: rome-l10, layer: 10}
   - ft-l
 ```
+
+How the edits are applied is `run.mode`: `single` (the default: each edit alone
+on the unedited model), `batch` (`batch_size` edits in one call, each batch on
+the unedited model) or `sequential` (batches stacked on the already edited
+model, measured as `evaluate_at` says).  [runs.md](runs.md) says which model
+every measurement is taken on; each method below lists what it can do, and a
+method asked for a mode it cannot do is a validation error.
+
+```yaml
+run: {mode: sequential, batch_size: 10, evaluate_at: {every: 50}}   # a retention curve
+```
 """
 
 # Object definitions documented as sections, in reading order.
-_SECTIONS = ["model", "profile", "edit", "probe", "evaluate", "stats", "run"]
+_SECTIONS = ["model", "profile", "edit", "probe", "evaluate", "stats", "run", "evaluate-every"]
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -162,5 +174,7 @@ def render_docs(schema: dict[str, Any]) -> str:
     for name in defs["method-name"]["enum"]:
         method = defs[f"method-{name}"]
         lines += [f"### `{name}`", "", method["description"] + ".", ""]
+        if "x-keditlab-capabilities" in method:
+            lines += [f"*{describe_capabilities(method['x-keditlab-capabilities'])}*", ""]
         lines += property_table(method, schema, skip=("name", "label")) + [""]
     return "\n".join(lines).rstrip() + "\n"

@@ -12,17 +12,21 @@ validator write good messages and the docs generator write good pages:
 * ``x-keditlab-default``: a default that is not a constant ("the file's stem");
 * ``x-keditlab-layer``: the setting is a layer index, checked against the model;
 * ``x-keditlab-method``: this object holds the settings of that method;
+* ``x-keditlab-capabilities``: on a method's object, what it can do (batch,
+  sequential, ...), from its ``capabilities``; the spec checks read it;
 * ``x-keditlab-forms``: the values a ``pattern`` allows, as a person writes them
   (``cuda:N``), quoted back when a value does not match;
 * ``x-keditlab-aliases``: words that mean one of those values (``gpu`` → ``cuda``),
-  for the did-you-mean of such a message.
+  for the did-you-mean of such a message;
+* ``x-keditlab-number-form``: what a bare whole number written here most likely
+  meant, as a format string (``{{every: {}}}``), offered as the fix.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from keditlab.spec.types import METRIC_NAMES, EvalSpec, ModelSpec, RunSettings, StatsSpec
+from keditlab.spec.types import EVALUATE_AT, METRIC_NAMES, RUN_MODES, EvalSpec, ModelSpec, RunSettings, StatsSpec
 
 SCHEMA_ID = "https://keditlab.dev/schemas/spec.schema.json"
 
@@ -294,7 +298,7 @@ def base_schema() -> dict[str, Any]:
             },
             "run": {
                 "title": "Run settings",
-                "description": "How to run: seed, device and where results go.",
+                "description": "How to run: seed, device, where results go, and the schedule of the edits (`mode`, `batch_size`, `evaluate_at`; [runs.md](runs.md) says which model each measurement is taken on).",
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
@@ -321,6 +325,52 @@ def base_schema() -> dict[str, Any]:
                         "description": "Where the run folder is written. Empty: keditlab's default runs folder.",
                         "type": ["string", "null"],
                         "default": run_defaults.out,
+                    },
+                    "mode": {
+                        "title": "Run mode",
+                        "description": "How the edits are applied. `single`: each edit alone on the unedited model, measured, then restored. `batch`: `batch_size` edits in one method call on the unedited model, measured, then restored before the next batch (needs a method that can batch). `sequential`: batches of `batch_size` applied one after another on the already edited model, restored only when the method has finished; measured as `evaluate_at` says.",
+                        "enum": list(RUN_MODES),
+                        "default": run_defaults.mode,
+                        "x-keditlab-noun": "run mode",
+                    },
+                    "batch_size": {
+                        "title": "Edits per method call",
+                        "description": "How many edits one method call applies. Must be 1 in mode `single`; above 1 it needs a method that can batch.",
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": run_defaults.batch_size,
+                    },
+                    "evaluate_at": {
+                        "title": "Evaluation points",
+                        "description": "Sequential mode only: when edits are measured. `after_each`: each batch right after it is applied. `after_all`: every edit once all are applied. `{every: k}`: after every k edits (a multiple of `batch_size`), all edits so far, and again at the end: a retention curve.",
+                        "x-keditlab-default": "`after_each` in mode `sequential`; not allowed in the other modes",
+                        "oneOf": [
+                            {
+                                "title": "Evaluation point",
+                                "description": "`after_each` or `after_all`.",
+                                "enum": list(EVALUATE_AT),
+                                "x-keditlab-noun": "evaluation point",
+                            },
+                            {"$ref": "#/$defs/evaluate-every"},
+                        ],
+                        "examples": ["after_all"],
+                        "x-keditlab-number-form": "{{every: {}}}",
+                    },
+                },
+            },
+            "evaluate-every": {
+                "title": "Every k edits",
+                "description": "Measure all edits applied so far after every `every` edits, and once more at the end.",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["every"],
+                "properties": {
+                    "every": {
+                        "title": "Edits between measurements",
+                        "description": "How many edits go on between two measurements; a multiple of `batch_size`.",
+                        "type": "integer",
+                        "minimum": 1,
+                        "examples": [10],
                     },
                 },
             },

@@ -5,8 +5,10 @@ A run writes a fresh folder ``<out>/<spec name>-<YYYYmmdd-HHMMSS>[-N]``
 
 ``manifest.json``  the resolved spec, package versions, seed, device, start and
                    end times, status (``running`` until the run completes);
-``cases.jsonl``    one line per (method, case): the edit, every probe's pre and
-                   post values, the generations, timings and method details;
+``cases.jsonl``    one line per (method, case, evaluation point): the edit, where
+                   it stands in the schedule (mode, batch, edits on the model),
+                   every probe's pre and post values, the generations, timings
+                   and method details;
 ``summary.json``   per method and metric, pre and post means (see
                    :mod:`keditlab.runner.summary`).
 """

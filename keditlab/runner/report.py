@@ -1,7 +1,11 @@
 """Results as tables: plain text for the terminal, HTML for notebooks.
 
 Both read only a summary dict (see :mod:`keditlab.runner.summary`), so a run
-folder saved yesterday renders the same as a run that just finished.
+folder saved yesterday renders the same as a run that just finished.  Under
+the title a line says the run's mode (``mode: sequential, batches of 10, ...``:
+which model the post values were measured on); a sequential run measured at
+several points gets a short block under the table, its curve: how the edits
+held up as more went on.  A run saved before modes existed shows neither.
 """
 
 from __future__ import annotations
@@ -38,11 +42,86 @@ def text_table(summary: dict[str, Any]) -> str:
             *(_cell(summary["methods"][m]["metrics"].get(metric, {}).get(protocol, {})) for m in labels),
         ])
     rows.extend(_footer_rows(summary, labels))
+    lines = _aligned(rows, rule=True)
+    title = f"{summary['spec']} on {summary['model']}: {summary['num_cases']} edits, pre → post"
+    mode = mode_line(summary)
+    return "\n".join([title, *([mode] if mode else []), *lines, LEGEND, *curve_block(summary)])
+
+
+def _aligned(rows: list[list[str]], rule: bool = False) -> list[str]:
+    """Rows as lines of left-aligned columns; ``rule``: a line of dashes under the first."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    title = f"{summary['spec']} on {summary['model']}: {summary['num_cases']} edits, pre → post"
-    return "\n".join([title, *lines, LEGEND])
+    if rule:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def describe_mode(mode: str, batch_size: int, evaluate_at: Any, num_cases: int) -> str:
+    """The schedule in words, e.g. ``sequential, batches of 10, measured after all 100 edits``."""
+    if mode == "single":
+        return "single, each edit alone on the unedited model"
+    batches = "one edit at a time" if batch_size == 1 else f"batches of {batch_size}"
+    if mode == "batch":
+        return f"batch, {batches}, each on the unedited model"
+    every = evaluate_at.get("every") if isinstance(evaluate_at, dict) else None
+    if every is not None:
+        when = f"all edits so far measured every {every} edits (the table: after all {num_cases})"
+    elif evaluate_at == "after_all":
+        when = f"measured after all {num_cases} edits"
+    else:
+        when = "each measured right after it is applied"
+    return f"sequential, {batches} on top of each other, {when}"
+
+
+def mode_line(summary: dict[str, Any]) -> str | None:
+    """``mode: ...`` for the table; None for a run saved before modes existed (it was single)."""
+    methods = list(summary["methods"].values())
+    described = {describe_mode(m["mode"], m.get("batch_size", 1), m.get("evaluate_at"), summary["num_cases"])
+                 for m in methods if "mode" in m}
+    if len(described) != 1:  # no mode recorded, or (one day) methods run in different modes: each has its own
+        return None
+    return f"mode: {described.pop()}"
+
+
+#: The curve's columns in the retention block: teacher-forced post means.
+CURVE_METRICS = ("reliability", "generalization", "locality")
+#: At most this many points are printed; summary.json has them all.
+CURVE_ROWS = 12
+
+
+def _curve_points(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Up to :data:`CURVE_ROWS` points, evenly spread, the first and last always included."""
+    if len(curve) <= CURVE_ROWS:
+        return curve
+    step = (len(curve) - 1) / (CURVE_ROWS - 1)
+    return [curve[round(i * step)] for i in range(CURVE_ROWS)]
+
+
+def curve_rows(summary: dict[str, Any], label: str) -> list[list[str]]:
+    """A method's curve as rows (header first): edits applied, edits measured, teacher-forced post means."""
+    curve = summary["methods"][label].get("curve") or []
+    metrics = [m for m in CURVE_METRICS if any("teacher_forced" in p["metrics"].get(m, {}) for p in curve)]
+    fmt = (lambda v: "—" if v is None else f"{v:.2f}")
+    rows = [["edits applied", "measured", *metrics]]
+    for point in _curve_points(curve):
+        rows.append([str(point["edits_applied"]), str(point["measured"]),
+                     *(fmt(point["metrics"].get(m, {}).get("teacher_forced")) for m in metrics)])
+    return rows
+
+
+def curve_block(summary: dict[str, Any]) -> list[str]:
+    """Under the table, per method with a curve of more than one point: how its edits held up as more went on."""
+    lines: list[str] = []
+    for label, method in summary["methods"].items():
+        curve = method.get("curve") or []
+        if len(curve) < 2:
+            continue  # one point is the table itself
+        every = method.get("evaluate_at", {}).get("every") if isinstance(method.get("evaluate_at"), dict) else None
+        what = "all edits so far" if every is not None else "the batch just applied"
+        shown = "" if len(curve) <= CURVE_ROWS else f"; {CURVE_ROWS} of {len(curve)} points, all in summary.json"
+        lines += ["", f"{label}: post (tf) of {what}, as edits accumulate{shown}", *_aligned(curve_rows(summary, label))]
+    return lines
 
 
 def _footer_rows(summary: dict[str, Any], labels: list[str]) -> list[list[str]]:
@@ -82,17 +161,44 @@ def html_table(summary: dict[str, Any], title: str | None = None) -> str:
         body.append(f"<tr><th style='text-align:left'>{html.escape(label)}</th>" + "".join(
             f"<td style='text-align:center'>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
     caption = title or f"{summary['spec']} on {summary['model']}: {summary['num_cases']} edits, pre → post"
+    mode = mode_line(summary)
+    mode_html = f"<br><small>{html.escape(mode)}</small>" if mode else ""
     return (
-        f"<table><caption style='caption-side:top;text-align:left'><b>{html.escape(caption)}</b></caption>"
+        f"<table><caption style='caption-side:top;text-align:left'><b>{html.escape(caption)}</b>{mode_html}</caption>"
         f"<thead><tr><th>metric (protocol)</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         f"<small>{html.escape(LEGEND.strip('()').replace(chr(10), ' '))}</small>"
+        + "".join(_html_curve(summary, label) for label in labels)
     )
 
 
+def _html_curve(summary: dict[str, Any], label: str) -> str:
+    """The retention block of :func:`curve_block` as a small HTML table (nothing for a curve of one point)."""
+    if len(summary["methods"][label].get("curve") or []) < 2:
+        return ""
+    head, *rows = curve_rows(summary, label)
+
+    def row_html(row: list[str], tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag} style='text-align:center'>{html.escape(cell)}</{tag}>" for cell in row) + "</tr>"
+
+    body = "".join(row_html(row, "td") for row in rows)
+    return (f"<p><b>{html.escape(label)}</b>: post (tf) as edits accumulate</p>"
+            f"<table><thead>{row_html(head, 'th')}</thead><tbody>{body}</tbody></table>")
+
+
+def last_records(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each (method, case)'s record from its last measurement, in run order (one per pair, as the summary counts)."""
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in cases:
+        key = (record["method"], record["case_id"])
+        if key not in last or record.get("point", 0) >= last[key].get("point", 0):
+            last[key] = record
+    return list(last.values())
+
+
 def html_generations(cases: list[dict[str, Any]], limit: int = 20) -> str:
-    """Before/after greedy generations from each edit prompt, one row per (method, case)."""
+    """Before/after greedy generations from each edit prompt, one row per (method, case), at its last measurement."""
     rows = []
-    for record in cases[:limit]:
+    for record in last_records(cases)[:limit]:
         pre = record["pre"]["generations"][0]["text"] if record["pre"]["generations"] else ""
         post = record["post"]["generations"][0]["text"] if record["post"]["generations"] else ""
         rows.append(

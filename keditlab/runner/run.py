@@ -1,17 +1,27 @@
 """Turn a resolved :class:`~keditlab.spec.Spec` into work and a :class:`Run`.
 
-The loop, for every method in the spec::
+One loop serves every run mode.  The schedule (:mod:`keditlab.runner.schedule`)
+turns ``run.mode``, ``batch_size`` and ``evaluate_at`` into a list of steps,
+and for every method the runner follows it::
 
     measure every case on the unedited model (once, shared by all methods)
-    for each case:
-        handle = method.apply(model, ..., [case])      # the model is now edited
-        post   = measure(model, ..., [case], reference=pre)
-        handle.restore()                                # explicit, bit-exact undo
+    for each method:
+        for step in plan(...):
+            Apply(cases)    handle = method.apply(model, ..., cases)   # pushed on a stack
+            Measure(cases)  post = measure(model, ..., cases, reference=pre)
+            Restore()       pop every handle, last first: handle.restore()
 
-Each edit is applied alone to the unedited model ("single" mode); batch and
-sequential modes are later additions to this loop.  The covariance statistics
-a method asks for are computed once per layer on the unedited model and cached
-on disk (:mod:`keditlab.stats`).
+``single`` is Apply/Measure/Restore per edit, ``batch`` the same per batch,
+``sequential`` every Apply on top of the last and one Restore at the very end.
+Nothing touches the model between an Apply and the Measure after it.  Whatever
+happens (an error included), each method ends with the model restored, so the
+next method, and the caller, get the unedited weights back bit for bit.
+
+Settings a method cannot honour (``mode: batch`` with ROME, say) are a
+:class:`RunError` before any work: before the model is loaded and before the
+run folder is created.  The covariance statistics a method asks for are
+computed once per layer and cached on disk (:mod:`keditlab.stats`); methods
+ask for them in their first call, on the unedited model.
 """
 
 from __future__ import annotations
@@ -27,13 +37,15 @@ from typing import Any
 import torch
 
 from keditlab.evaluate import PROTOCOLS, CaseMeasurement, measure
-from keditlab.methods import EditContext, MethodConfigError, get_method
+from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, get_method, method_names
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
-from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
 from keditlab.runner.checks import ground_truth_warning, target_warning
+from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
+from keditlab.runner.schedule import Apply, Measure, Restore, Step, last_measurements, plan
 from keditlab.runner.summary import MethodTally, build_summary
-from keditlab.spec import METRIC_NAMES, Spec
+from keditlab.spec import METRIC_NAMES, MethodSpec, Spec
+from keditlab.spec.checks import capability_problem, run_settings_problems
 from keditlab.spec.hints import did_you_mean
 from keditlab.stats import CovarianceProvider
 
@@ -145,7 +157,7 @@ class MetricLookupError(KeyError):
 
 
 class RunError(ValueError):
-    """A spec that validated on its own does not fit the model it names."""
+    """A spec that cannot run: it does not fit the model it names, or asks a method for a mode it cannot do."""
 
 
 def run_spec(
@@ -155,14 +167,20 @@ def run_spec(
     loaded: LoadedModel | None = None,
     log: Any = print,
 ) -> Run:
-    """Run ``spec``; write a new run folder under ``out`` (``None``: keep results in memory only)."""
+    """Run ``spec``; write a new run folder under ``out`` (``None``: keep results in memory only).
+
+    Returns with the model (``loaded``, when given) restored to its unedited
+    weights bit for bit, whatever the mode; docs/runs.md says which model each
+    measurement was taken on.
+    """
     started = time.time()
+    methods = [(m, get_method(m.name)) for m in spec.methods]
+    steps = _schedule(spec, methods)  # an impossible request fails here, before any work
     _seed_everything(spec.run.seed)
     if loaded is None:
         log(f"Loading {spec.model.name} …")
         loaded = load_model(spec.model.name, device=spec.run.device, dtype=spec.model.dtype, profile=spec.model.profile)
     model, tokenizer, profile = loaded
-    methods = [(m, get_method(m.name)) for m in spec.methods]
     configs = {m.label: _config_for(method, m, profile.num_layers) for m, method in methods}
 
     folder = records.new_run_folder(out, spec.name) if out is not None else None
@@ -194,31 +212,52 @@ def run_spec(
     for warning in filter(None, pre_warnings.values()):
         log(f"warning: {warning['message']}")
 
+    last_point = last_measurements(steps)
     tallies: dict[str, MethodTally] = {}
     case_records: list[dict[str, Any]] = []
     for method_spec, method in methods:
-        tally = tallies[method_spec.label] = MethodTally(method_spec.name, configs[method_spec.label].to_dict())
-        for index, (case, pre) in enumerate(zip(cases, before)):
-            log(f"[{method_spec.label}] edit {index + 1}/{len(cases)}: {case.prompt!r} → {case.target!r}")
-            handle = method.apply(model, tokenizer, profile, [case], configs[method_spec.label], context)
-            try:
-                eval_start = time.perf_counter()
-                post = measure(model, tokenizer, [case], spec.evaluate, reference=[pre])[0]
-                eval_seconds = time.perf_counter() - eval_start
-                delta_norms = handle.delta_norms()
-            finally:
-                handle.restore()
-            not_said = target_warning(method_spec.label, case, post)
-            if not_said:
-                log(f"warning: {not_said['message']}")
-            warnings = [w for w in (pre_warnings[case.case_id], not_said) if w]
-            tally.add(pre.scores(), post.scores(), handle.seconds, eval_seconds, handle.setup_seconds,
-                      [w["code"] for w in warnings])
-            record = _case_record(method_spec.label, method_spec.name, case, pre, post, handle, eval_seconds, delta_norms)
-            record["warnings"] = warnings
-            case_records.append(record)
-            if folder:
-                records.append_jsonl(folder / "cases.jsonl", record)
+        label = method_spec.label
+        tally = tallies[label] = MethodTally(method_spec.name, configs[label].to_dict(), spec.run.mode,
+                                             spec.run.batch_size, spec.run.evaluate_at)
+        stack: list[EditHandle] = []                             # what is on the model now, first applied first
+        applied: dict[int, tuple[Apply, EditHandle]] = {}        # case index -> the call that applied it
+        try:
+            for step in steps:
+                if isinstance(step, Apply):
+                    log(_apply_message(label, step, cases, len(stack)))
+                    handle = method.apply(model, tokenizer, profile, [cases[i] for i in step.cases], configs[label], context)
+                    stack.append(handle)
+                    applied.update((i, (step, handle)) for i in step.cases)
+                    tally.add_batch(len(step.cases), handle.seconds, handle.setup_seconds)
+                elif isinstance(step, Measure):
+                    if len(step.cases) > 1 and spec.run.mode == "sequential":
+                        log(f"[{label}] measuring {len(step.cases)} edits with {step.edits_applied} on the model …")
+                    eval_start = time.perf_counter()
+                    posts = measure(model, tokenizer, [cases[i] for i in step.cases], spec.evaluate,
+                                    reference=[before[i] for i in step.cases])
+                    eval_seconds = time.perf_counter() - eval_start
+                    changed = _changed_parameters(model, stack)
+                    tally.add_point(step.edits_applied, [post.scores() for post in posts], eval_seconds)
+                    for i, post in zip(step.cases, posts):
+                        case, pre = cases[i], before[i]
+                        warnings = [pre_warnings[case.case_id]] if pre_warnings[case.case_id] else []
+                        if last_point[i] == step.point:  # the measurement the summary and the warnings use
+                            not_said = target_warning(label, case, post)
+                            if not_said:
+                                log(f"warning: {not_said['message']}")
+                                warnings.append(not_said)
+                            tally.add_case(pre.scores(), post.scores(), [w["code"] for w in warnings])
+                        batch, handle = applied[i]
+                        record = _case_record(label, method_spec.name, spec.run.mode, case, pre, post, batch, handle, step,
+                                              eval_seconds / len(step.cases), changed)
+                        record["warnings"] = warnings
+                        case_records.append(record)
+                        if folder:
+                            records.append_jsonl(folder / "cases.jsonl", record)
+                elif isinstance(step, Restore):
+                    _restore(stack)
+        finally:
+            _restore(stack)  # also after an error: the caller gets the unedited model back
 
     summary = build_summary(spec.name, spec.model.name, len(cases), tallies)
     manifest["statistics"] = covariance.described
@@ -227,6 +266,58 @@ def run_spec(
         records.write_json(folder / "summary.json", summary)
         records.write_json(folder / "manifest.json", manifest)
     return Run(summary=summary, cases=case_records, manifest=manifest, path=folder)
+
+
+def _schedule(spec: Spec, methods: list[tuple[MethodSpec, EditMethod]]) -> list[Step]:
+    """The run's plan, after checking that its settings fit together and every method can follow them.
+
+    The spec validator asks the same questions of a spec file (with line
+    numbers); a ``Spec`` built in Python gets the same words here, as a
+    :class:`RunError`.
+    """
+    run = spec.run
+    problems = run_settings_problems(run.mode, run.batch_size, run.evaluate_at)
+    if problems:
+        raise RunError("; ".join(f"run.{'.'.join(map(str, p.key))}: {p.message}. Fix: {p.fix}." for p in problems))
+    capable = {c: [n for n in method_names() if getattr(get_method(n).capabilities, c)] for c in ("batch", "sequential")}
+    for method_spec, method in methods:
+        shown = f"'{method_spec.label}'" + (f" ({method_spec.name})" if method_spec.label != method_spec.name else "")
+        problem = capability_problem(method_spec.name, method.capabilities.to_dict(), run.mode, run.batch_size,
+                                     capable=capable, shown=shown)
+        if problem:
+            raise RunError(f"{problem.message}. Fix: {problem.fix}.")
+    return plan(len(spec.edits), run.mode, run.batch_size, run.evaluate_at)
+
+
+def _apply_message(label: str, step: Apply, cases: list[Any], on_model: int) -> str:
+    """The log line for one method call: the edit itself when alone, else which edits and on top of what."""
+    if len(step.cases) == 1:
+        case = cases[step.cases[0]]
+        text = f"[{label}] edit {step.cases[0] + 1}/{len(cases)}: {case.prompt!r} → {case.target!r}"
+    else:
+        text = f"[{label}] batch {step.batch + 1}: edits {step.cases[0] + 1}–{step.cases[-1] + 1} of {len(cases)}"
+    return text + (f" (on top of {on_model} earlier call{'s' if on_model != 1 else ''})" if on_model else "")
+
+
+def _restore(stack: list[EditHandle]) -> None:
+    """Undo every handle on the stack, last applied first: the model is unedited again, bit for bit."""
+    while stack:
+        stack.pop().restore()
+
+
+def _changed_parameters(model: torch.nn.Module, stack: list[EditHandle]) -> dict[str, float]:
+    """Frobenius norm of (weights now − unedited weights) for each parameter the edits on the model wrote.
+
+    The unedited value of a parameter is the copy taken by the first handle that
+    changed it (later handles copied already edited values).
+    """
+    originals: dict[str, torch.Tensor] = {}
+    for handle in stack:
+        for name, original in handle.originals.items():
+            originals.setdefault(name, original)
+    params = dict(model.named_parameters())
+    return {name: float((params[name].detach() - original.to(params[name].device)).float().norm())
+            for name, original in originals.items()}
 
 
 def _config_for(method: Any, method_spec: Any, num_layers: int) -> Any:
@@ -239,12 +330,20 @@ def _config_for(method: Any, method_spec: Any, num_layers: int) -> Any:
     return config
 
 
-def _case_record(label, name, case, pre: CaseMeasurement, post: CaseMeasurement, handle, eval_seconds, delta_norms) -> dict[str, Any]:
+def _case_record(label: str, name: str, mode: str, case: Any, pre: CaseMeasurement, post: CaseMeasurement, batch: Apply,
+                 handle: EditHandle, point: Measure, eval_seconds: float, changed: dict[str, float]) -> dict[str, Any]:
+    """One line of ``cases.jsonl``: one case at one evaluation point (docs/results.md names every key)."""
     pre_scores, post_scores = pre.scores(), post.scores()
+    size = len(batch.cases)
     return {
         "method": label,
         "method_name": name,
         "case_id": case.case_id,
+        "mode": mode,
+        "batch": batch.batch,
+        "batch_size": size,
+        "edits_applied": point.edits_applied,
+        "point": point.point,
         "edit": dataclasses.asdict(case),
         "scores": [
             {"metric": m, "protocol": p, "pre": pre_scores.get((m, p)), "post": post_scores.get((m, p))}
@@ -252,12 +351,29 @@ def _case_record(label, name, case, pre: CaseMeasurement, post: CaseMeasurement,
         ],
         "pre": pre.to_dict(),
         "post": post.to_dict(),
-        "edit_seconds": round(handle.seconds, 3),
-        "setup_seconds": round(handle.setup_seconds, 3),
+        "edit_seconds": round(handle.seconds / size, 3),
+        "batch_edit_seconds": round(handle.seconds, 3),
+        "setup_seconds": round(handle.setup_seconds / size, 3),
         "eval_seconds": round(eval_seconds, 3),
-        "changed_parameters": delta_norms,
-        "details": handle.details,
+        "changed_parameters": changed,
+        "details": _case_details(handle.details, case.case_id),
     }
+
+
+def _case_details(details: dict[str, Any], case_id: str) -> dict[str, Any]:
+    """The handle's details for one case: everything but the per-case list, plus this case's own entry.
+
+    A method that reports per case puts a list under ``details["cases"]``, each
+    entry with its ``case_id``; a record keeps only its own entry (as a list of
+    one), so a batch of 100 does not repeat 100 entries in every record.
+    """
+    own = {key: value for key, value in details.items() if key != "cases"}
+    entries = details.get("cases")
+    if isinstance(entries, list):
+        mine = [e for e in entries if isinstance(e, dict) and e.get("case_id") == case_id]
+        if mine:
+            own["cases"] = mine
+    return own
 
 
 def _seed_everything(seed: int) -> None:

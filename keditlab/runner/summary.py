@@ -10,6 +10,7 @@ versioned by ``format``::
         "<label>": {
           "method": "rome",
           "settings": {...every setting the method used...},
+          "mode": "single", "batch_size": 1, "evaluate_at": null,
           "metrics": {
             "<metric>": {"<protocol>": {"pre": 0.0, "post": 1.0, "n": 6}, ...},
             ...
@@ -17,15 +18,22 @@ versioned by ``format``::
           "timings": {"edit_seconds_mean": 4.1, "eval_seconds_mean": 1.2,
                       "edit_seconds_total": 24.6, "eval_seconds_total": 7.2,
                       "setup_seconds_total": 41.0},
-          "warnings": {"target_not_said": 0, "ground_truth_not_said": 1}
+          "warnings": {"target_not_said": 0, "ground_truth_not_said": 1},
+          "curve": [{"edits_applied": 2, "measured": 2,
+                     "metrics": {"<metric>": {"<protocol>": 1.0}}}, ...]   # sequential runs only
         }
       }
     }
 
 A value of a metric under one protocol is never averaged with the same metric
-under another: they sit under different keys.  ``setup_seconds_total`` is
-one-off work (covariance statistics, context prefixes) that this method's
-edits triggered; it is never part of the per-edit seconds.
+under another: they sit under different keys.  A case measured more than once
+(a sequential run with ``evaluate_at: {every: k}``) counts in the means with
+its *last* measurement, taken at the end of the stream; every measurement is a
+point of the ``curve``.  Seconds per edit are totals divided by the number of
+edits, so a batch of 10 that took 5 s costs 0.5 s per edit.
+``setup_seconds_total`` is one-off work (covariance statistics, context
+prefixes) that this method's edits triggered; it is never part of the
+per-edit seconds.
 """
 
 from __future__ import annotations
@@ -41,51 +49,97 @@ SUMMARY_FORMAT = "keditlab.summary/1"
 #: the unedited model did not say.
 WARNING_CODES = ("target_not_said", "ground_truth_not_said")
 
+Scores = dict[tuple[str, str], float]
+
 
 @dataclass
 class MethodTally:
-    """Running per-case scores of one method, turned into means at the end."""
+    """One method's results as the run goes, turned into the summary's means at the end.
+
+    The runner reports three things, as they happen:
+
+    * :meth:`add_batch`: one method call (how many edits, its edit and set-up seconds);
+    * :meth:`add_point`: one measurement (the edits on the model, each measured
+      case's post scores, the seconds it took): a point of the curve;
+    * :meth:`add_case`: a case's pre scores and its *last* post scores, with its
+      warning codes: what the metric means are made of.
+
+    :meth:`add` does all three for one edit applied and measured alone (mode
+    ``single``), the short form tests and older code use.
+    """
 
     method: str
     settings: dict[str, Any] = field(default_factory=dict)
+    mode: str = "single"
+    batch_size: int = 1
+    evaluate_at: Any = None
     pre: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     post: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
-    edit_seconds: list[float] = field(default_factory=list)
-    eval_seconds: list[float] = field(default_factory=list)
+    edits: int = 0
+    edit_seconds: float = 0.0
+    eval_seconds: float = 0.0
     setup_seconds: float = 0.0
     warnings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, pre: dict[tuple[str, str], float], post: dict[tuple[str, str], float], edit_s: float, eval_s: float,
-            setup_s: float = 0.0, warnings: list[str] = ()) -> None:
-        """One edit's scores, its edit and evaluation seconds, one-off set-up it triggered, and its warning codes."""
+    def add_batch(self, size: int, edit_s: float, setup_s: float = 0.0) -> None:
+        """One method call that applied ``size`` edits in ``edit_s`` seconds (and ``setup_s`` of one-off work)."""
+        self.edits += size
+        self.edit_seconds += edit_s
+        self.setup_seconds += setup_s
+
+    def add_point(self, edits_applied: int, posts: list[Scores], eval_s: float) -> None:
+        """One measurement of ``len(posts)`` cases on a model holding ``edits_applied`` edits."""
+        self.eval_seconds += eval_s
+        values: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for scores in posts:
+            for key, value in scores.items():
+                values[key].append(value)
+        metrics: dict[str, dict[str, float | None]] = defaultdict(dict)
+        for metric, protocol in sorted(values):
+            metrics[metric][protocol] = _mean(values[(metric, protocol)])
+        self.curve.append({"edits_applied": edits_applied, "measured": len(posts), "metrics": dict(metrics)})
+
+    def add_case(self, pre: Scores, post: Scores, warnings: list[str] = ()) -> None:
+        """A case's scores before any edit and at its last measurement, and its warning codes."""
         for key, value in pre.items():
             self.pre[key].append(value)
         for key, value in post.items():
             self.post[key].append(value)
-        self.edit_seconds.append(edit_s)
-        self.eval_seconds.append(eval_s)
-        self.setup_seconds += setup_s
         for code in warnings:
             self.warnings[code] += 1
+
+    def add(self, pre: Scores, post: Scores, edit_s: float, eval_s: float, setup_s: float = 0.0, warnings: list[str] = ()) -> None:
+        """One edit applied alone and measured once: its scores, edit and evaluation seconds, set-up, warning codes."""
+        self.add_batch(1, edit_s, setup_s)
+        self.eval_seconds += eval_s
+        self.add_case(pre, post, warnings)
 
     def to_dict(self) -> dict[str, Any]:
         metrics: dict[str, dict[str, dict[str, float | int | None]]] = defaultdict(dict)
         for metric, protocol in sorted(set(self.pre) | set(self.post)):
             pre, post = self.pre.get((metric, protocol), []), self.post.get((metric, protocol), [])
             metrics[metric][protocol] = {"pre": _mean(pre), "post": _mean(post), "n": len(post)}
-        return {
+        per_edit = (lambda total: round(total / self.edits, 6) if self.edits else None)
+        summary = {
             "method": self.method,
             "settings": self.settings,
+            "mode": self.mode,
+            "batch_size": self.batch_size,
+            "evaluate_at": self.evaluate_at,
             "metrics": dict(metrics),
             "timings": {
-                "edit_seconds_mean": _mean(self.edit_seconds),
-                "eval_seconds_mean": _mean(self.eval_seconds),
-                "edit_seconds_total": round(sum(self.edit_seconds), 3),
-                "eval_seconds_total": round(sum(self.eval_seconds), 3),
+                "edit_seconds_mean": per_edit(self.edit_seconds),
+                "eval_seconds_mean": per_edit(self.eval_seconds),
+                "edit_seconds_total": round(self.edit_seconds, 3),
+                "eval_seconds_total": round(self.eval_seconds, 3),
                 "setup_seconds_total": round(self.setup_seconds, 3),
             },
             "warnings": {code: self.warnings.get(code, 0) for code in WARNING_CODES},
         }
+        if self.mode == "sequential":
+            summary["curve"] = list(self.curve)
+        return summary
 
 
 def _mean(values: list[float]) -> float | None:

@@ -37,7 +37,9 @@ from keditlab.spec.resolve import resolve
 from keditlab.spec.schema import load_schema
 from keditlab.spec.source import load_yaml
 from keditlab.spec.types import (
+    EVALUATE_AT,
     METRIC_NAMES,
+    RUN_MODES,
     EditCase,
     EvalSpec,
     MethodSpec,
@@ -135,7 +137,9 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_o
 
 
 __all__ = [
+    "EVALUATE_AT",
     "METRIC_NAMES",
+    "RUN_MODES",
     "EditCase",
     "EvalSpec",
     "MethodSpec",

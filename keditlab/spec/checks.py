@@ -4,7 +4,15 @@
 * method labels must be unique (they name result columns);
 * edit ids must be unique (they name result rows);
 * layer settings must be layers the model has (asked of the caller's
-  ``num_layers_of``, because the spec layer does not load models).
+  ``num_layers_of``, because the spec layer does not load models);
+* ``run.mode``, ``run.batch_size`` and ``run.evaluate_at`` must fit together
+  (:func:`run_settings_problems`), and every method must be able to do what
+  they ask (:func:`capability_problem`, reading the capabilities the schema
+  carries for each method).
+
+The two ``run`` checks are written as plain functions of values, without
+positions, because the runner asks the same questions of a ``Spec`` built in
+Python (and raises a ``RunError`` with the same words).
 
 Each check reads the raw data defensively: a part with the wrong shape was
 already reported by the schema and is skipped here.
@@ -13,11 +21,12 @@ already reported by the schema and is skipped here.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from keditlab.spec.errors import Path, format_path
-from keditlab.spec.hints import shorten
+from keditlab.spec.hints import did_you_mean, quoted_list, shorten
 from keditlab.spec.report import Reporter
+from keditlab.spec.types import EVALUATE_AT, RUN_MODES, RunSettings
 
 NumLayersOf = Callable[[str], "int | None"]
 
@@ -159,6 +168,163 @@ def check_layers(data: dict[str, Any], schema: dict[str, Any], num_layers_of: Nu
                     )
 
 
+class RunProblem(NamedTuple):
+    """One problem with the run settings: the ``run`` key it is about, what is wrong, the fix.
+
+    ``form`` is True for a value of the wrong kind (an unknown mode, a batch size
+    of 0): the schema reports those for specs, so the spec check skips them; a
+    Python caller, whose ``RunSettings`` no schema has seen, gets them all.
+    """
+
+    key: tuple[str | int, ...]
+    message: str
+    fix: str
+    form: bool = False
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _every(evaluate_at: Any) -> Any:
+    """``k`` of ``{every: k}``, or None when ``evaluate_at`` is not that form."""
+    return evaluate_at.get("every") if isinstance(evaluate_at, Mapping) else None
+
+
+def run_settings_problems(mode: Any, batch_size: Any, evaluate_at: Any, *, mode_given: bool = True) -> list[RunProblem]:
+    """What is wrong with ``run.mode`` / ``run.batch_size`` / ``run.evaluate_at`` taken together.
+
+    The rules (docs/runs.md):
+
+    * ``mode`` is ``single``, ``batch`` or ``sequential``; ``batch_size`` a whole number ≥ 1;
+    * ``single`` applies each edit alone, so its ``batch_size`` is 1;
+    * ``evaluate_at`` is for ``sequential`` runs only (``None`` elsewhere);
+    * ``{every: k}`` needs ``k`` to be a multiple of ``batch_size``: edits go on
+      ``batch_size`` at a time, so the model never holds a count in between.
+
+    ``mode_given=False`` says ``mode`` is the default (messages then say so).
+    An empty list means the settings are fine.
+    """
+    problems: list[RunProblem] = []
+    if mode not in RUN_MODES:
+        problems.append(RunProblem(("mode",), f"unknown run mode {mode!r}{did_you_mean(str(mode), RUN_MODES)}",
+                                   f"use one of: {quoted_list(RUN_MODES)}", form=True))
+    if not _whole(batch_size) or batch_size < 1:
+        problems.append(RunProblem(("batch_size",), f"batch_size must be a whole number of at least 1, got {batch_size!r}",
+                                   "give 1 or more, or leave batch_size out for 1", form=True))
+    every = _every(evaluate_at)
+    if evaluate_at is not None and evaluate_at not in EVALUATE_AT and not (
+            isinstance(evaluate_at, Mapping) and set(evaluate_at) == {"every"} and _whole(every) and every >= 1):
+        problems.append(RunProblem(("evaluate_at",), f"evaluate_at must be {' or '.join(EVALUATE_AT)} or {{every: k}} "
+                                   f"with k a whole number of at least 1, got {evaluate_at!r}",
+                                   "write e.g. evaluate_at: after_all or evaluate_at: {every: 10}", form=True))
+    if problems:
+        return problems
+    if mode == "single" and batch_size > 1:
+        default = " (the default)" if not mode_given else ""
+        problems.append(RunProblem(
+            ("batch_size",),
+            f"batch_size {batch_size} needs run.mode batch or sequential: run.mode is single{default}, "
+            "which applies each edit alone",
+            f"add `mode: batch` (each batch of {batch_size} edits applied in one call to the unedited model) or "
+            f"`mode: sequential` (batches of {batch_size} applied one after another), or use batch_size 1",
+        ))
+    if evaluate_at is not None and mode != "sequential":
+        problems.append(RunProblem(
+            ("evaluate_at",),
+            f"evaluate_at is for run.mode sequential only; in mode {mode} each "
+            f"{'edit' if mode == 'single' else 'batch'} is measured right after it is applied, then undone",
+            "remove evaluate_at, or use `mode: sequential` to keep the edits on the model and measure them as it says",
+        ))
+    elif every is not None and every % batch_size:
+        lower = every // batch_size * batch_size
+        multiples = " or ".join(str(m) for m in (lower, lower + batch_size) if m > 0)
+        problems.append(RunProblem(
+            ("evaluate_at", "every"),
+            f"evaluate_at every {every} is not a multiple of batch_size {batch_size}: edits go on {batch_size} at a time, "
+            f"so the model never holds exactly {every} edits",
+            f"use a multiple of {batch_size} for every (e.g. {multiples}), or a batch_size that divides {every}",
+        ))
+    return problems
+
+
+#: How each capability reads in a message: what a method without it cannot do.
+_CANNOT = {
+    "batch": "apply several edits in one call",
+    "sequential": "edit sequentially (apply edits on top of its own earlier edits)",
+}
+
+
+def capability_problem(name: str, capabilities: Mapping[str, bool], mode: str, batch_size: int, *,
+                       capable: Mapping[str, Sequence[str]] | None = None, shown: str | None = None,
+                       where: Mapping[str, str] | None = None) -> RunProblem | None:
+    """Why method ``name`` cannot run in ``mode`` with ``batch_size``; None when it can.
+
+    ``capabilities`` is the method's :class:`~keditlab.methods.Capabilities` as a
+    dict.  ``mode batch`` or a ``batch_size`` above 1 needs ``batch``; ``mode
+    sequential`` needs ``sequential``.  The problem's ``key`` is the run setting
+    that asks for the missing capability.  For the message: ``capable`` names,
+    per capability, the methods that have it (to suggest one); ``shown`` is how
+    the method is named (default ``'name'``; a label may be added); ``where``
+    maps a run setting to text written after its name (`` (line 9)``).
+    """
+    capable, where, shown = capable or {}, where or {}, shown or f"'{name}'"
+
+    def others(capability: str) -> str:
+        names = [n for n in capable.get(capability, ()) if n != name]
+        return f"a {capability} method such as {', '.join(names)}" if names else f"a method that can {_CANNOT[capability]}"
+
+    if (mode == "batch" or batch_size > 1) and not capabilities.get("batch", False):
+        if mode == "batch":
+            return RunProblem(("mode",), f"method {shown} cannot {_CANNOT['batch']}, which run.mode batch{where.get('mode', '')} asks for",
+                              "use run.mode single (or sequential, to keep each edit on the model) with batch_size 1, "
+                              f"or {others('batch')}")
+        return RunProblem(("batch_size",), f"method {shown} cannot {_CANNOT['batch']}, which run.batch_size {batch_size}"
+                                           f"{where.get('batch_size', '')} asks for",
+                          f"use batch_size 1 (the edits are then applied one at a time, one after another), or {others('batch')}")
+    if mode == "sequential" and not capabilities.get("sequential", True):
+        return RunProblem(("mode",), f"method {shown} cannot {_CANNOT['sequential']}, which run.mode sequential"
+                                     f"{where.get('mode', '')} asks for",
+                          f"use run.mode single or batch, or {others('sequential')}")
+    return None
+
+
+def _method_capabilities(schema: dict[str, Any]) -> dict[str, dict[str, bool]]:
+    """Each method's capabilities as the schema carries them (``x-keditlab-capabilities``)."""
+    defs = schema.get("$defs", {})
+    return {
+        name: defs.get(f"method-{name}", {}).get("x-keditlab-capabilities", {})
+        for name in defs.get("method-name", {}).get("enum", [])
+    }
+
+
+def check_run_settings(data: dict[str, Any], schema: dict[str, Any], report: Reporter) -> None:
+    """``run.mode``, ``batch_size`` and ``evaluate_at`` fit together, and every method can do what they ask."""
+    run = data.get("run")
+    run = run if isinstance(run, dict) else {}
+    defaults = RunSettings()
+    mode = run.get("mode", defaults.mode)
+    batch_size = run.get("batch_size", defaults.batch_size)
+    problems = run_settings_problems(mode, batch_size, run.get("evaluate_at"), mode_given="mode" in run)
+    for problem in problems:
+        if not problem.form:  # a value of the wrong kind was reported by the schema
+            report.add(("run", *problem.key), problem.message, problem.fix)
+    if problems:
+        return
+    capabilities = _method_capabilities(schema)
+    capable = {c: [n for n, caps in capabilities.items() if caps.get(c)] for c in _CANNOT}
+    positions = {key: report.source_map.value(("run", key)) for key in ("mode", "batch_size") if key in run}
+    where = {key: f" (line {position.line})" for key, position in positions.items() if position}
+    for path, name, settings in method_entries(data):
+        if name not in capabilities:
+            continue  # an unknown method is the schema's to report
+        label = settings.get("label") if settings else None
+        shown = f"'{label}' ({name})" if isinstance(label, str) and label and label != name else f"'{name}'"
+        found = capability_problem(name, capabilities[name], mode, batch_size, capable=capable, shown=shown, where=where)
+        if found:
+            report.add((*path, "name") if settings else path, found.message, found.fix)
+
+
 def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_of: NumLayersOf | None = None) -> None:
     """Every check above, on whatever parts of ``data`` have the right shape."""
     if not isinstance(data, dict):
@@ -167,5 +333,6 @@ def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_o
     check_labels(data, report)
     check_case_ids(data, report)
     check_layers(data, schema, num_layers_of, report)
+    check_run_settings(data, schema, report)
 
 

@@ -66,19 +66,46 @@ class MethodSetting(NamedTuple):
 
 
 class MethodInfo(NamedTuple):
-    """An editing method as the schema describes it: name, one-line summary, settings in order."""
+    """An editing method as the schema describes it: name, one-line summary, settings in order, capabilities.
+
+    ``capabilities`` is the method's ``Capabilities`` as a dict (``batch``,
+    ``sequential``, ``needs_statistics``, ``changes_weights``, ``restorable``).
+    """
 
     name: str
     summary: str
     settings: tuple[MethodSetting, ...]
+    capabilities: dict[str, bool] = {}
+
+
+#: The run modes beyond ``single`` (which every method can do), in the order they are listed.
+_MODE_CAPABILITIES = ("batch", "sequential")
+
+
+def describe_capabilities(capabilities: dict[str, bool]) -> str:
+    """One readable line: ``can: batch, sequential · needs statistics · changes weights · restorable``.
+
+    Every method can run in mode ``single``, so only ``batch`` and
+    ``sequential`` are listed after ``can:`` (a missing one is named with
+    ``not``, since that is what a user trips over).
+    """
+    can = [c for c in _MODE_CAPABILITIES if capabilities.get(c)]
+    cannot = [c for c in _MODE_CAPABILITIES if not capabilities.get(c)]
+    modes = "can: " + (", ".join(can) if can else "single edits only") + (f" (not {', '.join(cannot)})" if can and cannot else "")
+    return " · ".join([
+        modes,
+        "needs statistics" if capabilities.get("needs_statistics") else "no statistics",
+        "changes weights" if capabilities.get("changes_weights", True) else "leaves weights unchanged",
+        "restorable" if capabilities.get("restorable", True) else "not restorable",
+    ])
 
 
 def method_catalogue(schema: dict[str, Any] | None = None) -> list[MethodInfo]:
-    """Every registered editing method with its settings, read from the schema.
+    """Every registered editing method with its settings and capabilities, read from the schema.
 
     The schema's method definitions are generated from the method registry
-    (each method's ``summary`` and config dataclass: field order, defaults,
-    ``metadata["help"]``), so this is the registry's own information, read
+    (each method's ``summary``, ``capabilities`` and config dataclass: field
+    order, defaults, ``metadata["help"]``), so this is the registry's own information, read
     without importing the methods, and so without torch: ``keditlab methods``
     answers at once.  A test keeps the two identical.
     """
@@ -92,5 +119,5 @@ def method_catalogue(schema: dict[str, Any] | None = None) -> list[MethodInfo]:
             for key, prop in method["properties"].items()
             if key not in ("name", "label")
         )
-        catalogue.append(MethodInfo(name, method.get("description", ""), settings))
+        catalogue.append(MethodInfo(name, method.get("description", ""), settings, dict(method.get("x-keditlab-capabilities", {}))))
     return catalogue

@@ -205,7 +205,10 @@ class SchemaErrorTranslator:
             got = f"{written}, which YAML reads as {got}"
         message = f"expected {describe_types(expected)}, got {got}"
         name = _field_name(path)
-        if "string" in expected and isinstance(value, (bool, int, float)):
+        number_form = error.schema.get("x-keditlab-number-form")
+        if number_form and isinstance(value, int) and not isinstance(value, bool):
+            fix = f"write {name}: {number_form.format(value)}"
+        elif "string" in expected and isinstance(value, (bool, int, float)):
             fix = f"put the value in quotes: {name}: \"{written or inline_yaml(value)}\""
         elif value is None:
             fix = f"write a value after '{name}:'"
@@ -280,12 +283,18 @@ class SchemaErrorTranslator:
         if error.schema.get("x-keditlab-layer"):
             self.report.add(path, f"layer {error.instance} is negative; layers are numbered from 0", "use a layer index of 0 or more")
             return
-        self.report.add(path, f"{_field_name(path)} must be at least {error.validator_value}, got {error.instance}",
-                        f"give {error.validator_value} or more, or leave '{_field_name(path)}' out for its default")
+        name = _field_name(path)
+        leave_out = "" if name in self._required_keys() else f", or leave '{name}' out for its default"
+        self.report.add(path, f"{name} must be at least {error.validator_value}, got {error.instance}",
+                        f"give {error.validator_value} or more{leave_out}")
 
     def _fallback(self, error: ValidationError, path: Path) -> None:
         # A keyword with no translator of its own; say which rule failed, plainly.
         self.report.add(path, f"invalid value {describe_value(error.instance)} (fails the schema's '{error.validator}' rule: {error.validator_value!r})")
+
+    def _required_keys(self) -> set[str]:
+        """Keys some object of the schema requires: they have no default to fall back on."""
+        return {key for _, sub in _subschemas(self.root) for key in sub.get("required", [])}
 
     def _all_method_settings(self) -> set[str]:
         settings: set[str] = set()
@@ -293,3 +302,14 @@ class SchemaErrorTranslator:
             if definition.get("x-keditlab-method"):
                 settings |= set(definition.get("properties", {})) - {"name", "label"}
         return settings
+
+
+def _subschemas(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every mapping inside ``schema``, with where it is."""
+    if isinstance(schema, dict):
+        yield path, schema
+        for key, value in schema.items():
+            yield from _subschemas(value, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            yield from _subschemas(value, f"{path}/{i}")

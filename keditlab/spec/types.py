@@ -20,6 +20,11 @@ PROBE_KINDS = ("rephrase", "locality", "portability")
 #: layer implements each of them; the schema lists them.
 METRIC_NAMES = ("reliability", "generalization", "locality", "portability", "fluency")
 
+#: How edits are scheduled (``run.mode``); docs/runs.md describes each.
+RUN_MODES = ("single", "batch", "sequential")
+#: When a sequential run measures (``run.evaluate_at``), besides ``{every: k}``.
+EVALUATE_AT = ("after_each", "after_all")
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -120,11 +125,43 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How to run: seed, device, and where results go."""
+    """How to run: seed, device, where results go, and the schedule of edits.
+
+    ``mode`` says what each measurement is taken on (docs/runs.md):
+
+    * ``single``: each edit alone on the unedited model, measured, restored;
+    * ``batch``: ``batch_size`` edits in one method call on the unedited model,
+      measured, restored before the next batch;
+    * ``sequential``: batches of ``batch_size`` applied one after another on the
+      already edited model, restored only when the method is finished.
+
+    ``evaluate_at`` belongs to sequential runs only: ``"after_each"`` (each batch
+    measured right after it is applied; the default there), ``"after_all"``
+    (every edit measured once all are applied) or ``{"every": k}`` (all edits so
+    far measured after every ``k`` edits, and at the end: a retention curve).
+    In the other modes it is ``None``.  Which combinations are allowed is checked
+    by the spec validator and, for Python callers, by the runner
+    (:func:`keditlab.spec.checks.run_settings_problems` serves both).
+    """
 
     seed: int = 0
     device: str = "auto"
     out: str | None = None
+    mode: str = "single"
+    batch_size: int = 1
+    evaluate_at: str | dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        # evaluate_at's default depends on the mode: after_each for a sequential run, none elsewhere.
+        if self.mode == "sequential" and self.evaluate_at is None:
+            object.__setattr__(self, "evaluate_at", "after_each")
+
+    def to_spec_data(self) -> dict[str, Any]:
+        """These settings in the spec language (``evaluate_at`` only where it applies: sequential runs)."""
+        data = asdict(self)
+        if data["evaluate_at"] is None:
+            del data["evaluate_at"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -174,7 +211,7 @@ class Spec:
                 "batch_size": self.evaluate.batch_size,
             },
             "stats": asdict(self.stats),
-            "run": asdict(self.run),
+            "run": self.run.to_spec_data(),
         }
 
 

@@ -95,15 +95,17 @@ def test_version():
 
 
 def test_methods_output_is_the_registry():
-    """`keditlab methods` reads the generated schema; it must say exactly what the registry's dataclasses say."""
+    """`keditlab methods` reads the generated schema; it must say exactly what the registry's classes say (capabilities, settings)."""
     import dataclasses
 
     from keditlab.methods import get_method, method_names
+    from keditlab.spec.schema import describe_capabilities
 
     expected = []
     for name in method_names():
         method = get_method(name)
         expected.append(f"{name}: {method.summary}")
+        expected.append(f"    {describe_capabilities(method.capabilities.to_dict())}")
         for f in dataclasses.fields(method.config_class):
             expected.append(f"    {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
     result = keditlab("methods")

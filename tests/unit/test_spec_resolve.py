@@ -179,7 +179,7 @@ def test_resolved_spec_writes_every_default_in_spec_keys():
                    "rephrase": [], "locality": [], "portability": []}],
         "evaluate": {"metrics": list(METRIC_NAMES), "max_new_tokens": 24, "batch_size": 16},
         "stats": {"corpus": "model-samples", "samples": "auto", "max_length": 64},
-        "run": {"seed": 0, "device": "auto", "out": None},
+        "run": {"seed": 0, "device": "auto", "out": None, "mode": "single", "batch_size": 1},
     }
     full = parse_spec(FULL).to_spec_data()
     assert full["method"][2] == {"name": "ft-l", "label": "ft-l", "layers": [3, 4], "norm_constraint": None}

@@ -1,0 +1,312 @@
+"""The runner in each mode on a tiny random model: what is measured on which model, records, summary, restore.
+
+Most tests use ``nudge``, a test method registered only while a test runs: each
+call adds ``scale`` × (edits in the call) to one weight matrix, so the change
+recorded at a measurement (``changed_parameters``) tells exactly how many edits
+were on the model when it was taken.  FT-M, a real batch-capable method, runs a
+sequential retention curve end to end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from keditlab.methods import Capabilities, EditHandle, EditMethod, MethodConfig
+from keditlab.runner import Run, RunError, run_spec
+from keditlab.runner.report import text_table
+from keditlab.spec import EditCase, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, spec_from_dict
+from tests.conftest import make_tiny_model
+
+TARGETS = ["Rome", "Paris", "Berlin", "Oslo", "Bern"]
+EDITS = [
+    EditCase(prompt=f"The city number {i} is in", subject=f"city number {i}", target=target,
+             rephrase=(f"City {i} lies in",), locality=(Probe("locality", "The capital of Japan is", "Tokyo"),),
+             case_id=f"c{i}")
+    for i, target in enumerate(TARGETS)
+]
+EVALUATE = EvalSpec(metrics=("reliability", "generalization", "locality"), max_new_tokens=2)
+
+
+@dataclass
+class NudgeConfig(MethodConfig):
+    scale: float = field(default=0.01, metadata={"help": "Added to every entry of the weight, per edit."})
+
+
+class Nudge(EditMethod):
+    """A test method: adds ``scale`` per edit to the first MLP output projection; reports each case in details."""
+
+    name = "nudge"
+    config_class = NudgeConfig
+    summary = "test method"
+    capabilities = Capabilities(batch=True, sequential=True)
+    calls: list[dict] = []  # per call: its cases, and whether the model was unedited when it began
+
+    def _apply(self, model, tokenizer, profile, cases, config, context) -> EditHandle:
+        name = f"{profile.mlp_out_module(0)}.weight"
+        unedited = getattr(self, "reference", None)
+        Nudge.calls.append({"cases": [c.case_id for c in cases], "unedited": unedited is not None and all(
+            torch.equal(p.detach(), unedited[n]) for n, p in model.named_parameters())})
+        handle = EditHandle(self.name, model, self.snapshot(model, [name]))
+        with torch.no_grad():
+            dict(model.named_parameters())[name].add_(config.scale * len(cases))
+        handle.details = {"parameter": name, "cases": [{"case_id": c.case_id, "position": i} for i, c in enumerate(cases)]}
+        return handle
+
+
+class SingleOnly(Nudge):
+    name = "single-only"
+    capabilities = Capabilities(batch=False, sequential=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from keditlab.models.embedded import ensure_embedded_cache
+
+    tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
+    tok.pad_token = tok.pad_token or tok.eos_token
+    return tok
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """``nudge`` and ``single-only`` in the method registry for one test (the schema never sees them)."""
+    from keditlab import methods
+
+    monkeypatch.setitem(methods._REGISTRY, "nudge", Nudge)
+    monkeypatch.setitem(methods._REGISTRY, "single-only", SingleOnly)
+    Nudge.calls = []
+    yield
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def run_modes(tokenizer, mode="single", batch_size=1, evaluate_at=None, methods=("nudge",), out=None, model=None):
+    """``run_spec`` on a tiny Llama; returns the run, the model and its parameters before the run."""
+    from keditlab.models import LoadedModel, derive_profile
+
+    model = model or make_tiny_model("llama", vocab_size=49152)
+    before = _params(model)
+    Nudge.reference = before
+    spec = Spec(name="modes", model=ModelSpec(), methods=tuple(m if isinstance(m, MethodSpec) else MethodSpec(m) for m in methods),
+                edits=tuple(EDITS), evaluate=EVALUATE, run=RunSettings(mode=mode, batch_size=batch_size, evaluate_at=evaluate_at))
+    run = run_spec(spec, out, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda message: None)
+    return run, model, before
+
+
+def edits_on_model(record, model) -> float:
+    """How many nudges of 0.01 the recorded change amounts to: the edits on the model when it was measured."""
+    (norm,) = record["changed_parameters"].values()
+    weight = model.get_submodule("model.layers.0.mlp.down_proj").weight
+    return norm / (0.01 * math.sqrt(weight.numel()))
+
+
+def assert_unedited(model, before):
+    for name, param in model.named_parameters():
+        assert torch.equal(param.detach(), before[name]), f"{name} differs from the unedited model"
+
+
+def columns(run, *keys):
+    return [tuple(r[k] for k in keys) for r in run.cases]
+
+
+def test_single_mode_measures_each_edit_alone(tokenizer, registered):
+    run, model, before = run_modes(tokenizer)
+    assert columns(run, "case_id", "mode", "batch", "batch_size", "edits_applied", "point") == [
+        (f"c{i}", "single", i, 1, 1, i) for i in range(5)]
+    assert [round(edits_on_model(r, model), 4) for r in run.cases] == [1.0] * 5
+    assert all(r["edit_seconds"] == r["batch_edit_seconds"] for r in run.cases)
+    assert [r["details"]["cases"] for r in run.cases] == [[{"case_id": f"c{i}", "position": 0}] for i in range(5)]
+    assert all(call["unedited"] for call in Nudge.calls), "every single edit starts from the unedited model"
+    method = run.summary["methods"]["nudge"]
+    assert (method["mode"], method["batch_size"], method["evaluate_at"]) == ("single", 1, None)
+    assert "curve" not in method
+    assert_unedited(model, before)
+
+
+def test_batch_mode_applies_each_batch_in_one_call_on_the_unedited_model(tokenizer, registered):
+    run, model, before = run_modes(tokenizer, "batch", 2)
+    assert Nudge.calls == [{"cases": ["c0", "c1"], "unedited": True}, {"cases": ["c2", "c3"], "unedited": True},
+                           {"cases": ["c4"], "unedited": True}]
+    assert columns(run, "case_id", "batch", "batch_size", "edits_applied", "point") == [
+        ("c0", 0, 2, 2, 0), ("c1", 0, 2, 2, 0), ("c2", 1, 2, 2, 1), ("c3", 1, 2, 2, 1), ("c4", 2, 1, 1, 2)]
+    assert [round(edits_on_model(r, model), 4) for r in run.cases] == [2.0, 2.0, 2.0, 2.0, 1.0]
+    for record in run.cases:  # a batch's seconds are shared by its edits; details keep only the case's own entry
+        assert record["edit_seconds"] == pytest.approx(record["batch_edit_seconds"] / record["batch_size"], abs=1e-3)
+        assert record["details"]["parameter"] == "model.layers.0.mlp.down_proj.weight"
+        assert [e["case_id"] for e in record["details"]["cases"]] == [record["case_id"]]
+    assert run.cases[1]["details"]["cases"] == [{"case_id": "c1", "position": 1}]
+    assert_unedited(model, before)
+
+
+def test_sequential_after_each_measures_each_batch_on_top_of_the_earlier_ones(tokenizer, registered):
+    run, model, before = run_modes(tokenizer, "sequential", 2)
+    assert [call["unedited"] for call in Nudge.calls] == [True, False, False], "batches are stacked"
+    assert columns(run, "case_id", "batch", "edits_applied", "point") == [
+        ("c0", 0, 2, 0), ("c1", 0, 2, 0), ("c2", 1, 4, 1), ("c3", 1, 4, 1), ("c4", 2, 5, 2)]
+    assert [round(edits_on_model(r, model), 4) for r in run.cases] == [2.0, 2.0, 4.0, 4.0, 5.0]
+    method = run.summary["methods"]["nudge"]
+    assert method["evaluate_at"] == "after_each"
+    assert [(p["edits_applied"], p["measured"]) for p in method["curve"]] == [(2, 2), (4, 2), (5, 1)]
+    assert_unedited(model, before)
+
+
+def test_sequential_after_all_measures_each_edit_once_with_all_on_the_model(tokenizer, registered):
+    run, model, before = run_modes(tokenizer, "sequential", 2, "after_all")
+    assert columns(run, "case_id", "batch", "batch_size", "edits_applied", "point") == [
+        ("c0", 0, 2, 5, 0), ("c1", 0, 2, 5, 0), ("c2", 1, 2, 5, 0), ("c3", 1, 2, 5, 0), ("c4", 2, 1, 5, 0)]
+    assert [round(edits_on_model(r, model), 4) for r in run.cases] == [5.0] * 5
+    method = run.summary["methods"]["nudge"]
+    assert [(p["edits_applied"], p["measured"]) for p in method["curve"]] == [(5, 5)]
+    assert method["metrics"]["reliability"]["teacher_forced"]["n"] == 5
+    assert_unedited(model, before)
+
+
+def test_sequential_every_k_gives_a_retention_curve_and_means_from_the_end(tokenizer, registered, tmp_path):
+    run, model, before = run_modes(tokenizer, "sequential", 2, {"every": 2}, out=tmp_path)
+    assert columns(run, "edits_applied", "point") == [(2, 0)] * 2 + [(4, 1)] * 4 + [(5, 2)] * 5
+    assert [r["case_id"] for r in run.cases if r["point"] == 2] == [f"c{i}" for i in range(5)]
+    assert [round(edits_on_model(r, model), 4) for r in run.cases] == [2.0] * 2 + [4.0] * 4 + [5.0] * 5
+    method = run.summary["methods"]["nudge"]
+    curve = method["curve"]
+    assert [(p["edits_applied"], p["measured"]) for p in curve] == [(2, 2), (4, 4), (5, 5)]
+    assert set(curve[0]["metrics"]) == {"reliability", "generalization", "locality"}
+    last = [r for r in run.cases if r["point"] == 2]
+    reliability = [s["post"] for r in last for s in r["scores"] if s["metric"] == "reliability"]
+    assert method["metrics"]["reliability"]["teacher_forced"] == {"pre": 0.0, "post": pytest.approx(sum(reliability) / 5), "n": 5}
+    assert curve[-1]["metrics"]["reliability"]["teacher_forced"] == pytest.approx(sum(reliability) / 5)
+    # a target warning belongs to the case's last measurement only, and is counted once per case
+    said = [r for r in run.cases if any(w["code"] == "target_not_said" for w in r["warnings"])]
+    assert all(r["point"] == 2 for r in said)
+    assert method["warnings"]["target_not_said"] == len(said) <= 5
+    assert method["timings"]["edit_seconds_mean"] == pytest.approx(method["timings"]["edit_seconds_total"] / 5, abs=1e-3)
+    # the saved run reads back, and its table says how it was run
+    saved = Run.load(run.path)
+    assert saved.summary == run.summary and len(saved.cases) == 11
+    text = text_table(saved.summary)
+    assert "mode: sequential, batches of 2 on top of each other, all edits so far measured every 2 edits (the table: after all 5)" in text
+    assert "edits applied  measured  reliability  generalization  locality" in text
+    html = saved._repr_html_()
+    assert "mode: sequential" in html and "<th style='text-align:center'>edits applied</th>" in html
+    assert html.count("The city number") == 5, "one before/after row per case, at its last measurement"
+    assert_unedited(model, before)
+
+
+def test_the_model_is_unedited_between_methods_and_after_the_run(tokenizer, registered):
+    """FT-M stacks two batches; nudge, next, must start from the unedited weights, bit for bit."""
+    run, model, before = run_modes(tokenizer, "sequential", 2, methods=(MethodSpec("ft-m", {"steps": 2}), "nudge"))
+    assert Nudge.calls[0] == {"cases": ["c0", "c1"], "unedited": True}
+    assert {r["method"] for r in run.cases} == {"ft-m", "nudge"}
+    assert_unedited(model, before)
+
+
+def test_the_model_is_restored_when_a_method_fails_midway(tokenizer, registered, monkeypatch):
+    calls = []
+    real = Nudge._apply
+
+    def failing(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return real(self, *args)
+
+    monkeypatch.setattr(Nudge, "_apply", failing)
+    model = make_tiny_model("llama", vocab_size=49152)
+    before = _params(model)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_modes(tokenizer, "sequential", 2, model=model)
+    assert_unedited(model, before)
+
+
+def test_ft_m_sequential_retention_curve_end_to_end(tokenizer, tmp_path):
+    """A real batch-capable method; every key it writes is documented in docs/results.md."""
+    from keditlab.models import LoadedModel, derive_profile
+    from tests.unit.test_results_docs import field_names, undocumented
+
+    model = make_tiny_model("llama", vocab_size=49152)
+    before = _params(model)
+    spec = spec_from_dict({
+        "keditlab": 1, "method": {"name": "ft-m", "steps": 2},
+        "edits": [{"id": e.case_id, "prompt": e.prompt, "subject": e.subject, "target": e.target} for e in EDITS],
+        "evaluate": {"metrics": ["reliability", "locality"], "max_new_tokens": 2},
+        "run": {"mode": "sequential", "batch_size": 2, "evaluate_at": {"every": 4}},
+    })
+    run = run_spec(spec, tmp_path, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda m: None)
+    assert [(p["edits_applied"], p["measured"]) for p in run.summary["methods"]["ft-m"]["curve"]] == [(4, 4), (5, 5)]
+    assert_unedited(model, before)
+    saved = Run.load(run.path)
+    names = set()
+    for record in saved.cases:
+        names |= field_names(record, data_keyed={"changed_parameters"})
+    assert {"mode", "batch", "batch_size", "edits_applied", "point", "batch_edit_seconds"} <= names
+    assert undocumented(names) == [], "document these cases.jsonl keys in docs/results.md"
+    summary_names = field_names(saved.summary, data_keyed={"methods", "methods.*.metrics", "methods.*.metrics.*",
+                                                           "methods.*.curve[].metrics", "methods.*.curve[].metrics.*"},
+                                skip={"methods.*.settings"})
+    assert {"curve", "edits_applied", "measured", "evaluate_at"} <= summary_names
+    assert undocumented(summary_names) == [], "document these summary.json keys in docs/results.md"
+    assert saved.manifest["spec"]["run"] == {"seed": 0, "device": "auto", "out": None, "mode": "sequential",
+                                             "batch_size": 2, "evaluate_at": {"every": 4}}
+
+
+# -- impossible requests: a RunError before any work ------------------------------------------------
+
+
+def _spec(mode="single", batch_size=1, evaluate_at=None, methods=("rome",), model="no-such/model-anywhere") -> Spec:
+    """A Spec built in Python, as a notebook might, without the validator; its model would fail to load."""
+    return Spec(name="impossible", model=ModelSpec(model), methods=tuple(MethodSpec(m) for m in methods), edits=tuple(EDITS),
+                run=RunSettings(mode=mode, batch_size=batch_size, evaluate_at=evaluate_at))
+
+
+@pytest.mark.parametrize("settings, fragments", [
+    (dict(mode="batch", batch_size=2), ["method 'rome' cannot apply several edits in one call, which run.mode batch asks for",
+                                        "Fix: use run.mode single", "a batch method such as ft-l, ft-m"]),
+    (dict(mode="sequential", batch_size=3), ["method 'rome' cannot apply several edits in one call, which run.batch_size 3 asks for",
+                                             "Fix: use batch_size 1"]),
+    (dict(mode="single", batch_size=2, methods=("ft-m",)), ["run.batch_size: batch_size 2 needs run.mode batch or sequential"]),
+    (dict(mode="batch", batch_size=2, evaluate_at="after_all", methods=("ft-m",)), ["run.evaluate_at: evaluate_at is for run.mode sequential only"]),
+    (dict(mode="sequential", batch_size=2, evaluate_at={"every": 3}, methods=("ft-m",)),
+     ["run.evaluate_at.every: evaluate_at every 3 is not a multiple of batch_size 2", "e.g. 2 or 4"]),
+    (dict(mode="batched", methods=("ft-m",)), ["unknown run mode 'batched' (did you mean 'batch'?)"]),
+])
+def test_impossible_requests_fail_before_any_work(settings, fragments, tmp_path):
+    with pytest.raises(RunError) as info:
+        run_spec(_spec(**settings), tmp_path / "runs", log=lambda m: pytest.fail(f"work began: {m}"))
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert not (tmp_path / "runs").exists(), "no run folder for a run that cannot start"
+
+
+def test_a_method_that_cannot_edit_sequentially_is_named(registered, tmp_path):
+    with pytest.raises(RunError) as info:
+        run_spec(_spec("sequential", methods=("nudge", "single-only")), tmp_path / "runs", log=lambda m: pytest.fail(m))
+    assert str(info.value) == (
+        "method 'single-only' cannot edit sequentially (apply edits on top of its own earlier edits), which run.mode "
+        "sequential asks for. Fix: use run.mode single or batch, or a sequential method such as ft-l, ft-m, nudge, rome."
+    )
+
+
+def test_python_callers_get_the_mode_default_for_evaluate_at():
+    assert RunSettings(mode="sequential").evaluate_at == "after_each"
+    assert RunSettings(mode="batch", batch_size=4).evaluate_at is None
+    assert RunSettings().to_spec_data() == {"seed": 0, "device": "auto", "out": None, "mode": "single", "batch_size": 1}
+
+
+def test_tables_of_runs_saved_before_modes_say_nothing_about_them():
+    from keditlab.runner.summary import MethodTally, build_summary
+
+    tally = MethodTally("rome")
+    tally.add({("reliability", "teacher_forced"): 0.0}, {("reliability", "teacher_forced"): 1.0}, 1.0, 1.0)
+    summary = build_summary("old", "m", 1, {"rome": tally})
+    assert "mode: single, each edit alone on the unedited model" in text_table(summary)
+    for key in ("mode", "batch_size", "evaluate_at"):
+        del summary["methods"]["rome"][key]
+    text = text_table(summary)
+    assert "mode:" not in text and "0.00 → 1.00" in text
