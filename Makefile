@@ -2,7 +2,8 @@
 #
 #   make demo   set up .venv (CPU torch, keditlab, the embedded model) and run the quickstart spec
 #   make test   set up .venv the same way and run the whole suite (tests/ and the notebooks)
-#   make bench  ROME on real benchmark records beside the reference toolkit's figures (prints, never asserts)
+#   make bench  ROME on real benchmark records beside the reference toolkit's figures (prints, never asserts);
+#               BENCH=locate_then_edit BENCH_ARGS=speed|runs for the MEMIT family (benchmarks/locate_then_edit.py)
 #
 # Needs only python3 (>= 3.10) and make.  Set-up is idempotent: a stamp file in
 # .venv records that it is done, and it is redone when pyproject.toml changes.
@@ -23,6 +24,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS   ?=
 BENCH_ARGS    ?=
+BENCH         ?= rome_real
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
@@ -34,6 +36,8 @@ help:
 	@echo "make demo   set up .venv and run specs/quickstart.yaml (prints the results table)"
 	@echo "make test   set up .venv and run tests/ and the notebooks (nbval)"
 	@echo "make bench  ROME on the ten reference edits and 50 CounterFact records (about 15 minutes)"
+	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=speed   MEMIT, EMMET, AlphaEdit: seconds per edit for batches of 1, 10, 100"
+	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=runs    the batch and sequential acceptance runs on CounterFact"
 
 demo: $(STAMP)
 	$(BIN)/keditlab run specs/quickstart.yaml
@@ -42,7 +46,7 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/rome_real.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/$(BENCH).py $(BENCH_ARGS)
 
 setup: $(STAMP)
 

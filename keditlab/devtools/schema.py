@@ -53,6 +53,10 @@ def type_schema(tp: Any, *, layer: bool = False) -> dict[str, Any]:
     raise TypeError(f"unsupported type for a method setting: {tp!r}")
 
 
+#: Range metadata of a setting (``metadata={"minimum": 0}``) and its JSON Schema keyword.
+BOUNDS = {"minimum": "minimum", "maximum": "maximum", "exclusive_minimum": "exclusiveMinimum", "exclusive_maximum": "exclusiveMaximum"}
+
+
 def setting_schema(config_class: type, fld: dataclasses.Field) -> dict[str, Any]:
     """The schema of one method setting, from its dataclass field and ``metadata``."""
     hints = typing.get_type_hints(config_class)
@@ -71,6 +75,9 @@ def setting_schema(config_class: type, fld: dataclasses.Field) -> dict[str, Any]
         schema["default"] = fld.default_factory()  # type: ignore[misc]
     if "choices" in fld.metadata:
         schema["enum"] = list(fld.metadata["choices"])
+    for bound in BOUNDS:
+        if bound in fld.metadata:
+            schema[BOUNDS[bound]] = fld.metadata[bound]
     if is_layer:
         schema["x-keditlab-layer"] = True
     return schema

@@ -35,12 +35,12 @@ from keditlab.methods.memit import Memit, SpreadConfig
 class AlphaEditConfig(SpreadConfig):
     null_space_energy: float = field(
         default=0.05,
-        metadata={"help": "The null space is the set of least-used key directions carrying at most this share of the keys' energy "
+        metadata={"exclusive_minimum": 0, "exclusive_maximum": 1, "help": "The null space is the set of least-used key directions carrying at most this share of the keys' energy "
                           "(the trace of C). Larger: more room for edits, more disturbance of what the model knew."},
     )
     ridge: float = field(
         default=1.0,
-        metadata={"help": "α, relative to the mean diagonal of C: keeps the projected solve well posed (the paper's L2 term)."},
+        metadata={"exclusive_minimum": 0, "help": "α, relative to the mean diagonal of C: keeps the projected solve well posed (the paper's L2 term)."},
     )
 
 

@@ -47,7 +47,8 @@ class MethodConfig:
         return cls(**params)
 
     def __post_init__(self) -> None:
-        """A setting with ``metadata["choices"]`` must be one of them (the schema's ``enum``, checked for Python callers too)."""
+        """Declared choices and ranges (``metadata``: ``choices``, ``minimum``, ``maximum``, ``exclusive_minimum``,
+        ``exclusive_maximum``) hold; the schema carries the same, this checks them for Python callers too."""
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -56,6 +57,19 @@ class MethodConfig:
                     f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}. "
                     f"Fix: choose one of them, or leave {f.name} out for {f.default!r}."
                 )
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
+                low_x, high_x = f.metadata.get("exclusive_minimum"), f.metadata.get("exclusive_maximum")
+                outside = ((low is not None and value < low) or (high is not None and value > high)
+                           or (low_x is not None and value <= low_x) or (high_x is not None and value >= high_x))
+                if outside:
+                    lower = f">= {low}" if low is not None else f"> {low_x}" if low_x is not None else ""
+                    upper = f"<= {high}" if high is not None else f"< {high_x}" if high_x is not None else ""
+                    valid = " and ".join(x for x in (lower, upper) if x)
+                    raise MethodConfigError(
+                        f"{f.name}: {value!r} is out of range; it must be {valid}. "
+                        f"Fix: choose a value {valid}, or leave {f.name} out for the default."
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

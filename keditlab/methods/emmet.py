@@ -36,7 +36,7 @@ from keditlab.methods.memit import Memit, SpreadConfig
 class EmmetConfig(SpreadConfig):
     solve_ridge: float = field(
         default=1e-3,
-        metadata={"help": "Ridge on the new keys' Gram matrix KᵀC⁻¹K (relative to its mean diagonal); larger softens the equality constraint."},
+        metadata={"minimum": 0, "help": "Ridge on the new keys' Gram matrix KᵀC⁻¹K (relative to its mean diagonal); larger softens the equality constraint."},
     )
 
 

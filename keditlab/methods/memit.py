@@ -75,23 +75,23 @@ class SpreadConfig(MethodConfig):
         metadata={"help": "'contexts': every context's key is its own column with its own gap; 'mean': one key per edit, averaged over its contexts (the paper).",
                   "choices": list(KEY_FORMS)},
     )
-    v_steps: int = field(default=25, metadata={"help": "Most optimisation steps for the target vectors δ."})
-    v_lr: float = field(default=1.0, metadata={"help": "Adam learning rate for the target vectors δ."})
-    v_weight_decay: float = field(default=0.05, metadata={"help": "Weight of the (‖δ‖ / ‖v‖)² penalty that keeps each target change small."})
-    kl_factor: float = field(default=0.0625, metadata={"help": "Weight of the KL term that keeps '<subject> is a' predictions unchanged."})
-    clamp_norm_factor: float = field(default=4.0, metadata={"help": "Each δ is clamped to this multiple of the norm of the last layer's MLP output at the subject."})
-    early_stop_loss: float = field(default=0.05, metadata={"help": "An edit's optimisation stops once its target's mean negative log-likelihood is below this."})
+    v_steps: int = field(default=25, metadata={"minimum": 1, "help": "Most optimisation steps for the target vectors δ."})
+    v_lr: float = field(default=1.0, metadata={"exclusive_minimum": 0, "help": "Adam learning rate for the target vectors δ."})
+    v_weight_decay: float = field(default=0.05, metadata={"minimum": 0, "help": "Weight of the (‖δ‖ / ‖v‖)² penalty that keeps each target change small."})
+    kl_factor: float = field(default=0.0625, metadata={"minimum": 0, "help": "Weight of the KL term that keeps '<subject> is a' predictions unchanged."})
+    clamp_norm_factor: float = field(default=4.0, metadata={"exclusive_minimum": 0, "help": "Each δ is clamped to this multiple of the norm of the last layer's MLP output at the subject."})
+    early_stop_loss: float = field(default=0.05, metadata={"minimum": 0, "help": "An edit's optimisation stops once its target's mean negative log-likelihood is below this."})
     stop_when: str = field(
         default="loss",
         metadata={"help": "'loss': stop at early_stop_loss; 'most_probable': also stop as soon as every target token is the most probable one in every context (ENCORE).",
                   "choices": list(STOP_WHEN)},
     )
-    context_templates: int = field(default=5, metadata={"help": "Number of generated context prefixes the keys and targets are taken over (plus the bare prompt)."})
+    context_templates: int = field(default=5, metadata={"minimum": 0, "help": "Number of generated context prefixes the keys and targets are taken over (plus the bare prompt)."})
     value_norm_anchor: bool = field(
         default=False,
         metadata={"help": "Rescale each target hidden state z = h + δ to the norm of the unedited h (a norm anchor against the norm growth of long sequential runs)."},
     )
-    covariance_ridge: float = field(default=1e-4, metadata={"help": "Added to the diagonal of C (relative to its mean diagonal) so that it is well conditioned."})
+    covariance_ridge: float = field(default=1e-4, metadata={"minimum": 0, "help": "Added to the diagonal of C (relative to its mean diagonal) so that it is well conditioned."})
 
     def value_settings(self) -> ValueSettings:
         return ValueSettings(self.v_steps, self.v_lr, self.v_weight_decay, self.kl_factor, self.clamp_norm_factor,
@@ -108,7 +108,7 @@ class SpreadConfig(MethodConfig):
 class MemitConfig(SpreadConfig):
     covariance_weight: float | None = field(
         default=None,
-        metadata={"help": "λ: how much the keys a layer already serves (their covariance C) weigh against the new keys. "
+        metadata={"exclusive_minimum": 0, "help": "λ: how much the keys a layer already serves (their covariance C) weigh against the new keys. "
                           "Larger keeps more of what the model knew and writes edits more weakly. Empty: the key width (1536 on the embedded model)."},
     )
 

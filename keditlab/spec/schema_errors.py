@@ -98,6 +98,9 @@ class SchemaErrorTranslator:
             "minLength": self._empty_text,
             "pattern": self._pattern,
             "minimum": self._minimum,
+            "maximum": self._bound,
+            "exclusiveMinimum": self._bound,
+            "exclusiveMaximum": self._bound,
         }
 
     def translate(self, errors: Iterable[ValidationError]) -> None:
@@ -287,6 +290,14 @@ class SchemaErrorTranslator:
         leave_out = "" if name in self._required_keys() else f", or leave '{name}' out for its default"
         self.report.add(path, f"{name} must be at least {error.validator_value}, got {error.instance}",
                         f"give {error.validator_value} or more{leave_out}")
+
+    def _bound(self, error: ValidationError, path: Path) -> None:
+        # maximum / exclusiveMinimum / exclusiveMaximum: the whole valid range, from the schema
+        name = _field_name(path)
+        words = {"minimum": ">= {}", "exclusiveMinimum": "> {}", "maximum": "<= {}", "exclusiveMaximum": "< {}"}
+        valid = " and ".join(words[k].format(error.schema[k]) for k in words if k in error.schema)
+        leave_out = "" if name in self._required_keys() else f", or leave '{name}' out for its default"
+        self.report.add(path, f"{name} must be {valid}, got {error.instance}", f"give a value {valid}{leave_out}")
 
     def _fallback(self, error: ValidationError, path: Path) -> None:
         # A keyword with no translator of its own; say which rule failed, plainly.

@@ -50,6 +50,14 @@ def corpus_file(tmp_path_factory):
     return str(path)
 
 
+SECOND = EditCase(
+    prompt="The Colosseum stands in the city of",
+    subject="Colosseum",
+    target="Berlin",
+    case_id="colosseum",
+)
+
+
 def _tiny(model_type: str, layers: int = 2):
     depth = {"n_layer": layers} if model_type in ("gpt2", "gptj") else {"num_hidden_layers": layers}
     return make_tiny_model(model_type, vocab_size=49152, **depth)
@@ -66,15 +74,21 @@ def test_registry_names_and_did_you_mean():
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox", "gptj"])
-@pytest.mark.parametrize("method", ["rome", "ft-l", "ft-m"])
+@pytest.mark.parametrize("method", ["rome", "r-rome", "ft-l", "ft-m", "memit", "emmet", "alphaedit"])
 def test_edit_changes_only_its_weights_and_restores_exactly(model_type, method, tokenizer, corpus_file, tmp_path, monkeypatch):
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
-    model = _tiny(model_type)
+    model = _tiny(model_type, layers=3)
     profile = derive_profile(model)
     before = _all_params(model)
     context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile, corpus=corpus_file, num_tokens=2000, max_length=32))
-    settings = {"v_steps": 3, "context_templates": 2} if method == "rome" else {"steps": 3}
-    handle = get_method(method).apply(model, tokenizer, profile, [CASE], settings, context)
+    if method in ("rome", "r-rome"):
+        settings = {"v_steps": 3, "context_templates": 2}
+    elif method in ("memit", "emmet", "alphaedit"):
+        settings = {"v_steps": 3, "context_templates": 2, "layers": [0, 1]}
+    else:
+        settings = {"steps": 3}
+    cases = [CASE, SECOND] if get_method(method).capabilities.batch else [CASE]
+    handle = get_method(method).apply(model, tokenizer, profile, cases, settings, context)
 
     after = dict(model.named_parameters())
     changed = {name for name in before if not torch.equal(before[name], after[name].detach())}

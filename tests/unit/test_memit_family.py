@@ -1,0 +1,144 @@
+"""The MEMIT family's solvers, the batched value optimisation and AlphaEdit's memory (tiny models and plain algebra).
+
+Fast checks of the mathematics each module claims in its docstring; whether
+the methods write real edits is checked on the embedded model
+(``tests/integration/test_memit_family_real.py``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from keditlab.methods import EditContext, EditHandle, get_method
+from keditlab.methods.memit import MemitConfig, default_layers
+from keditlab.methods.emmet import EmmetConfig
+from keditlab.methods.alphaedit import AlphaEditConfig
+from keditlab.stats.covariance import CovarianceStats
+from keditlab.stats.nullspace import null_space
+
+
+def _problem(seed=0, mlp=24, hidden=8, n=5):
+    g = torch.Generator().manual_seed(seed)
+    k0 = torch.randn(400, mlp, generator=g, dtype=torch.float64) * torch.linspace(0.05, 2.0, mlp, dtype=torch.float64)
+    cov = k0.T @ k0 / len(k0)
+    keys = torch.randn(n, mlp, generator=g, dtype=torch.float64)
+    gaps = torch.randn(n, hidden, generator=g, dtype=torch.float64)
+    return cov, keys, gaps
+
+
+def _handle():
+    return EditHandle("test", torch.nn.Linear(1, 1), {})
+
+
+def test_memit_solve_is_the_regularised_least_squares():
+    cov, keys, gaps = _problem()
+    update = get_method("memit").solve(0, keys, gaps, cov, MemitConfig(covariance_weight=3.0), EditContext(), _handle())
+    # the normal equations of  min ‖ΔW Kᵀ − Rᵀ‖² + λ tr(ΔW C ΔWᵀ)
+    assert torch.allclose(update @ (3.0 * cov + keys.T @ keys), gaps.T @ keys, atol=1e-9)
+    # a small λ writes the gaps almost exactly, a huge one barely at all
+    nearly = get_method("memit").solve(0, keys, gaps, cov, MemitConfig(covariance_weight=1e-6), EditContext(), _handle())
+    assert torch.allclose(keys @ nearly.T, gaps, atol=1e-3)
+    weak = get_method("memit").solve(0, keys, gaps, cov, MemitConfig(covariance_weight=1e6), EditContext(), _handle())
+    assert (keys @ weak.T).norm() < 1e-3 * gaps.norm()
+
+
+def test_emmet_solve_meets_the_equality_constraint_with_least_disturbance():
+    cov, keys, gaps = _problem()
+    update = get_method("emmet").solve(0, keys, gaps, cov, EmmetConfig(solve_ridge=0.0), EditContext(), _handle())
+    assert torch.allclose(keys @ update.T, gaps, atol=1e-8)
+    # any other solution (add a change that is zero at the keys) disturbs C more
+    g = torch.Generator().manual_seed(1)
+    other = torch.randn(update.shape, generator=g, dtype=torch.float64)
+    other = other - other @ keys.T @ torch.linalg.solve(keys @ keys.T, keys)   # zero at the keys
+    cost = lambda w: torch.trace(w @ cov @ w.T)  # noqa: E731
+    assert cost(update) < cost(update + 0.1 * other)
+
+
+def test_null_space_projector_and_alphaedit_memory(tmp_path):
+    cov, keys, gaps = _problem()
+    stats = CovarianceStats(0, cov.float(), 400, "test", str(tmp_path / "layer0.pt"), False)
+    space = null_space(stats, 0.05)
+    p = space.projector.double()
+    assert torch.allclose(p @ p, p, atol=1e-5) and torch.allclose(p, p.T, atol=1e-6)
+    assert 0 < space.dimensions < cov.shape[0]
+    assert float(torch.trace(p @ cov) / torch.trace(cov)) <= 0.05 + 1e-6   # the preserved keys' energy inside it
+    assert null_space(stats, 0.05).loaded_from_cache                      # cached beside the covariance
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        null_space(stats, 1.5)
+
+    class Provider:
+        def null_space(self, layer, energy):
+            return space.projector
+
+    context = EditContext(covariance=Provider())
+    first, second = _handle(), _handle()
+    update = get_method("alphaedit").solve(0, keys, gaps, cov, AlphaEditConfig(), context, first)
+    assert torch.allclose(update @ (torch.eye(len(p), dtype=p.dtype) - p), torch.zeros_like(update), atol=1e-6), "the update lives in the null space"
+    get_method("alphaedit").solve(0, keys[:2], gaps[:2], cov, AlphaEditConfig(), context, second)
+    memory = context.memory["alphaedit"]
+    assert torch.allclose(memory[0], keys.T @ keys + keys[:2].T @ keys[:2])
+    second.restore()
+    first.restore()
+    assert torch.allclose(memory[0], torch.zeros_like(memory[0]), atol=1e-9), "restoring the edits forgets their keys"
+
+
+def test_default_layers_follow_the_depth():
+    assert default_layers(30) == [1, 2, 3, 4, 5]
+    assert default_layers(48) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert default_layers(2) == [0]
+    assert all(0 <= layer < n for n in (1, 2, 6, 12, 24, 30, 48) for layer in default_layers(n))
+
+
+def test_batched_values_equal_one_at_a_time(tokenizer_and_model):
+    """Optimising two requests together gives what each gets alone: the rows never interact."""
+    from keditlab.methods.keyvalue import ValueRequest, ValueSettings, optimise_values
+    from keditlab.models.tokens import subject_last_token
+
+    tokenizer, model, profile = tokenizer_and_model
+    module = model.get_submodule(profile.mlp_out_module(0))
+    settings = ValueSettings(steps=4, lr=0.5, weight_decay=0.05, kl_factor=0.0625, clamp_norm_factor=4.0, early_stop_loss=0.0)
+    requests = []
+    for prompt, subject, target in [("The Eiffel Tower is in", "Eiffel Tower", " Rome"), ("Danielle Darrieux speaks", "Danielle Darrieux", " English")]:
+        texts = ["", "Hello there. "]
+        texts = [t + prompt for t in texts]
+        positions = [subject_last_token(tokenizer, t, subject, search_from=t.index(prompt)) for t in texts]
+        requests.append(ValueRequest(subject, target, texts, positions))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    together, _ = optimise_values(model, tokenizer, module, profile.hidden_size, requests, settings)
+    alone = torch.stack([optimise_values(model, tokenizer, module, profile.hidden_size, [r], settings)[0][0] for r in requests])
+    assert together.abs().sum() > 0
+    assert torch.allclose(together, alone, atol=1e-4), (together - alone).abs().max()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_and_model():
+    from transformers import AutoTokenizer
+
+    from keditlab.models import derive_profile
+    from keditlab.models.embedded import ensure_embedded_cache
+    from tests.conftest import make_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
+    tok.pad_token = tok.pad_token or tok.eos_token
+    model = make_tiny_model("llama", vocab_size=49152, num_hidden_layers=2)
+    return tok, model, derive_profile(model)
+
+
+def test_out_of_range_settings_are_clear_errors_in_specs_and_in_python():
+    from keditlab.methods import MethodConfigError
+    from tests.unit.test_spec_errors import only_error
+
+    error = only_error("""
+        keditlab: 1
+        name: t
+        model: smollm2-135m
+        method: [{name: alphaedit, null_space_energy: 1.5}]
+        edits: [{prompt: The Eiffel Tower is in, subject: Eiffel Tower, target: Rome}]
+    """)
+    assert error.line == 5 and "null_space_energy must be > 0 and < 1, got 1.5" in error.message
+    with pytest.raises(MethodConfigError, match=r"v_steps: 0 is out of range; it must be >= 1"):
+        MemitConfig(v_steps=0)
+    with pytest.raises(MethodConfigError, match="keys: 'median' is not one of contexts, mean"):
+        MemitConfig(keys="median")
