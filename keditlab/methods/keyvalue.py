@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from keditlab.methods.common import device_of
 from keditlab.models.sampling import right_padded

@@ -40,7 +40,8 @@ def tiny_run(tmp_path_factory):
     spec = spec_from_dict({
         "keditlab": 1,
         "name": "tiny",
-        "method": [{"name": "rome", "v_steps": 2, "context_templates": 1}, {"name": "ft-m", "steps": 2}],
+        "method": [{"name": "rome", "v_steps": 2, "context_templates": 1}, {"name": "ft-m", "steps": 2},
+                   {"name": "alphaedit", "v_steps": 2, "context_templates": 1, "layers": [0, 1]}],
         "edits": [{
             "id": "eiffel", "prompt": "The Eiffel Tower is located in the city of", "subject": "Eiffel Tower",
             "target": "Rome", "ground_truth": "Paris", "rephrase": ["The Eiffel Tower can be found in"],
@@ -86,7 +87,7 @@ def undocumented(names):
 
 def test_every_cases_jsonl_key_is_documented(tiny_run):
     _, run = tiny_run
-    assert {r["method"] for r in run.cases} == {"rome", "ft-m"}
+    assert {r["method"] for r in run.cases} == {"rome", "ft-m", "alphaedit"}
     names = set()
     for record in run.cases:
         names |= field_names(record, data_keyed={"changed_parameters"})
