@@ -24,6 +24,22 @@ def default_layer(num_layers: int) -> int:
     return max(0, min(num_layers - 1, round(DEFAULT_LAYER_FRACTION * num_layers)))
 
 
+def check_value_layer(setting: str, layer: int, num_layers: int) -> None:
+    """The layer where a value change is added at the subject must have a layer above it.
+
+    The change is added at the subject's last token; only attention in later
+    layers carries it to the positions that predict the target, so at the last
+    layer it could not change the answer and the edit would silently write nothing.
+    """
+    from keditlab.methods.base import MethodConfigError
+
+    if layer >= num_layers - 1:
+        raise MethodConfigError(
+            f"{setting}: layer {layer} is the model's last layer; the change made at the subject must be carried to the "
+            f"answer by a later layer, so nothing would be written. Fix: choose layers below {num_layers - 1}."
+        )
+
+
 @contextlib.contextmanager
 def trainable_only(model: torch.nn.Module, names: Sequence[str] = ()) -> Iterator[None]:
     """Inside the block only the named parameters take gradients; flags are put back after.

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import context_prefixes, default_layer, trainable_only
+from keditlab.methods.common import check_value_layer, context_prefixes, default_layer, trainable_only
 from keditlab.methods.keyvalue import STOP_WHEN, ValueRequest, ValueSettings, optimise_values, read_at_subjects
 from keditlab.models.tokens import subject_last_token
 
@@ -102,6 +102,10 @@ class SpreadConfig(MethodConfig):
         if not layers:
             raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
         return layers
+
+    def check_layers(self, num_layers: int) -> None:
+        super().check_layers(num_layers)
+        check_value_layer("layers", self.resolved_layers(num_layers)[-1], num_layers)
 
 
 @dataclass

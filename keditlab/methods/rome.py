@@ -43,7 +43,7 @@ import torch
 
 from keditlab.evaluate.teacher_forced import teacher_forced
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import context_prefixes, default_layer, trainable_only
+from keditlab.methods.common import check_value_layer, context_prefixes, default_layer, trainable_only
 from keditlab.methods.keyvalue import UPDATE_KEYS, ValueSettings, add_rank_one, key_direction, optimise_value, subject_keys
 
 
@@ -68,6 +68,10 @@ class RomeConfig(MethodConfig):
     )
     covariance_ridge: float = field(default=1e-4, metadata={"help": "Added to the diagonal of C (relative to its mean diagonal) so that C⁻¹ is well conditioned."})
     solve_ridge: float = field(default=1e-3, metadata={"help": "With update_keys 'contexts': ridge (relative to the mean diagonal) on the contexts' key Gram matrix KᵀC⁻¹K."})
+
+    def check_layers(self, num_layers: int) -> None:
+        super().check_layers(num_layers)
+        check_value_layer("layer", default_layer(num_layers) if self.layer is None else self.layer, num_layers)
 
     def value_settings(self) -> ValueSettings:
         return ValueSettings(self.v_steps, self.v_lr, self.v_weight_decay, self.kl_factor, self.clamp_norm_factor, self.early_stop_loss)

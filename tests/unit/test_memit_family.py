@@ -122,7 +122,7 @@ def tokenizer_and_model():
 
     tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
     tok.pad_token = tok.pad_token or tok.eos_token
-    model = make_tiny_model("llama", vocab_size=49152, num_hidden_layers=2)
+    model = make_tiny_model("llama", vocab_size=49152, num_hidden_layers=3)
     return tok, model, derive_profile(model)
 
 
@@ -142,3 +142,32 @@ def test_out_of_range_settings_are_clear_errors_in_specs_and_in_python():
         MemitConfig(v_steps=0)
     with pytest.raises(MethodConfigError, match="keys: 'median' is not one of contexts, mean"):
         MemitConfig(keys="median")
+
+
+@pytest.mark.parametrize("settings", [{"keys": "mean"}, {"value_norm_anchor": True}, {"stop_when": "most_probable"}])
+def test_settings_forms_run_and_restore(tokenizer_and_model, settings, tmp_path, monkeypatch):
+    from keditlab.spec.types import EditCase
+    from keditlab.stats import CovarianceProvider
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    tokenizer, model, profile = tokenizer_and_model
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Paragraph {i}: trains arrive from towns number {i * 7}." for i in range(300)), encoding="utf-8")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile, corpus=str(corpus), num_tokens=1000, max_length=32))
+    cases = [EditCase("The Eiffel Tower is in", "Eiffel Tower", "Rome", case_id="a"),
+             EditCase("Danielle Darrieux speaks", "Danielle Darrieux", "English", case_id="b")]
+    with get_method("memit").apply(model, tokenizer, profile, cases, {"v_steps": 2, "context_templates": 1, "layers": [0, 1], **settings}, context) as handle:
+        assert any(v > 0 for v in handle.delta_norms().values())
+        assert [c["case_id"] for c in handle.details["cases"]] == ["a", "b"]
+        assert all(len(c["target_reached"]) == 2 for c in handle.details["cases"])   # one per context
+    assert all(torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("method,settings", [("memit", {"layers": [1, 2]}), ("rome", {"layer": 2})])
+def test_editing_the_last_layer_is_a_clear_error(tokenizer_and_model, method, settings):
+    from keditlab.methods import MethodConfigError
+
+    tokenizer, model, profile = tokenizer_and_model
+    with pytest.raises(MethodConfigError, match="layer 2 is the model's last layer.*Fix: choose layers below 2"):
+        get_method(method).apply(model, tokenizer, profile, [], settings, EditContext(covariance=lambda layer: None))

@@ -184,7 +184,12 @@ def test_layer_lists_are_checked_and_the_runner_names_the_method():
         get_method("ft-m").config_class.from_params({"layers": [3, 30]}).check_layers(30)
     with pytest.raises(RunError, match=r"method 'rome-deep': layer: layer 40 is outside"):
         _config_for(get_method("rome"), MethodSpec("rome", {"layer": 40}, "rome-deep"), 30)
-    assert _config_for(get_method("rome"), MethodSpec("rome", {"layer": 29}), 30).layer == 29
+    assert _config_for(get_method("rome"), MethodSpec("rome", {"layer": 28}), 30).layer == 28
+    # the last layer cannot carry a change at the subject to the answer: refused before any work
+    with pytest.raises(RunError, match=r"method 'rome': layer: layer 29 is the model's last layer.*Fix: choose layers below 29"):
+        _config_for(get_method("rome"), MethodSpec("rome", {"layer": 29}), 30)
+    with pytest.raises(RunError, match=r"method 'memit': layers: layer 29 is the model's last layer"):
+        _config_for(get_method("memit"), MethodSpec("memit", {"layers": [27, 28, 29]}), 30)
 
 
 def test_a_setting_outside_its_choices_is_named_before_any_work():
