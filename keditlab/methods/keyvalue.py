@@ -172,12 +172,14 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
     ``clamp_norm_factor · ‖vᵢ‖``.  Only the ``δ``'s take gradients (the caller
     freezes the model).
 
-    **All requests are optimised together**: one right-padded forward and
-    backward per step over every context row of every request still running.
-    The requests never interact (each row is its own sequence and carries only
-    its own ``δᵢ``), so the result is the one each would get alone, at the
-    cost of a few large passes instead of many small ones.  A request stops
-    (its ``δᵢ`` is frozen and its rows leave the batch) once its
+    **All requests are optimised together**: each step runs every context row
+    of every request still running, sorted by length and cut into passes of
+    at most :data:`MAX_PASS_TOKENS` padded tokens (little padding, bounded
+    memory), and takes one Adam step for all of them.  The loss is a sum over
+    rows, so gradients accumulated pass by pass are the whole batch's.  The
+    requests never interact (each row is its own sequence and carries only
+    its own ``δᵢ``), so the result is the one each would get alone.  A request
+    stops (its ``δᵢ`` is frozen and its rows leave the batch) once its
     ``stop_when`` criterion holds (:data:`STOP_WHEN`).
 
     Returns ``δ`` (float32, shape ``(len(requests), out_dim)``) and, per
@@ -210,82 +212,92 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
         answer_cols.append([])
         row_request.append(index)
         sub_positions.append(subject_last_token(tokenizer, kl_text, request.subject))
+    kl_row_set = set(kl_rows)
 
     n = len(requests)
+    token_count = torch.tensor([len(targets[i]) * len(r.texts) for i, r in enumerate(requests)], dtype=torch.float, device=device)
     delta = torch.zeros(n, out_dim, device=device, requires_grad=True)
     done = torch.zeros(n, dtype=torch.bool)
     frozen = torch.zeros(n, out_dim, device=device)
-    values = torch.zeros(n, out_dim, device=device)   # ‖vᵢ‖: the unedited value at the subject, first text
+    values = torch.zeros(n, out_dim, device=device)   # vᵢ: the unedited value at the subject, first text
+    kl_reference: dict[int, torch.Tensor] = {}        # the unedited next-token log-probabilities after "<subject> is a"
     nll_steps: list[list[float]] = [[] for _ in requests]
     loss_steps: list[list[float]] = [[] for _ in requests]
     lm_head = model.get_output_embeddings()
     optimiser = torch.optim.Adam([delta], lr=settings.lr)
-    batch: dict[str, torch.Tensor] = {}
+    chunk: dict[str, Any] = {}
 
     def add_delta(_module, _inputs, output):
-        if "first_pass" in batch:  # record vᵢ before any δ is added
-            values[batch["first_rows_req"]] = output[batch["first_rows"], batch["first_pos"]].detach().float()
-        return output + batch["at_subject"].to(output.dtype) * delta[batch["request"]].unsqueeze(1).to(output.dtype)
+        if chunk["first"]:  # step 0: record vᵢ before any δ is added
+            rows_here, reqs_here, positions_here = zip(*chunk["first"])
+            values[list(reqs_here)] = output[list(rows_here), list(positions_here)].detach().float()
+        return output + chunk["at_subject"].to(output.dtype) * delta[chunk["request"]].unsqueeze(1).to(output.dtype)
 
+    first_set = set(first_rows)
     hook = module.register_forward_hook(add_delta)
     try:
         for step in range(settings.steps):
-            active = [r for r in range(len(rows)) if not done[row_request[r]]]
-            ids, mask = right_padded([rows[r] for r in active], tokenizer.pad_token_id, device)
-            local = {r: i for i, r in enumerate(active)}
-            batch["request"] = torch.tensor([row_request[r] for r in active], device=device)
-            at_subject = torch.zeros(len(active), ids.shape[1], 1, device=device)
-            at_subject[torch.arange(len(active)), torch.tensor([sub_positions[r] for r in active])] = 1.0
-            batch["at_subject"] = at_subject
-            if step == 0:
-                batch["first_pass"] = torch.ones(())
-                batch["first_rows"] = torch.tensor([local[r] for r in first_rows], device=device)
-                batch["first_rows_req"] = torch.arange(n, device=device)
-                batch["first_pos"] = torch.tensor([sub_positions[r] for r in first_rows], device=device)
-            else:
-                batch.pop("first_pass", None)
-            # Only the positions that enter the loss go through the LM head (a large
-            # share of the cost with a 50k vocabulary).
-            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-            tok_rows, tok_cols, tok_ids, tok_req = [], [], [], []
-            for r in active:
-                for col, token in zip(answer_cols[r], targets[row_request[r]]):
-                    tok_rows.append(local[r]); tok_cols.append(col); tok_ids.append(token); tok_req.append(row_request[r])
-            logits = lm_head(hidden[torch.tensor(tok_rows), torch.tensor(tok_cols)]).float()
-            token_lp = logits.log_softmax(-1).gather(-1, torch.tensor(tok_ids, device=device).unsqueeze(-1)).squeeze(-1)
-            hits = logits.argmax(-1) == torch.tensor(tok_ids, device=device)
-            req_index = torch.tensor(tok_req, device=device)
-            counts = torch.zeros(n, device=device).index_add_(0, req_index, torch.ones_like(token_lp))
-            nll = torch.zeros(n, device=device).index_add(0, req_index, -token_lp) / counts.clamp(min=1)
-            misses = torch.zeros(n, device=device).index_add_(0, req_index, (~hits).float())
-            all_hit = (misses == 0).cpu()
-            kl_active = [r for r in kl_rows if r in local]
-            kl_req = torch.tensor([row_request[r] for r in kl_active], device=device)
-            kl_lp = lm_head(hidden[torch.tensor([local[r] for r in kl_active]), torch.tensor([len(rows[r]) - 1 for r in kl_active])]).float().log_softmax(-1)
-            if "kl_reference" not in batch:  # step 0: every request is active and δ = 0
-                batch["kl_reference"] = kl_lp.detach()
-            reference = batch["kl_reference"][kl_req]
-            kl = torch.zeros(n, device=device).index_put((kl_req,), (reference.exp() * (reference - kl_lp)).sum(-1))
+            # Rows of the requests still running, sorted by length and cut into passes of
+            # at most MAX_PASS_TOKENS padded tokens: little padding, bounded memory.
+            active = sorted((r for r in range(len(rows)) if not done[row_request[r]]), key=lambda r: len(rows[r]))
+            nll = torch.zeros(n, device=device)
+            kl = torch.zeros(n, device=device)
+            misses = torch.zeros(n, device=device)
+            optimiser.zero_grad()
+            for part in _passes(active, [len(r) for r in rows]):
+                ids, mask = right_padded([rows[r] for r in part], tokenizer.pad_token_id, device)
+                chunk["request"] = torch.tensor([row_request[r] for r in part], device=device)
+                chunk["first"] = [(i, row_request[r], sub_positions[r]) for i, r in enumerate(part) if r in first_set] if step == 0 else []
+                at_subject = torch.zeros(len(part), ids.shape[1], 1, device=device)
+                at_subject[torch.arange(len(part)), torch.tensor([sub_positions[r] for r in part])] = 1.0
+                chunk["at_subject"] = at_subject
+                # Only the positions that enter the loss go through the LM head (a large
+                # share of the cost with a 50k vocabulary).
+                hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                where = [(i, col, token, row_request[r]) for i, r in enumerate(part)
+                         for col, token in zip(answer_cols[r], targets[row_request[r]])]
+                part_loss = hidden.new_zeros(())
+                if where:
+                    tok_rows, tok_cols, tok_ids, tok_req = (list(x) for x in zip(*where))
+                    logits = lm_head(hidden[tok_rows, tok_cols]).float()
+                    ids_t, req_t = torch.tensor(tok_ids, device=device), torch.tensor(tok_req, device=device)
+                    token_nll = -logits.log_softmax(-1).gather(-1, ids_t.unsqueeze(-1)).squeeze(-1) / token_count[req_t]
+                    nll = nll + torch.zeros(n, device=device).index_add(0, req_t, token_nll.detach())
+                    misses.index_add_(0, req_t, (logits.argmax(-1) != ids_t).float())
+                    part_loss = part_loss + token_nll.sum()
+                kl_here = [(i, r) for i, r in enumerate(part) if r in kl_row_set]
+                if kl_here:
+                    lp = lm_head(hidden[[i for i, _ in kl_here], [len(rows[r]) - 1 for _, r in kl_here]]).float().log_softmax(-1)
+                    for (i, r), row_lp in zip(kl_here, lp):
+                        req = row_request[r]
+                        if req not in kl_reference:  # step 0: δ = 0
+                            kl_reference[req] = row_lp.detach()
+                        term = (kl_reference[req].exp() * (kl_reference[req] - row_lp)).sum()
+                        kl[req] = term.detach()
+                        part_loss = part_loss + settings.kl_factor * term
+                part_loss.backward()   # gradients accumulate over the passes: the loss is a sum over rows
             decay = settings.weight_decay * (delta.norm(dim=1) / values.norm(dim=1)) ** 2
-            loss = nll + settings.kl_factor * kl + decay
+            loss = nll + settings.kl_factor * kl + decay.detach()
             last = step == settings.steps - 1
             for req in sorted({row_request[r] for r in active}):
-                nll_steps[req].append(float(nll[req].detach()))
-                loss_steps[req].append(float(loss[req].detach()))
-                converged = nll_steps[req][-1] < settings.early_stop_loss or (settings.stop_when == "most_probable" and bool(all_hit[req]))
+                nll_steps[req].append(float(nll[req]))
+                loss_steps[req].append(float(loss[req]))
+                converged = nll_steps[req][-1] < settings.early_stop_loss or (settings.stop_when == "most_probable" and float(misses[req]) == 0)
                 if converged or last:
                     done[req] = True
                     frozen[req] = delta[req].detach()
             if bool(done.all()):
                 break
-            optimiser.zero_grad()
-            loss[~done.to(device)].sum().backward()
+            running = (~done).to(device)
+            decay[running].sum().backward()
+            with torch.no_grad():
+                delta.grad[~running] = 0.0
             optimiser.step()
             with torch.no_grad():
                 limit = settings.clamp_norm_factor * values.norm(dim=1, keepdim=True)
                 norms = delta.norm(dim=1, keepdim=True)
                 delta.mul_(torch.where(norms > limit, limit / norms, torch.ones_like(norms)))
-                delta[done.to(device)] = frozen[done.to(device)]
+                delta[~running] = frozen[~running]
     finally:
         hook.remove()
     infos = [
@@ -299,6 +311,23 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
         for i in range(n)
     ]
     return frozen.detach(), infos
+
+
+#: Most padded tokens in one forward-and-backward pass of :func:`optimise_values`.
+#: Larger passes are no faster on a CPU (the work is already compute-bound at
+#: one request's seven rows) and hold more activations for the backward pass.
+MAX_PASS_TOKENS = 2048
+
+
+def _passes(rows: list[int], lengths: list[int]) -> list[list[int]]:
+    """Cut ``rows`` (sorted by length) into passes of at most :data:`MAX_PASS_TOKENS` padded tokens."""
+    passes: list[list[int]] = []
+    for r in rows:
+        if passes and (len(passes[-1]) + 1) * lengths[r] <= MAX_PASS_TOKENS:
+            passes[-1].append(r)
+        else:
+            passes.append([r])
+    return passes
 
 
 def key_direction(keys: torch.Tensor, covariance: torch.Tensor, how: str = "contexts",
