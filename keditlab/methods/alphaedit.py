@@ -20,6 +20,12 @@ their running sum ``K_p K_pᵀ`` per layer in the :class:`EditContext`'s
 memory; restoring an edit takes its keys back out.  Everything else (targets
 optimised together, the spread over layers) is MEMIT's; this module only
 replaces :meth:`~keditlab.methods.memit.Memit.solve`.
+
+Defaults, measured on a batch of 100 CounterFact edits (``docs/methods.md``):
+one key per edit (``keys: mean``) and a null space carrying up to 20% of the
+keys' energy.  With every context's key (600 keys for 100 edits) in a null
+space of 5% (358 directions), there are more keys than directions and the
+solve writes too few edits (reliability 0.72).
 """
 
 from __future__ import annotations
@@ -28,13 +34,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.memit import Memit, SpreadConfig
+from keditlab.methods.memit import KEY_FORMS, Memit, SpreadConfig
 
 
 @dataclass
 class AlphaEditConfig(SpreadConfig):
+    keys: str = field(
+        default="mean",
+        metadata={"help": "'mean': one key per edit, averaged over its contexts (the paper; keeps a batch's keys fewer than the null space's "
+                          "directions); 'contexts': every context's key is its own column with its own gap.",
+                  "choices": list(KEY_FORMS)},
+    )
     null_space_energy: float = field(
-        default=0.05,
+        default=0.2,
         metadata={"exclusive_minimum": 0, "exclusive_maximum": 1, "help": "The null space is the set of least-used key directions carrying at most this share of the keys' energy "
                           "(the trace of C). Larger: more room for edits, more disturbance of what the model knew."},
     )

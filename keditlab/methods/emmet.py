@@ -18,9 +18,11 @@ batched target vectors, the spread over layers — is MEMIT's, so this module
 only replaces :meth:`~keditlab.methods.memit.Memit.solve`.
 
 Keys of one subject in different contexts are nearly parallel, and in a large
-batch two edits' keys can be too, so ``Kᵀ C⁻¹ K`` gets a small ridge
-(``solve_ridge``, relative to its mean diagonal); without it the solve
-amplifies noise.
+batch two edits' keys can be too, so ``Kᵀ C⁻¹ K`` gets a ridge (``solve_ridge``,
+relative to its mean diagonal); without it the solve amplifies noise.  On a
+batch of 100 CounterFact edits (600 constraints: six contexts each) a ridge
+of 0.1 kept more of what the model knew than 1e-3 (locality 0.85 against
+0.78) and wrote as many edits (``docs/methods.md``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from keditlab.methods.memit import Memit, SpreadConfig
 @dataclass
 class EmmetConfig(SpreadConfig):
     solve_ridge: float = field(
-        default=1e-3,
+        default=0.1,
         metadata={"minimum": 0, "help": "Ridge on the new keys' Gram matrix KᵀC⁻¹K (relative to its mean diagonal); larger softens the equality constraint."},
     )
 
