@@ -67,7 +67,7 @@ def worker(method: str, size: int, count: int, threads: int) -> dict:
     context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile), progress=False)
     editor = get_method(method)
     # warm-up: statistics, prefixes and first-call costs, on a record outside the measured ones
-    editor.apply(model, tokenizer, profile, _cases(1, offset=400), {}, context).restore()
+    editor.apply(model, tokenizer, profile, _cases(1, offset=300), {}, context).restore()
     before = measure(model, tokenizer, cases, evaluate)
     seconds, posts = 0.0, []
     for start in range(0, len(cases), size):

@@ -230,6 +230,8 @@ class EditMethod:
         if config is None or isinstance(config, dict):
             config = self.config_class.from_params(config or {})
         config.check_layers(profile.num_layers)
+        if not cases:
+            raise MethodConfigError(f"{self.name}: no edits to apply. Fix: pass a list with at least one EditCase.")
         context = context or EditContext()
         start, setup_before = time.perf_counter(), context.one_off_seconds()
         handle = self._apply(model, tokenizer, profile, list(cases), config, context)

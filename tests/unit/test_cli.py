@@ -147,5 +147,5 @@ def test_a_closed_pipe_ends_quietly(args):
 def test_methods_piped_into_head():
     result = subprocess.run(f"{sys.executable} -m keditlab methods | head -n 1", shell=True, cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
-    assert result.stdout.startswith("ft-l: ") and result.stdout.count("\n") == 1
+    assert result.stdout.startswith("alphaedit: ") and result.stdout.count("\n") == 1
     assert result.stderr == ""

@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory):
         "keditlab": 1,
         "name": "tiny",
         "method": [{"name": "rome", "v_steps": 2, "context_templates": 1}, {"name": "ft-m", "steps": 2},
-                   {"name": "alphaedit", "v_steps": 2, "context_templates": 1, "layers": [0, 1]}],
+                   {"name": "alphaedit", "v_steps": 2, "context_templates": 1, "layers": [0]}],
         "edits": [{
             "id": "eiffel", "prompt": "The Eiffel Tower is located in the city of", "subject": "Eiffel Tower",
             "target": "Rome", "ground_truth": "Paris", "rephrase": ["The Eiffel Tower can be found in"],
