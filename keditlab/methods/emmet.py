@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from keditlab.methods.keyvalue import equality_solve
 from keditlab.methods.memit import Memit, SpreadConfig
 
 
@@ -48,7 +49,4 @@ class Emmet(Memit):
     summary = "Equality-constrained mass editing (Gupta et al., 2024)"
 
     def solve(self, layer, keys, gaps, covariance, config: EmmetConfig, context, handle) -> torch.Tensor:
-        cinv_k = torch.linalg.solve(covariance, keys.T)            # C⁻¹K, (mlp, n)
-        gram = keys @ cinv_k                                        # KᵀC⁻¹K, (n, n)
-        gram = gram + config.solve_ridge * gram.diagonal().mean() * torch.eye(len(keys), dtype=gram.dtype, device=gram.device)
-        return gaps.T @ torch.linalg.solve(gram, cinv_k.T)          # R (KᵀC⁻¹K)⁻¹ KᵀC⁻¹, (hidden, mlp)
+        return equality_solve(keys, gaps, covariance, config.solve_ridge)

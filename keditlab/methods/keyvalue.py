@@ -352,15 +352,28 @@ def key_direction(keys: torch.Tensor, covariance: torch.Tensor, how: str = "cont
     keys = keys.to(torch.float64)
     cov = covariance.to(device=keys.device, dtype=torch.float64)
     cov = cov + covariance_ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    if how == "contexts":
-        cinv_k = torch.linalg.solve(cov, keys.T)                     # C⁻¹K, (mlp, n)
-        gram = keys @ cinv_k                                         # KᵀC⁻¹K, (n, n)
-        gram = gram + solve_ridge * gram.diagonal().mean() * torch.eye(len(keys), dtype=gram.dtype, device=gram.device)
-        return cinv_k @ torch.linalg.solve(gram, torch.ones(len(keys), dtype=keys.dtype, device=keys.device))
+    if how == "contexts":  # the equality-constrained update for one value change δ at every key
+        return equality_solve(keys, torch.ones(len(keys), 1, dtype=keys.dtype, device=keys.device), cov, solve_ridge)[0]
     mean = keys.mean(0)
     direction = torch.linalg.solve(cov, mean)                        # C⁻¹k̄
     anchor = keys[0] if how == "prompt" else mean
     return direction / direction.dot(anchor)
+
+
+def equality_solve(keys: torch.Tensor, gaps: torch.Tensor, covariance: torch.Tensor, solve_ridge: float) -> torch.Tensor:
+    """The least-disturbing weight change that writes ``gaps`` at ``keys``: ``ΔW = R (KᵀC⁻¹K + μI)⁻¹ KᵀC⁻¹``.
+
+    ``keys`` ``(n, mlp)`` and ``gaps`` ``(n, out)`` are rows; the result is
+    ``(out, mlp)``.  Minimises ``tr(ΔW C ΔWᵀ)`` subject to ``ΔW kᵢ = rᵢ``,
+    softened by a ridge of ``solve_ridge`` times the mean diagonal of the Gram
+    matrix ``KᵀC⁻¹K``.  ROME's ``update_keys: contexts`` is this with one gap of
+    1 per context (then ``ΔW`` is the direction ``u``); EMMET uses it at every
+    layer for a whole batch.
+    """
+    cinv_k = torch.linalg.solve(covariance, keys.T)              # C⁻¹K, (mlp, n)
+    gram = keys @ cinv_k                                         # KᵀC⁻¹K, (n, n)
+    gram = gram + solve_ridge * gram.diagonal().mean() * torch.eye(len(keys), dtype=gram.dtype, device=gram.device)
+    return gaps.T @ torch.linalg.solve(gram, cinv_k.T)
 
 
 def add_rank_one(module: torch.nn.Module, delta: torch.Tensor, direction: torch.Tensor, transposed: bool) -> torch.Tensor:
