@@ -48,28 +48,22 @@ from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_to
 UPDATE_KEYS = ("contexts", "prompt", "mean")
 
 
+def context_texts(tokenizer, prompt: str, subject: str, prefixes: list[str]) -> tuple[list[str], list[int]]:
+    """``prefix + prompt`` for each prefix, and the position of the subject's last token in each."""
+    texts = [prefix + prompt for prefix in prefixes]
+    positions = [subject_last_token(tokenizer, text, subject, search_from=len(prefix)) for prefix, text in zip(prefixes, texts)]
+    return texts, positions
+
+
 def subject_keys(model, tokenizer, module, prompt: str, subject: str, prefixes: list[str]) -> tuple[torch.Tensor, list[str], list[int]]:
     """Keys at the subject's last token of ``prefix + prompt`` for each prefix.
 
     Returns ``(keys, texts, positions)``: keys of shape ``(len(prefixes), mlp_size)``
     in float32, the texts read and the subject position in each.
     """
-    texts = [prefix + prompt for prefix in prefixes]
-    positions = [subject_last_token(tokenizer, text, subject, search_from=len(prefix)) for prefix, text in zip(prefixes, texts)]
-    device = device_of(model)
-    ids, mask = right_padded([encode_prompt(tokenizer, t) for t in texts], tokenizer.pad_token_id, device)
-    captured: list[torch.Tensor] = []
-
-    def grab(_module, inputs):
-        captured.append(inputs[0][torch.arange(len(texts), device=device), torch.tensor(positions, device=device)].detach())
-
-    hook = module.register_forward_pre_hook(grab)
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask)
-    finally:
-        hook.remove()
-    return captured[0].float(), texts, positions
+    texts, positions = context_texts(tokenizer, prompt, subject, prefixes)
+    keys, _ = read_at_subjects(model, tokenizer, texts, positions, module)
+    return keys, texts, positions
 
 
 class _Stop(Exception):
@@ -350,8 +344,7 @@ def key_direction(keys: torch.Tensor, covariance: torch.Tensor, how: str = "cont
     if how not in UPDATE_KEYS:
         raise ValueError(f"update_keys must be one of {', '.join(UPDATE_KEYS)}, not {how!r}")
     keys = keys.to(torch.float64)
-    cov = covariance.to(device=keys.device, dtype=torch.float64)
-    cov = cov + covariance_ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    cov = ridged(covariance.to(keys.device), covariance_ridge)
     if how == "contexts":  # the equality-constrained update for one value change δ at every key
         return equality_solve(keys, torch.ones(len(keys), 1, dtype=keys.dtype, device=keys.device), cov, solve_ridge)[0]
     mean = keys.mean(0)
@@ -376,11 +369,22 @@ def equality_solve(keys: torch.Tensor, gaps: torch.Tensor, covariance: torch.Ten
     return gaps.T @ torch.linalg.solve(gram, cinv_k.T)
 
 
-def add_rank_one(module: torch.nn.Module, delta: torch.Tensor, direction: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """``W ← W + δ uᵀ`` in place (``W`` stored as ``uᵀδ`` when ``transposed``, as GPT-2's Conv1D); returns the update."""
+def ridged(covariance: torch.Tensor, ridge: float) -> torch.Tensor:
+    """``C + ridge · mean(diag C) · I`` in float64: well conditioned for a solve, whatever the keys' scale."""
+    cov = covariance.to(torch.float64)
+    return cov + ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+
+
+def add_update(module: torch.nn.Module, update: torch.Tensor, transposed: bool) -> None:
+    """``W ← W + ΔW`` in place; ``ΔW`` is ``(out, in)``, written transposed where ``W`` is stored so (GPT-2's Conv1D)."""
     with torch.no_grad():
         weight = module.weight
-        delta64, direction64 = delta.to(weight.device, torch.float64), direction.to(weight.device, torch.float64)
-        update = torch.outer(direction64, delta64) if transposed else torch.outer(delta64, direction64)
-        weight.add_(update.to(weight.dtype))
+        weight.add_((update.T if transposed else update).to(weight.device, weight.dtype))
+
+
+def add_rank_one(module: torch.nn.Module, delta: torch.Tensor, direction: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """``W ← W + δ uᵀ`` in place (see :func:`add_update`); returns the update, ``(out, in)``, float64."""
+    device = module.weight.device
+    update = torch.outer(delta.to(device, torch.float64), direction.to(device, torch.float64))
+    add_update(module, update, transposed)
     return update

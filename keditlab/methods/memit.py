@@ -44,8 +44,9 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import check_value_layer, context_prefixes, default_layer, trainable_only
-from keditlab.methods.keyvalue import STOP_WHEN, ValueRequest, ValueSettings, optimise_values, read_at_subjects
-from keditlab.models.tokens import subject_last_token
+from keditlab.methods.keyvalue import (
+    STOP_WHEN, ValueRequest, ValueSettings, add_update, context_texts, optimise_values, read_at_subjects, ridged,
+)
 
 #: How the keys of one edit's contexts enter the solve (the ``keys`` setting).
 KEY_FORMS = ("contexts", "mean")
@@ -140,15 +141,13 @@ class Memit(EditMethod):
         modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
         handle = EditHandle(self.name, model, self.snapshot(model, [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]))
         device = next(model.parameters()).device
-        covariances = {layer: _ridged(context.covariance(layer), config.covariance_ridge).to(device) for layer in layers}
+        covariances = {layer: ridged(context.covariance(layer).to(device), config.covariance_ridge) for layer in layers}
         with context.setup():
             prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)
         texts, positions, owner = [], [], []
         requests = []
         for index, case in enumerate(cases):
-            case_texts = [prefix + case.prompt for prefix in prefixes]
-            case_positions = [subject_last_token(tokenizer, text, case.subject, search_from=len(prefix))
-                              for prefix, text in zip(prefixes, case_texts)]
+            case_texts, case_positions = context_texts(tokenizer, case.prompt, case.subject, prefixes)
             requests.append(ValueRequest(case.subject, case.target, case_texts, case_positions))
             texts += case_texts
             positions += case_positions
@@ -159,21 +158,22 @@ class Memit(EditMethod):
         with trainable_only(model):
             deltas, infos = optimise_values(model, tokenizer, modules[last], profile.hidden_size, requests, config.value_settings())
         last_block = model.get_submodule(profile.layer_module(last))
-        _, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layers[0]], last_block)
-        targets = hidden.double() + deltas.double()[owner_t.to(deltas.device)].to(hidden.device)
-        if config.value_norm_anchor:
-            targets = targets * (hidden.double().norm(dim=1, keepdim=True) / targets.norm(dim=1, keepdim=True))
+        deltas = deltas.double()[owner_t.to(deltas.device)]   # one row per context
 
         # 2-3. Spread the gap over the layers, first to last, re-reading the model as edited so far.
         layer_details = []
         for step, layer in enumerate(layers):
             keys, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layer], last_block)
+            if step == 0:  # the model is still unedited: the target is its hidden state plus δ
+                targets = hidden.double() + deltas.to(hidden.device)
+                if config.value_norm_anchor:
+                    targets = targets * (hidden.double().norm(dim=1, keepdim=True) / targets.norm(dim=1, keepdim=True))
             gaps = (targets - hidden.double()) / (len(layers) - step)
             keys = keys.double()
             if config.keys == "mean":
                 keys, gaps = _per_edit_mean(keys, owner_t, len(cases)), _per_edit_mean(gaps, owner_t, len(cases))
             update = self.solve(layer, keys, gaps, covariances[layer], config, context, handle)
-            _add(modules[layer], update, profile.mlp_out_transposed)
+            add_update(modules[layer], update, profile.mlp_out_transposed)
             written = keys @ update.T  # what this layer now writes at the keys
             layer_details.append({
                 "layer": layer,
@@ -182,7 +182,7 @@ class Memit(EditMethod):
                 "written_share": float((written * gaps).sum() / (gaps * gaps).sum().clamp(min=1e-12)),
             })
         _, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layers[0]], last_block)
-        reached = 1 - (targets - hidden.double()).norm(dim=1) / deltas.double()[owner_t.to(deltas.device)].to(hidden.device).norm(dim=1).clamp(min=1e-12)
+        reached = 1 - (targets - hidden.double()).norm(dim=1) / deltas.to(hidden.device).norm(dim=1).clamp(min=1e-12)
         handle.details = {
             "layers": layers,
             "modules": [profile.mlp_out_module(layer) for layer in layers],
@@ -198,19 +198,7 @@ class Memit(EditMethod):
         return handle
 
 
-def _ridged(covariance: torch.Tensor, ridge: float) -> torch.Tensor:
-    cov = covariance.to(torch.float64)
-    return cov + ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-
-
 def _per_edit_mean(rows: torch.Tensor, owner: torch.Tensor, count: int) -> torch.Tensor:
     sums = torch.zeros(count, rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(0, owner.to(rows.device), rows)
     return sums / torch.bincount(owner, minlength=count).to(rows)[:, None]
-
-
-def _add(module: torch.nn.Module, update: torch.Tensor, transposed: bool) -> None:
-    """``W ← W + ΔW`` in place; ``ΔW`` is ``(hidden, mlp)``, stored transposed for GPT-2's Conv1D."""
-    with torch.no_grad():
-        weight = module.weight
-        weight.add_((update.T if transposed else update).to(weight.device, weight.dtype))
 
