@@ -12,11 +12,15 @@ probes, so a benchmark file can be run like a spec's inline edits:
     ``subject``, ``target_new``, ``ground_truth``, ``rephrase_prompt`` and
     ``locality`` / ``portability`` dicts of ``{prompt, ground_truth}`` probes
     (the ten edits of ``shared/datasets/reference/`` use it).
+``zsre``
+    ZsRE question-answering edits in MEND's format: ``src``, ``alt``,
+    ``answers``, ``rephrase``, ``loc``/``loc_ans`` and, in the portability
+    file, ``portability``.
 
 Readers only read: no torch, no network.  (Downloading benchmarks and the
 ``edits: {dataset: ...}`` spec syntax build on these.)
 """
 
-from keditlab.data.records import RecordFormatError, counterfact_cases, easyedit_cases, read_cases
+from keditlab.data.records import RecordFormatError, counterfact_cases, easyedit_cases, read_cases, zsre_cases
 
-__all__ = ["RecordFormatError", "counterfact_cases", "easyedit_cases", "read_cases"]
+__all__ = ["RecordFormatError", "counterfact_cases", "easyedit_cases", "read_cases", "zsre_cases"]

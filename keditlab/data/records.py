@@ -88,6 +88,37 @@ def easyedit_cases(path: str | Path, limit: int | None = None, offset: int = 0) 
     return _cases(path, limit, offset, build, "the request format", "give prompt, subject and target_new, or use the counterfact reader.")
 
 
+def zsre_cases(path: str | Path, limit: int | None = None, offset: int = 0) -> list[EditCase]:
+    """Edit cases from a ZsRE file in MEND's format (Mitchell et al., 2022; De Cao et al., 2021).
+
+    Each record is a question-answering edit: the question ``src`` is the edit
+    prompt, ``alt`` the new answer, ``answers[0]`` the ground truth and
+    ``rephrase`` a paraphrased question (generalization).  Locality is the
+    unrelated Natural Questions probe ``loc`` (its ``"nq question: "`` label
+    kept, as in the published evaluations) answered with ``loc_ans``.  Where
+    the record carries ``portability`` (the ``..._portability_gpt4`` file of
+    ``shared/datasets/zsre``), its ``New Question``/``New Answer`` pair is a
+    portability probe.
+    """
+
+    def build(index: int, record: dict[str, Any]) -> EditCase:
+        answers = record.get("answers") or []
+        port = record.get("portability") or {}
+        portability = (Probe("portability", port["New Question"], str(port["New Answer"])),) if port.get("New Question") else ()
+        return EditCase(
+            prompt=record["src"],
+            subject=record["subject"],
+            target=record["alt"],
+            ground_truth=str(answers[0]) if answers else None,
+            rephrase=(record["rephrase"],) if record.get("rephrase") else (),
+            locality=(Probe("locality", record["loc"], record["loc_ans"]),) if record.get("loc") else (),
+            portability=portability,
+            case_id=str(record.get("case_id", index)),
+        )
+
+    return _cases(path, limit, offset, build, "ZsRE's MEND format", "give src, subject and alt, or use the easyedit reader for flat records.")
+
+
 def _named_probes(kind: str, groups: dict[str, Any] | None) -> tuple[Probe, ...]:
     probes = []
     for group in (groups or {}).values():
@@ -100,7 +131,7 @@ def _named_probes(kind: str, groups: dict[str, Any] | None) -> tuple[Probe, ...]
     return tuple(probes)
 
 
-READERS: dict[str, Callable[..., list[EditCase]]] = {"counterfact": counterfact_cases, "easyedit": easyedit_cases}
+READERS: dict[str, Callable[..., list[EditCase]]] = {"counterfact": counterfact_cases, "easyedit": easyedit_cases, "zsre": zsre_cases}
 
 
 def read_cases(fmt: str, path: str | Path, **options: Any) -> list[EditCase]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from keditlab.data import RecordFormatError, counterfact_cases, easyedit_cases, read_cases
+from keditlab.data import RecordFormatError, counterfact_cases, easyedit_cases, read_cases, zsre_cases
 
 
 def test_counterfact_record_becomes_an_edit_with_paraphrases_and_neighbours(shared_datasets):
@@ -48,8 +48,23 @@ def test_wrong_format_names_the_record_and_the_other_reader(tmp_path):
     with pytest.raises(RecordFormatError, match=r"record 0 is not in CounterFact's ROME format .*easyedit reader"):
         counterfact_cases(flat)
     assert easyedit_cases(flat)[0].target == "Y"
-    with pytest.raises(RecordFormatError, match="known formats: counterfact, easyedit"):
-        read_cases("zsre", flat)
+    with pytest.raises(RecordFormatError, match="known formats: counterfact, easyedit, zsre"):
+        read_cases("zsra", flat)
+    with pytest.raises(RecordFormatError, match=r"record 0 is not in ZsRE's MEND format .*easyedit reader"):
+        zsre_cases(flat)
     (tmp_path / "obj.json").write_text("{}")
     with pytest.raises(RecordFormatError, match="expected a JSON list"):
         easyedit_cases(tmp_path / "obj.json")
+
+
+def test_zsre_records_become_question_edits(shared_datasets):
+    cases = zsre_cases(shared_datasets / "zsre" / "zsre_mend_eval_portability_gpt4.json", limit=2)
+    first = cases[0]
+    assert (first.prompt, first.subject, first.target, first.ground_truth) == (
+        "When was the inception of IAAF Combined Events Challenge?", "IAAF Combined Events Challenge", "2006", "1998")
+    assert first.rephrase == ("When was the IAAF Combined Events Challenge launched?",)
+    assert [(p.kind, p.prompt, p.answer) for p in first.locality] == [
+        ("locality", "nq question: what is the name of the last episode of spongebob", "The String")]
+    assert [(p.kind, p.answer) for p in first.portability] == [("portability", "Athletics")]
+    train = read_cases("zsre", shared_datasets / "zsre" / "zsre_mend_train-1k.json", offset=999)
+    assert len(train) == 1 and train[0].case_id == "999" and train[0].portability == ()
