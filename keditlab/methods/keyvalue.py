@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from keditlab.methods.common import device_of
+from keditlab.methods.frozen_prefix import FrozenPrefixes
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_token
 
@@ -172,7 +173,10 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
     memory), and takes one Adam step for all of them.  The loss is a sum over
     rows, so gradients accumulated pass by pass are the whole batch's.  The
     requests never interact (each row is its own sequence and carries only
-    its own ``δᵢ``), so the result is the one each would get alone.  A request
+    its own ``δᵢ``), so the result is the one each would get alone.  Nothing
+    before a row's subject depends on ``δ``: those tokens run once
+    (:class:`~keditlab.methods.frozen_prefix.FrozenPrefixes`) and each step
+    runs only the rest of the row, about a quarter of it.  A request
     stops (its ``δᵢ`` is frozen and its rows leave the batch) once its
     ``stop_when`` criterion holds (:data:`STOP_WHEN`).
 
@@ -228,27 +232,29 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
         return output + chunk["at_subject"].to(output.dtype) * delta[chunk["request"]].unsqueeze(1).to(output.dtype)
 
     first_set = set(first_rows)
+    prefixes = FrozenPrefixes(model, rows, sub_positions, tokenizer.pad_token_id, _passes)  # before δ exists
+    rest = [len(prefixes.rest(r)) for r in range(len(rows))]
     hook = module.register_forward_hook(add_delta)
     try:
         for step in range(settings.steps):
             # Rows of the requests still running, sorted by length and cut into passes of
             # at most MAX_PASS_TOKENS padded tokens: little padding, bounded memory.
-            active = sorted((r for r in range(len(rows)) if not done[row_request[r]]), key=lambda r: len(rows[r]))
+            active = sorted((r for r in range(len(rows)) if not done[row_request[r]]), key=lambda r: rest[r])
             nll = torch.zeros(n, device=device)
             kl = torch.zeros(n, device=device)
             misses = torch.zeros(n, device=device)
             optimiser.zero_grad()
-            for part in _passes(active, [len(r) for r in rows]):
-                ids, mask = right_padded([rows[r] for r in part], tokenizer.pad_token_id, device)
+            for part in _passes(active, rest):
+                inputs = prefixes.inputs(part)  # each row from its subject's last token on: δ goes at position 0
                 chunk["request"] = torch.tensor([row_request[r] for r in part], device=device)
-                chunk["first"] = [(i, row_request[r], sub_positions[r]) for i, r in enumerate(part) if r in first_set] if step == 0 else []
-                at_subject = torch.zeros(len(part), ids.shape[1], 1, device=device)
-                at_subject[torch.arange(len(part)), torch.tensor([sub_positions[r] for r in part])] = 1.0
+                chunk["first"] = [(i, row_request[r], 0) for i, r in enumerate(part) if r in first_set] if step == 0 else []
+                at_subject = torch.zeros(len(part), inputs["input_ids"].shape[1], 1, device=device)
+                at_subject[:, 0] = 1.0
                 chunk["at_subject"] = at_subject
                 # Only the positions that enter the loss go through the LM head (a large
                 # share of the cost with a 50k vocabulary).
-                hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-                where = [(i, col, token, row_request[r]) for i, r in enumerate(part)
+                hidden = model.base_model(**inputs).last_hidden_state
+                where = [(i, col - sub_positions[r], token, row_request[r]) for i, r in enumerate(part)
                          for col, token in zip(answer_cols[r], targets[row_request[r]])]
                 part_loss = hidden.new_zeros(())
                 if where:
@@ -261,7 +267,7 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
                     part_loss = part_loss + token_nll.sum()
                 kl_here = [(i, r) for i, r in enumerate(part) if r in kl_row_set]
                 if kl_here:
-                    lp = lm_head(hidden[[i for i, _ in kl_here], [len(rows[r]) - 1 for _, r in kl_here]]).float().log_softmax(-1)
+                    lp = lm_head(hidden[[i for i, _ in kl_here], [rest[r] - 1 for _, r in kl_here]]).float().log_softmax(-1)
                     for (i, r), row_lp in zip(kl_here, lp):
                         req = row_request[r]
                         if req not in kl_reference:  # step 0: δ = 0
