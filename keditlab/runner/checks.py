@@ -1,6 +1,6 @@
 """Warnings a run raises instead of hiding: facts the model did not hold, edits that did not take.
 
-Two things make a results table mislead without a word:
+Three things make a results table mislead without a word:
 
 * a ``ground_truth`` the unedited model does not actually say.  The
   probability protocol compares P(target) with P(ground_truth); if the model
@@ -8,6 +8,12 @@ Two things make a results table mislead without a word:
 * an edit that did not take: after it, greedy decoding from the edit prompt
   still does not produce the target.  A method that reports success on its
   own loss while the model says something else must be visible.
+* an edit that changed nothing at all: the probability of the target after
+  the edit prompt is what it was before, to a millionth of a nat.  A method
+  that silently does nothing (a layer that is never called, an update that
+  rounds away, an adaptor whose radius nothing falls into) is the most
+  damaging failure a user can meet, so it gets its own warning rather than
+  hiding among edits that merely fell short.
 
 Each check returns a plain dict (``code``, ``message``, and what the model
 said), recorded in ``cases.jsonl`` under ``warnings`` and counted in the
@@ -23,6 +29,10 @@ from keditlab.spec.types import EditCase
 
 GROUND_TRUTH_NOT_SAID = "ground_truth_not_said"
 TARGET_NOT_SAID = "target_not_said"
+OUTPUTS_UNCHANGED = "outputs_unchanged"
+
+#: An edit whose target NLL (nats per token) moved less than this left the model's outputs unchanged.
+UNCHANGED_NATS = 1e-6
 
 
 def _said(measurement: CaseMeasurement, limit: int = 60) -> str:
@@ -55,4 +65,27 @@ def target_warning(method: str, case: EditCase, post: CaseMeasurement) -> dict[s
         "code": TARGET_NOT_SAID,
         "message": f"[{method}] edit {case.case_id!r} did not take: after it the model says {said!r}, not {case.target!r}",
         "said": said,
+    }
+
+
+def _target_nll(measurement: CaseMeasurement) -> float | None:
+    for probe in measurement.probes:
+        if probe.metric == "reliability" and probe.protocol == "teacher_forced" and "nll" in probe.extra:
+            return float(probe.extra["nll"])
+    return None
+
+
+def unchanged_warning(method: str, case: EditCase, pre: CaseMeasurement, post: CaseMeasurement) -> dict[str, Any] | None:
+    """A warning when the edit left the model's reading of its own prompt unchanged (target NLL within :data:`UNCHANGED_NATS`)."""
+    before, after = _target_nll(pre), _target_nll(post)
+    if before is None or after is None or abs(after - before) >= UNCHANGED_NATS:
+        return None
+    return {
+        "code": OUTPUTS_UNCHANGED,
+        "message": (
+            f"[{method}] edit {case.case_id!r} left the model's outputs unchanged: P({case.target!r} | {case.prompt!r}) "
+            f"is what it was before the edit (NLL {after:.4f} nats per token). The method wrote nothing the model "
+            f"uses; check its layer and settings (keditlab methods shows them)."
+        ),
+        "said": _said(post),
     }

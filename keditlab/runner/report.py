@@ -130,6 +130,10 @@ def _footer_rows(summary: dict[str, Any], labels: list[str]) -> list[list[str]]:
     methods = [summary["methods"][m] for m in labels]
     rows = [  # a run saved before these checks existed has no "warnings": show a dash, not a false 0
         ["target not said (edits)", *("—" if "warnings" not in m else f"{m['warnings'].get('target_not_said', 0)}/{n}" for m in methods)],
+    ]
+    if any(m.get("warnings", {}).get("outputs_unchanged") for m in methods):  # a method that wrote nothing: say so loudly
+        rows.append(["OUTPUTS UNCHANGED (edits)", *(f"{m.get('warnings', {}).get('outputs_unchanged', 0)}/{n}" for m in methods)])
+    rows += [
         ["seconds per edit", *(_seconds(m["timings"]) for m in methods)],
     ]
     if any(m["timings"].get("setup_seconds_total") for m in methods):

@@ -40,7 +40,7 @@ from keditlab.evaluate import PROTOCOLS, CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, get_method, method_names
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
-from keditlab.runner.checks import ground_truth_warning, target_warning
+from keditlab.runner.checks import ground_truth_warning, target_warning, unchanged_warning
 from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
 from keditlab.runner.schedule import Apply, Measure, Restore, Step, last_measurements, plan
 from keditlab.runner.summary import MethodTally, build_summary
@@ -242,10 +242,10 @@ def run_spec(
                         case, pre = cases[i], before[i]
                         warnings = [pre_warnings[case.case_id]] if pre_warnings[case.case_id] else []
                         if last_point[i] == step.point:  # the measurement the summary and the warnings use
-                            not_said = target_warning(label, case, post)
-                            if not_said:
-                                log(f"warning: {not_said['message']}")
-                                warnings.append(not_said)
+                            for check in (unchanged_warning(label, case, pre, post), target_warning(label, case, post)):
+                                if check:
+                                    log(f"warning: {check['message']}")
+                                    warnings.append(check)
                             tally.add_case(pre.scores(), post.scores(), [w["code"] for w in warnings])
                         batch, handle = applied[i]
                         record = _case_record(label, method_spec.name, spec.run.mode, case, pre, post, batch, handle, step,

@@ -18,7 +18,7 @@ versioned by ``format``::
           "timings": {"edit_seconds_mean": 4.1, "eval_seconds_mean": 1.2,
                       "edit_seconds_total": 24.6, "eval_seconds_total": 7.2,
                       "setup_seconds_total": 41.0},
-          "warnings": {"target_not_said": 0, "ground_truth_not_said": 1},
+          "warnings": {"outputs_unchanged": 0, "target_not_said": 0, "ground_truth_not_said": 1},
           "curve": [{"edits_applied": 2, "measured": 2,
                      "metrics": {"<metric>": {"<protocol>": 1.0}}}, ...]   # sequential runs only
         }
@@ -47,7 +47,7 @@ SUMMARY_FORMAT = "keditlab.summary/1"
 #: Warning codes counted per method (see :mod:`keditlab.runner.checks`): how many
 #: edits did not make the model say the target, and how many edits' ground truth
 #: the unedited model did not say.
-WARNING_CODES = ("target_not_said", "ground_truth_not_said")
+WARNING_CODES = ("outputs_unchanged", "target_not_said", "ground_truth_not_said")
 
 Scores = dict[tuple[str, str], float]
 

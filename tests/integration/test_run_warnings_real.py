@@ -1,6 +1,8 @@
-"""On the real model: a wrong ground truth and an edit that does not take are reported, not hidden."""
+"""On the real model: a wrong ground truth, an edit that does not take and one that changes nothing are reported, not hidden."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -26,8 +28,10 @@ def test_wrong_ground_truth_and_an_edit_that_did_not_take_are_reported(embedded)
     assert any("ground_truth 'Berlin'" in m and "it says 'Paris" in m for m in warnings), warnings
     assert any("[rome-0-steps] edit 'eiffel' did not take" in m for m in warnings), warnings
     record = run.cases[0]
-    assert [w["code"] for w in record["warnings"]] == ["ground_truth_not_said", "target_not_said"]
-    assert run.summary["methods"]["rome-0-steps"]["warnings"] == {"target_not_said": 1, "ground_truth_not_said": 1}
-    assert "target not said (edits)  1/1" in run.table()
+    assert any("[rome-0-steps] edit 'eiffel' left the model's outputs unchanged" in m for m in warnings), warnings
+    assert [w["code"] for w in record["warnings"]] == ["ground_truth_not_said", "outputs_unchanged", "target_not_said"]
+    assert run.summary["methods"]["rome-0-steps"]["warnings"] == {"outputs_unchanged": 1, "target_not_said": 1, "ground_truth_not_said": 1}
+    assert re.search(r"target not said \(edits\) +1/1", run.table())
+    assert re.search(r"OUTPUTS UNCHANGED \(edits\) +1/1", run.table())
     # one-off work is reported apart from the seconds per edit
     assert record["setup_seconds"] >= 0 and record["edit_seconds"] > 0

@@ -1,9 +1,14 @@
-"""Warnings instead of silence: a ground truth the model does not say, an edit that did not take."""
+"""Warnings instead of silence: a ground truth the model does not say, an edit that did not take, an edit that changed nothing."""
 
 from __future__ import annotations
 
+import re
+
 from keditlab.evaluate import CaseMeasurement, Generation, starts_with_answer
-from keditlab.runner.checks import GROUND_TRUTH_NOT_SAID, TARGET_NOT_SAID, ground_truth_warning, target_warning
+from keditlab.evaluate.measurement import ProbeResult
+from keditlab.runner.checks import (
+    GROUND_TRUTH_NOT_SAID, OUTPUTS_UNCHANGED, TARGET_NOT_SAID, ground_truth_warning, target_warning, unchanged_warning,
+)
 from keditlab.runner.report import html_table, text_table
 from keditlab.runner.summary import MethodTally, build_summary
 from keditlab.spec.types import EditCase
@@ -47,18 +52,33 @@ def test_edit_that_did_not_take_is_flagged():
     assert warning["said"].endswith("…") and len(warning["said"]) <= 60
 
 
+def reads(nll: float) -> CaseMeasurement:
+    """A measurement whose teacher-forced reading of the edit prompt gives the target this NLL."""
+    probe = ProbeResult("reliability", "teacher_forced", CASE.prompt, CASE.target, 0.0, [1], {"nll": nll, "answer_ids": [1]})
+    return CaseMeasurement("eiffel", [probe], [Generation(CASE.prompt, " Paris")])
+
+
+def test_an_edit_that_changed_nothing_is_flagged_and_a_small_change_is_not():
+    warning = unchanged_warning("wise", CASE, reads(7.25), reads(7.25))
+    assert warning["code"] == OUTPUTS_UNCHANGED
+    assert warning["message"].startswith("[wise] edit 'eiffel' left the model's outputs unchanged")
+    assert "keditlab methods" in warning["message"]
+    assert unchanged_warning("wise", CASE, reads(7.25), reads(7.2499)) is None   # moved, if only a little
+    assert unchanged_warning("wise", CASE, said(" Paris"), said(" Paris")) is None  # reliability not measured: no claim
+
+
 def _summary():
     tally = MethodTally("rome")
     scores = {("reliability", "teacher_forced"): 1.0}
     tally.add(scores, scores, 2.0, 1.0, setup_s=40.0, warnings=[TARGET_NOT_SAID])
     tally.add(scores, scores, 4.0, 1.0, setup_s=0.0, warnings=[GROUND_TRUTH_NOT_SAID, TARGET_NOT_SAID])
-    tally.add(scores, scores, 3.0, 1.0)
+    tally.add(scores, scores, 3.0, 1.0, warnings=[OUTPUTS_UNCHANGED, TARGET_NOT_SAID])
     return build_summary("demo", "smollm2-135m", 3, {"rome": tally})
 
 
 def test_summary_counts_warnings_and_keeps_setup_out_of_per_edit_seconds():
     rome = _summary()["methods"]["rome"]
-    assert rome["warnings"] == {"target_not_said": 2, "ground_truth_not_said": 1}
+    assert rome["warnings"] == {"outputs_unchanged": 1, "target_not_said": 3, "ground_truth_not_said": 1}
     assert rome["timings"]["edit_seconds_mean"] == 3.0
     assert rome["timings"]["setup_seconds_total"] == 40.0
 
@@ -66,11 +86,12 @@ def test_summary_counts_warnings_and_keeps_setup_out_of_per_edit_seconds():
 def test_tables_show_the_count_and_the_one_off_setup():
     summary = _summary()
     text = text_table(summary)
-    assert "target not said (edits)  2/3" in text
+    assert re.search(r"target not said \(edits\) +3/3", text)
+    assert re.search(r"OUTPUTS UNCHANGED \(edits\) +1/3", text)
     assert "3.0 + 1.0 eval" in text
     assert "one-off set-up (s)" in text and "40.0" in text
     html = html_table(summary)
-    assert "2/3" in html and "one-off set-up" in html
+    assert "3/3" in html and "OUTPUTS UNCHANGED" in html and "one-off set-up" in html
 
 
 def test_tables_of_runs_without_setup_or_warnings_stay_short():
