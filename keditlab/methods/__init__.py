@@ -43,6 +43,8 @@ from keditlab.methods.memit import Memit  # noqa: E402
 from keditlab.methods.emmet import Emmet  # noqa: E402
 from keditlab.methods.alphaedit import AlphaEdit  # noqa: E402
 from keditlab.methods.rrome import RRome  # noqa: E402
+from keditlab.methods.grace import Grace  # noqa: E402
+from keditlab.methods.wise import Wise  # noqa: E402
 
 register_method(Rome)
 register_method(RRome)
@@ -51,6 +53,8 @@ register_method(FineTuneM)
 register_method(Memit)
 register_method(Emmet)
 register_method(AlphaEdit)
+register_method(Grace)
+register_method(Wise)
 
 __all__ = [
     "Capabilities",

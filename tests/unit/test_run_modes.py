@@ -289,7 +289,7 @@ def test_a_method_that_cannot_edit_sequentially_is_named(registered, tmp_path):
         run_spec(_spec("sequential", methods=("nudge", "single-only")), tmp_path / "runs", log=lambda m: pytest.fail(m))
     assert str(info.value) == (
         "method 'single-only' cannot edit sequentially (apply edits on top of its own earlier edits), which run.mode "
-        "sequential asks for. Fix: use run.mode single or batch, or a sequential method such as alphaedit, emmet, ft-l, ft-m, memit, nudge, r-rome, rome."
+        "sequential asks for. Fix: use run.mode single or batch, or a sequential method such as alphaedit, emmet, ft-l, ft-m, grace, memit, nudge, r-rome, rome, wise."
     )
 
 

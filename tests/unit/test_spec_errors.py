@@ -84,7 +84,7 @@ CASES = [
     (
         "unknown-method",
         "keditlab: 1\nmethod: rom\n" + EDIT,
-        "method", 2, 9, ["unknown editing method 'rom'", "did you mean 'rome'?", "ft-l, ft-m, memit, r-rome, rome"],
+        "method", 2, 9, ["unknown editing method 'rom'", "did you mean 'rome'?", "ft-l, ft-m, grace, memit, r-rome, rome, wise"],
     ),
     (
         "unknown-method-in-list",

@@ -1,0 +1,182 @@
+"""Plumbing shared by the methods that add a memory beside the weights instead of changing them (GRACE, WISE).
+
+Such a method leaves every weight of the model as it is and hangs an *adaptor*
+on one module (the MLP output projection of one layer): a child module named
+after the method, called by a forward hook on that module, that may replace
+the module's output.  Three rules make this safe to stack and to undo:
+
+* **One adaptor per module, found in the module tree.**  The first edit
+  installs it; later edits (``run.mode: sequential``, or a user calling
+  ``apply`` again in a notebook) find it as a child of the module and extend
+  it, whatever ``EditContext`` they were given.
+* **Each edit takes back exactly its own share.**  An edit pushes an undo record
+  on the adaptor's stack; its handle's ``restore()`` pops it.  Handles are
+  restored last-first (the runner's order); restoring an earlier edit while a
+  later one is still applied is refused with a clear error, because the later
+  edit was made on top of it.
+* **Empty means gone.**  When the last edit is taken back the hook is removed
+  and the child deleted, so the module tree and the outputs are bit for bit
+  the model's own again.
+
+:class:`UpperPasses` makes the adaptors' optimisation cheap: it runs the blocks
+below the edited layer once and replays their outputs, so each optimisation
+step runs only the blocks from the edited layer up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import torch
+
+from keditlab.methods.base import EditHandle
+from keditlab.models.sampling import sample_ids, seeded
+
+A = TypeVar("A", bound="Adaptor")
+
+
+class AdaptorOrderError(RuntimeError):
+    """An edit was restored while a later edit of the same adaptor is still applied."""
+
+
+class Adaptor(torch.nn.Module):
+    """Base class of the adaptors: an undo stack and the hook that calls :meth:`adapt`."""
+
+    def __init__(self, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.undo_stack: list[tuple[int, Callable[[], None]]] = []
+        self._next_token = 0
+        self._hooks: list[Any] = []
+        self._host: torch.nn.Module | None = None
+        self._child_name = ""
+
+    # -- what a subclass implements -------------------------------------------------------------
+    def adapt(self, key: torch.Tensor, output: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """The module's new output given its input ``key`` ``(batch, tokens, in)`` and its own ``output``."""
+        raise NotImplementedError
+
+    def installed(self, model: torch.nn.Module) -> None:
+        """Called once the adaptor is on its module; a subclass may register more hooks (append them to ``_hooks``)."""
+
+    # -- installation -------------------------------------------------------------------------
+    def _call(self, _module, inputs, output):
+        if not self.undo_stack:
+            return output
+        return self.adapt(inputs[0], output)
+
+    def push(self, handle: EditHandle, undo: Callable[[], None]) -> None:
+        """Record one edit's undo; ``handle.restore()`` will run it (and detach the adaptor once empty)."""
+        token = self._next_token
+        self._next_token += 1
+        self.undo_stack.append((token, undo))
+        handle.on_restore.append(lambda: self._undo(token))
+
+    def _undo(self, token: int) -> None:
+        if not self.undo_stack or self.undo_stack[-1][0] != token:
+            raise AdaptorOrderError(
+                f"this {type(self).__name__} edit has later edits on top of it that are still applied. "
+                "Fix: restore edits last-first (the later handles first), as the runner does."
+            )
+        _, undo = self.undo_stack.pop()
+        undo()
+        if not self.undo_stack:
+            self.detach()
+
+    def detach(self) -> None:
+        """Remove the hook and the child module: the host module is exactly as it was before the first edit."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        if self._host is not None and self._child_name in self._host._modules:
+            del self._host._modules[self._child_name]
+        self._host = None
+
+
+def find_or_install(model: torch.nn.Module, module_name: str, child: str, layer: int, make: Callable[[], A],
+                    kind: type[A]) -> tuple[A, bool]:
+    """The adaptor named ``child`` on ``module_name``, installed (``make()``) if absent; ``(adaptor, new)``."""
+    host = model.get_submodule(module_name)
+    existing = host._modules.get(child)
+    if existing is not None:
+        if not isinstance(existing, kind):
+            raise TypeError(f"{module_name}.{child} is a {type(existing).__name__}, not a {kind.__name__}")
+        return existing, False
+    adaptor = make()
+    host.add_module(child, adaptor)
+    adaptor._host, adaptor._child_name = host, child
+    adaptor._hooks.append(host.register_forward_hook(adaptor._call))
+    adaptor.installed(model)
+    return adaptor, True
+
+
+def installed_elsewhere(model: torch.nn.Module, child: str, kind: type[Adaptor], module_name: str) -> str | None:
+    """The path of an adaptor of ``kind`` installed under another module than ``module_name``, if any."""
+    for name, module in model.named_modules():
+        if isinstance(module, kind) and name != f"{module_name}.{child}":
+            return name.rsplit(".", 1)[0]
+    return None
+
+
+#: Openings of the unrelated texts an adaptor is trained to leave alone: questions, like the edits, and statements.
+_UNRELATED_OPENINGS = ("What", "Who", "When", "Where", "Which", "How", "The", "In", "It", "She", "Why", "I")
+_unrelated_cache: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, int], list[str]]]" = weakref.WeakKeyDictionary()
+
+
+def unrelated_texts(model: torch.nn.Module, tokenizer: Any, count: int, seed: int = 0, length: int = 12) -> list[str]:
+    """``count`` short texts sampled from the model itself, half of them questions; sampled once per model and seed.
+
+    They stand for "everything else" where an adaptor must not act.  They are
+    sampled before the first edit (callers ask for them before installing
+    anything) and reused, so every edit of a stream sees the same ones.
+    """
+    per_model = _unrelated_cache.setdefault(model, {})
+    if (count, seed) not in per_model:
+        openings = [_UNRELATED_OPENINGS[i % len(_UNRELATED_OPENINGS)] for i in range(count)]
+        with seeded(model, seed):
+            rows = sample_ids(model, tokenizer, openings, max_new_tokens=length, top_k=5)
+        per_model[(count, seed)] = [" ".join(text.split()) for text in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+    return per_model[(count, seed)]
+
+
+class _Replay(torch.nn.Module):
+    """Stands in for a block below the edited layer: returns what the block returned the first time."""
+
+    def __init__(self, output: Any) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self.output
+
+
+@contextlib.contextmanager
+def upper_passes(model: torch.nn.Module, blocks_path: str, layer: int, ids: torch.Tensor,
+                 mask: torch.Tensor) -> Iterator[Callable[[], torch.Tensor]]:
+    """Inside the block, ``run()`` gives the last hidden state of ``ids`` recomputing only blocks ``layer`` and up.
+
+    An adaptor at ``layer`` changes nothing below it, so the blocks below are run
+    once here (no gradients) and, while the block lasts, replaced in the model's
+    block list by stand-ins that return the recorded outputs.  The blocks are put
+    back on exit, whatever happens.  Every ``run()`` must use the same ``ids``.
+    """
+    blocks = model.get_submodule(blocks_path)
+    recorded: dict[int, Any] = {}
+    hooks = [blocks[i].register_forward_hook(lambda _m, _i, out, i=i: recorded.__setitem__(i, out)) for i in range(layer)]
+    try:
+        with torch.no_grad():
+            model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    originals = [blocks[i] for i in range(layer)]
+    try:
+        for i in range(layer):
+            blocks[i] = _Replay(recorded[i])
+        yield lambda: model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    finally:
+        for i, block in enumerate(originals):
+            blocks[i] = block
