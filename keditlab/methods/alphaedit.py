@@ -22,10 +22,15 @@ optimised together, the spread over layers) is MEMIT's; this module only
 replaces :meth:`~keditlab.methods.memit.Memit.solve`.
 
 Defaults, measured on a batch of 100 CounterFact edits (``docs/methods.md``):
-one key per edit (``keys: mean``) and a null space carrying up to 20% of the
-keys' energy.  With every context's key (600 keys for 100 edits) in a null
-space of 5% (358 directions), there are more keys than directions and the
-solve writes too few edits (reliability 0.72).
+two keys per edit, its bare prompt's and the mean over its contexts
+(``keys: prompt_and_mean``), and a null space carrying up to 20% of the keys'
+energy.  With every context's key (600 keys for 100 edits) in a null space of
+5% (358 directions), there are more keys than directions and the solve writes
+too few edits (reliability 0.72).  With the paper's one mean key per edit, the
+update is exact at the mean key but reaches only 59% of the target at the
+bare prompt's own key (reliability 0.87); adding the bare prompt's key as a
+second column reaches 99% of it there (reliability 0.97, generalization 0.65,
+locality 0.81).
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from keditlab.methods.memit import KEY_FORMS, Memit, SpreadConfig
 @dataclass
 class AlphaEditConfig(SpreadConfig):
     keys: str = field(
-        default="mean",
-        metadata={"help": "'mean': one key per edit, averaged over its contexts (the paper; keeps a batch's keys fewer than the null space's "
-                          "directions); 'contexts': every context's key is its own column with its own gap.",
+        default="prompt_and_mean",
+        metadata={"help": "'prompt_and_mean': two keys per edit, its bare prompt's and the mean over its contexts (keeps a batch's keys fewer "
+                          "than the null space's directions, and writes the edit at the prompt itself); 'mean': one key per edit (the paper); "
+                          "'contexts': every context's key is its own column with its own gap.",
                   "choices": list(KEY_FORMS)},
     )
     null_space_energy: float = field(

@@ -49,7 +49,7 @@ from keditlab.methods.keyvalue import (
 )
 
 #: How the keys of one edit's contexts enter the solve (the ``keys`` setting).
-KEY_FORMS = ("contexts", "mean")
+KEY_FORMS = ("contexts", "mean", "prompt_and_mean")
 
 #: MEMIT edits this many consecutive layers for every 30 of depth (5 on the embedded model).
 LAYERS_PER_30 = 5
@@ -73,7 +73,8 @@ class SpreadConfig(MethodConfig):
     )
     keys: str = field(
         default="contexts",
-        metadata={"help": "'contexts': every context's key is its own column with its own gap; 'mean': one key per edit, averaged over its contexts (the paper).",
+        metadata={"help": "'contexts': every context's key is its own column with its own gap; 'mean': one key per edit, averaged over its contexts (the paper); "
+                          "'prompt_and_mean': two per edit, the bare prompt's key and the mean.",
                   "choices": list(KEY_FORMS)},
     )
     v_steps: int = field(default=25, metadata={"minimum": 1, "help": "Most optimisation steps for the target vectors δ."})
@@ -170,8 +171,8 @@ class Memit(EditMethod):
                     targets = targets * (hidden.double().norm(dim=1, keepdim=True) / targets.norm(dim=1, keepdim=True))
             gaps = (targets - hidden.double()) / (len(layers) - step)
             keys = keys.double()
-            if config.keys == "mean":
-                keys, gaps = _per_edit_mean(keys, owner_t, len(cases)), _per_edit_mean(gaps, owner_t, len(cases))
+            if config.keys != "contexts":
+                keys, gaps = _per_edit_keys(keys, owner_t, len(cases), config.keys), _per_edit_keys(gaps, owner_t, len(cases), config.keys)
             update = self.solve(layer, keys, gaps, covariances[layer], config, context, handle)
             add_update(modules[layer], update, profile.mlp_out_transposed)
             written = keys @ update.T  # what this layer now writes at the keys
@@ -198,7 +199,13 @@ class Memit(EditMethod):
         return handle
 
 
-def _per_edit_mean(rows: torch.Tensor, owner: torch.Tensor, count: int) -> torch.Tensor:
+def _per_edit_keys(rows: torch.Tensor, owner: torch.Tensor, count: int, form: str) -> torch.Tensor:
+    """One row per edit, the mean over its contexts (``mean``), or two: its bare prompt's and the mean (``prompt_and_mean``)."""
     sums = torch.zeros(count, rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(0, owner.to(rows.device), rows)
-    return sums / torch.bincount(owner, minlength=count).to(rows)[:, None]
+    means = sums / torch.bincount(owner, minlength=count).to(rows)[:, None]
+    if form == "mean":
+        return means
+    first = torch.ones_like(owner, dtype=torch.bool)   # each edit's first context is its bare prompt
+    first[1:] = owner[1:] != owner[:-1]
+    return torch.cat([rows[first.to(rows.device)], means])
 
