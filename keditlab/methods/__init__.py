@@ -43,6 +43,8 @@ from keditlab.methods.memit import Memit  # noqa: E402
 from keditlab.methods.emmet import Emmet  # noqa: E402
 from keditlab.methods.alphaedit import AlphaEdit  # noqa: E402
 from keditlab.methods.rrome import RRome  # noqa: E402
+from keditlab.methods.ultraedit import UltraEdit  # noqa: E402
+from keditlab.methods.locft_bf import LocFTBF  # noqa: E402
 
 register_method(Rome)
 register_method(RRome)
@@ -51,6 +53,8 @@ register_method(FineTuneM)
 register_method(Memit)
 register_method(Emmet)
 register_method(AlphaEdit)
+register_method(UltraEdit)
+register_method(LocFTBF)
 
 __all__ = [
     "Capabilities",
