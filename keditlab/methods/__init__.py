@@ -45,6 +45,8 @@ from keditlab.methods.alphaedit import AlphaEdit  # noqa: E402
 from keditlab.methods.rrome import RRome  # noqa: E402
 from keditlab.methods.grace import Grace  # noqa: E402
 from keditlab.methods.wise import Wise  # noqa: E402
+from keditlab.methods.ultraedit import UltraEdit  # noqa: E402
+from keditlab.methods.locft_bf import LocFTBF  # noqa: E402
 
 register_method(Rome)
 register_method(RRome)
@@ -55,6 +57,8 @@ register_method(Emmet)
 register_method(AlphaEdit)
 register_method(Grace)
 register_method(Wise)
+register_method(UltraEdit)
+register_method(LocFTBF)
 
 __all__ = [
     "Capabilities",

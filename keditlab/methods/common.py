@@ -1,4 +1,4 @@
-"""Small pieces several editing methods share: default layer, freezing, context prefixes."""
+"""Small pieces several editing methods share: default layer, freezing, logits where a loss needs them, context prefixes."""
 
 from __future__ import annotations
 
@@ -60,6 +60,21 @@ def trainable_only(model: torch.nn.Module, names: Sequence[str] = ()) -> Iterato
 
 def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def target_logits(model, ids: torch.Tensor, mask: torch.Tensor, where: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Logits at the positions ``where`` only: the backbone's last hidden state there, through the output embedding.
+
+    The output embedding at every position of every row is most of the work
+    of a small model's forward and backward pass (a 49k vocabulary against a
+    576 hidden size on the embedded model); the loss needs a few positions.
+    """
+    backbone = getattr(model, "base_model", None)
+    head = model.get_output_embeddings()
+    if backbone is None or backbone is model or head is None:
+        return model(input_ids=ids, attention_mask=mask).logits[where]
+    hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+    return head(hidden[where])
 
 
 # Openings of the short context prefixes (ROME averages keys and values over

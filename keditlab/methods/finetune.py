@@ -30,9 +30,47 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
-from keditlab.methods.common import default_layer, device_of, trainable_only
+from keditlab.methods.common import default_layer, device_of, target_logits, trainable_only
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
+
+def masked_batch(tokenizer, cases, device, eos: bool = False):
+    """``prompt + target`` rows (each target followed by the end-of-sequence token when ``eos``), right-padded.
+
+    Returns ``(ids, mask, labels)``: ``labels`` hold the target's tokens (and
+    EOS) where they are, ``-100`` over the prompt and the padding, so a loss on
+    ``labels`` is a loss on the answer alone (teacher forcing).
+    """
+    rows, labels = [], []
+    for case in cases:
+        prompt, target = encode_prompt(tokenizer, case.prompt), encode_answer(tokenizer, case.target)
+        if eos:
+            target = target + [tokenizer.eos_token_id]
+        rows.append(prompt + target)
+        labels.append([-100] * len(prompt) + target)
+    ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
+    label_ids, _ = right_padded(labels, -100, device)
+    return ids, mask, label_ids
+
+
+def masked_nll(model, batch, per_edit: bool = False) -> torch.Tensor:
+    """Cross-entropy of the labelled tokens of a :func:`masked_batch`, logits computed only where they are predicted.
+
+    ``per_edit=False``: the mean over all labelled tokens of the batch (FT-M);
+    ``True``: each edit's mean over its own tokens, then the mean over edits
+    (a long answer weighs as much as a short one).
+    """
+    ids, mask, labels = batch
+    where = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)   # position t predicts the label at t + 1
+    logits = target_logits(model, ids, mask, where).float()
+    token_nll = torch.nn.functional.cross_entropy(logits, labels[:, 1:][where], reduction="none")
+    if not per_edit:
+        return token_nll.mean()
+    rows = where[0]
+    per_row = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, rows, token_nll)
+    counts = torch.bincount(rows, minlength=ids.shape[0]).clamp(min=1)
+    return (per_row / counts).mean()
+
 
 @dataclass
 class FineTuneConfig(MethodConfig):
@@ -99,19 +137,10 @@ class FineTuneM(_FineTune):
     summary = "Fine-tuning on the target tokens only, prompt masked (FT-M)"
 
     def _batch(self, tokenizer, cases, device):
-        rows, labels = [], []
-        for case in cases:
-            prompt, target = encode_prompt(tokenizer, case.prompt), encode_answer(tokenizer, case.target)
-            rows.append(prompt + target)
-            labels.append([-100] * len(prompt) + target)
-        ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
-        label_ids, _ = right_padded(labels, -100, device)
-        return ids, mask, label_ids
+        return masked_batch(tokenizer, cases, device)
 
     def _loss(self, model, batch) -> torch.Tensor:
-        ids, mask, labels = batch
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+        return masked_nll(model, batch)
 
 
 class FineTuneL(_FineTune):

@@ -1,0 +1,134 @@
+"""LocFT-BF: localised fine-tuning, run breadth-first.
+
+Yang, Tang, Zang, Su, Cao, Wang, Shen, Cheng and Sun, "Fine-tuning Done Right
+in Model Editing", ICLR 2026 (arXiv:2509.22072).
+
+Fine-tuning has long been the weak baseline of model editing.  The paper
+traces that to *how* it was run, not to fine-tuning itself: the editing code
+bases train *depth-first*, one edit (or one batch) to convergence before the
+next, which over-fits each edit and lets later edits overwrite earlier ones.
+Run the way models are normally trained it does much better:
+
+* **Breadth-first.**  Epochs over the whole edit set: each epoch shuffles the
+  edits and takes one optimiser step per mini-batch, so every edit is
+  revisited a little at a time and none is driven to zero loss alone.  A
+  mini-batch whose loss is already below ``early_stop_loss`` takes no step,
+  and training stops after the first epoch whose mean loss is below it.
+* **Localised.**  Only one weight matrix is tuned.  The paper's survey of
+  tuning locations (layers × modules, several model families) finds the MLP
+  *output* projection (``down_proj``) of a *late* layer the best trade between
+  writing the edits and keeping the model's other abilities (layer 22 of 32 on
+  Llama-3-8B); early layers and attention disturb more for the same edit
+  success.  keditlab tunes ``down_proj`` at a fraction of the depth
+  (:data:`LAYER_FRACTION`).
+* **EOS after each target.**  The target is followed by the end-of-sequence
+  token and the loss covers the target and that EOS (teacher forcing; the
+  prompt is masked out), as in ordinary supervised fine-tuning, so the edited
+  model stops after the new answer instead of running on.
+
+The loss of a mini-batch is each edit's mean token negative log-likelihood,
+averaged over the edits; the optimiser is Adam.
+
+Sequential editing: each ``apply`` trains on its own edits breadth-first, on
+top of the model as earlier calls left it; its handle restores the one tuned
+matrix.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.finetune import masked_batch, masked_nll
+
+#: The tuned layer is this fraction of the depth: late, as the paper finds best
+#: (22/32 on Llama-3-8B, 23/32 on Mistral-7B).  Layer 21 of 30 on the embedded model.
+LAYER_FRACTION = 0.7
+
+
+#: Adam's step, as a share of the tuned weight's root-mean-square (Adam moves every
+#: entry by about lr a step, so the step is set against the size of the entries).
+LR_SHARE_OF_WEIGHT_RMS = 0.01
+
+
+def default_layer(num_layers: int) -> int:
+    return max(0, min(num_layers - 1, round(LAYER_FRACTION * num_layers)))
+
+
+@dataclass
+class LocFTConfig(MethodConfig):
+    layer: int | None = field(
+        default=None,
+        metadata={"help": "The layer whose MLP output projection is fine-tuned. Empty: 70% of the depth (layer 21 of 30 on the embedded model).",
+                  "layer_index": True},
+    )
+    epochs: int = field(default=10, metadata={"minimum": 1, "help": "Most passes over the apply call's whole edit set (the paper: 25)."})
+    mini_batch_size: int = field(
+        default=10,
+        metadata={"minimum": 1, "help": "Edits per optimiser step; each epoch visits every edit once, in a new order "
+                                        "(the paper's 100 is for edit sets of thousands; 10 gives an apply call of 100 edits ten steps an epoch)."},
+    )
+    lr: float | None = field(
+        default=None,
+        metadata={"exclusive_minimum": 0,
+                  "help": "Adam learning rate. Empty: 1% of the root-mean-square of the tuned weight (2e-3 on the embedded model; "
+                          "the paper's 5e-4 is about 3% of a 7B model's down_proj RMS)."},
+    )
+    early_stop_loss: float = field(
+        default=0.01,
+        metadata={"minimum": 0, "help": "A mini-batch whose loss is below this takes no step; training stops after an epoch whose mean loss is below it."},
+    )
+    eos: bool = field(default=True, metadata={"help": "Append the end-of-sequence token after each target and train on it too."})
+
+
+class LocFTBF(EditMethod):
+    name = "locft-bf"
+    config_class = LocFTConfig
+    summary = "Localised fine-tuning of one late MLP, breadth-first over mini-batches (Yang et al., 2026)"
+    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)
+
+    def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
+        layer = config.layer if config.layer is not None else default_layer(profile.num_layers)
+        name = f"{profile.mlp_out_module(layer)}.weight"
+        handle = EditHandle(self.name, model, self.snapshot(model, [name]))
+        weight = dict(model.named_parameters())[name]
+        lr = config.lr if config.lr is not None else LR_SHARE_OF_WEIGHT_RMS * float(weight.detach().float().pow(2).mean().sqrt())
+        optimiser = torch.optim.Adam([weight], lr=lr)
+        device = device_of(model)
+        order = list(range(len(cases)))
+        shuffler = random.Random(context.seed)
+        epoch_losses: list[float] = []
+        steps = 0
+        with trainable_only(model, [name]):
+            for _epoch in range(config.epochs):
+                shuffler.shuffle(order)
+                total = 0.0
+                for start in range(0, len(order), config.mini_batch_size):
+                    part = [cases[i] for i in order[start:start + config.mini_batch_size]]
+                    loss = masked_nll(model, masked_batch(tokenizer, part, device, eos=config.eos), per_edit=True)
+                    total += float(loss.detach()) * len(part)
+                    if float(loss.detach()) < config.early_stop_loss:
+                        continue
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                    steps += 1
+                epoch_losses.append(total / len(order))
+                if epoch_losses[-1] < config.early_stop_loss:
+                    break
+        weight.grad = None
+        handle.details = {
+            "layer": layer,
+            "parameters": [name],
+            "lr": lr,
+            "epochs": len(epoch_losses),
+            "steps": steps,
+            "loss_first": epoch_losses[0],
+            "loss_last": epoch_losses[-1],
+            "epoch_losses": [round(x, 4) for x in epoch_losses],
+        }
+        return handle
