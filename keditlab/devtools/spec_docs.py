@@ -67,10 +67,28 @@ method asked for a mode it cannot do is a validation error.
 ```yaml
 run: {mode: sequential, batch_size: 10, evaluate_at: {every: 50}}   # a retention curve
 ```
+
+Edits can also come from a file of benchmark records instead of a list: `edits`
+is then a mapping naming the file (`records`, read from the spec file's folder
+when relative) and its `format`, the reader that turns each record into an edit
+with its rephrasings and locality and portability probes (see
+[`edits-file`](#edits-file) for the formats).  `limit` and `offset` pick a
+window of records.  `keditlab validate` checks that the file exists; loading
+the spec reads it, and a record the reader cannot parse or an `offset` past the
+last record is reported like any other error in the spec.  A run records the
+file, the window and the number of edits it read.
+
+```yaml
+edits:
+  records: ../datasets/zsre/zsre_mend_train-1k.json   # this spec's folder is the starting point
+  format: zsre
+  limit: 100                                          # records 200 .. 299
+  offset: 200
+```
 """
 
 # Object definitions documented as sections, in reading order.
-_SECTIONS = ["model", "profile", "edit", "probe", "evaluate", "stats", "run", "evaluate-every"]
+_SECTIONS = ["model", "profile", "edit", "edits-file", "probe", "evaluate", "stats", "run", "evaluate-every"]
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

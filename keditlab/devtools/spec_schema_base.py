@@ -19,13 +19,15 @@ validator write good messages and the docs generator write good pages:
 * ``x-keditlab-aliases``: words that mean one of those values (``gpu`` → ``cuda``),
   for the did-you-mean of such a message;
 * ``x-keditlab-number-form``: what a bare whole number written here most likely
-  meant, as a format string (``{{every: {}}}``), offered as the fix.
+  meant, as a format string (``{{every: {}}}``), offered as the fix;
+* ``x-keditlab-text-form``: the same for a bare text (``edits: data.json``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from keditlab.data.records import READERS
 from keditlab.spec.types import EVALUATE_AT, METRIC_NAMES, RUN_MODES, EvalSpec, ModelSpec, RunSettings, StatsSpec
 
 SCHEMA_ID = "https://keditlab.dev/schemas/spec.schema.json"
@@ -43,6 +45,15 @@ _TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
 
 def _text(title: str, description: str, **extra: Any) -> dict[str, Any]:
     return {"title": title, "description": description, **_TEXT, **extra}
+
+
+def _record_formats() -> str:
+    """The readers of :data:`keditlab.data.records.READERS`, each with the first line of its docstring."""
+    described = []
+    for name, reader in READERS.items():
+        summary = (reader.__doc__ or "").strip().splitlines()[0].rstrip(".") if reader.__doc__ else ""
+        described.append(f"`{name}`, {summary[0].lower() + summary[1:]}" if summary else f"`{name}`")
+    return "; ".join(described)
 
 
 def base_schema() -> dict[str, Any]:
@@ -98,10 +109,18 @@ def base_schema() -> dict[str, Any]:
             },
             "edits": {
                 "title": "Edits",
-                "description": "The facts to write into the model, one entry per edit.",
-                "type": "array",
-                "minItems": 1,
-                "items": {"$ref": "#/$defs/edit"},
+                "description": "The facts to write into the model: a list with one entry per edit, or a mapping that reads them from a file of benchmark records (`records`, `format`).",
+                "oneOf": [
+                    {
+                        "title": "Edits listed",
+                        "description": "One entry per edit.",
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"$ref": "#/$defs/edit"},
+                    },
+                    {"$ref": "#/$defs/edits-file"},
+                ],
+                "x-keditlab-text-form": "{{records: {}, format: " + next(iter(READERS)) + "}}",
             },
             "evaluate": {
                 "title": "Evaluation",
@@ -216,6 +235,42 @@ def base_schema() -> dict[str, Any]:
                         "type": ["string", "integer"],
                         "x-keditlab-default": "the edit's position in the list (0, 1, ...)",
                         "examples": ["eiffel"],
+                    },
+                },
+            },
+            "edits-file": {
+                "title": "Edits from a file",
+                "description": "The edits read from a file of benchmark records, each record becoming one edit with its probes, as if listed in the spec.",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["records", "format"],
+                "properties": {
+                    "records": _text(
+                        "Records file",
+                        "The JSON file of records. A relative path is read from the spec file's folder (from the current folder for a spec given as a dict); `~` is the home folder.",
+                        examples=["../datasets/zsre/zsre_mend_train-1k.json"],
+                    ),
+                    "format": {
+                        "title": "Record format",
+                        "description": "Which reader turns the records into edits: " + _record_formats() + ".",
+                        "enum": list(READERS),
+                        "examples": [next(iter(READERS))],
+                        "x-keditlab-noun": "record format",
+                    },
+                    "limit": {
+                        "title": "Number of records",
+                        "description": "How many records to read, from `offset` on (fewer if the file ends first).",
+                        "type": "integer",
+                        "minimum": 1,
+                        "x-keditlab-default": "every record from `offset` to the end of the file",
+                        "examples": [100],
+                    },
+                    "offset": {
+                        "title": "Records skipped",
+                        "description": "How many records at the start of the file to skip; must leave at least one record.",
+                        "type": "integer",
+                        "minimum": 0,
+                        "default": 0,
                     },
                 },
             },

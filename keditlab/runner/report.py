@@ -43,9 +43,15 @@ def text_table(summary: dict[str, Any]) -> str:
         ])
     rows.extend(_footer_rows(summary, labels))
     lines = _aligned(rows, rule=True)
-    title = f"{summary['spec']} on {summary['model']}: {summary['num_cases']} edits, pre → post"
+    title = f"{summary['spec']} on {summary['model']}: {_edits(summary)}, pre → post"
     mode = mode_line(summary)
     return "\n".join([title, *([mode] if mode else []), *lines, LEGEND, *curve_block(summary)])
+
+
+def _edits(summary: dict[str, Any]) -> str:
+    """``6 edits``, or ``100 edits (records 0-99 of zsre_mend_train-1k.json, read as zsre)`` when read from a file."""
+    origin = summary.get("edits_from")
+    return f"{summary['num_cases']} edits" + (f" ({origin})" if origin else "")
 
 
 def _aligned(rows: list[list[str]], rule: bool = False) -> list[str]:
@@ -164,7 +170,7 @@ def html_table(summary: dict[str, Any], title: str | None = None) -> str:
     for label, *cells in _footer_rows(summary, labels):
         body.append(f"<tr><th style='text-align:left'>{html.escape(label)}</th>" + "".join(
             f"<td style='text-align:center'>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
-    caption = title or f"{summary['spec']} on {summary['model']}: {summary['num_cases']} edits, pre → post"
+    caption = title or f"{summary['spec']} on {summary['model']}: {_edits(summary)}, pre → post"
     mode = mode_line(summary)
     mode_html = f"<br><small>{html.escape(mode)}</small>" if mode else ""
     return (

@@ -188,6 +188,7 @@ def run_spec(
         "format": MANIFEST_FORMAT,
         "status": "running",
         "spec": spec.to_spec_data(),
+        "edits": spec.edits_origin(),  # inline, or which benchmark file, window and how many
         "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict(),
                   "dtype": str(next(model.parameters()).dtype)},
         "methods": {label: {"name": config_name, "settings": configs[label].to_dict()}
@@ -259,7 +260,8 @@ def run_spec(
         finally:
             _restore(stack)  # also after an error: the caller gets the unedited model back
 
-    summary = build_summary(spec.name, spec.model.name, len(cases), tallies)
+    summary = build_summary(spec.name, spec.model.name, len(cases), tallies,
+                            spec.edits_from.describe(len(cases)) if spec.edits_from else None)
     manifest["statistics"] = covariance.described
     manifest.update(status="complete", finished=_timestamp(time.time()), seconds=round(time.time() - started, 3))
     if folder:

@@ -146,14 +146,14 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 6) if values else None
 
 
-def build_summary(spec_name: str, model: str, num_cases: int, tallies: dict[str, MethodTally]) -> dict[str, Any]:
-    return {
-        "format": SUMMARY_FORMAT,
-        "spec": spec_name,
-        "model": model,
-        "num_cases": num_cases,
-        "methods": {label: tally.to_dict() for label, tally in tallies.items()},
-    }
+def build_summary(spec_name: str, model: str, num_cases: int, tallies: dict[str, MethodTally],
+                  edits_from: str | None = None) -> dict[str, Any]:
+    """The summary; ``edits_from`` (only for edits read from a benchmark file) names the records, for the title."""
+    summary: dict[str, Any] = {"format": SUMMARY_FORMAT, "spec": spec_name, "model": model, "num_cases": num_cases}
+    if edits_from:
+        summary["edits_from"] = edits_from
+    summary["methods"] = {label: tally.to_dict() for label, tally in tallies.items()}
+    return summary
 
 
 def metric_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:

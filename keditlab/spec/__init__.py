@@ -8,7 +8,9 @@ A spec is read in three steps, each in its own module:
    collecting *every* error as a :class:`SpecError` with file, line, column,
    field path and a fix;
 3. :mod:`~keditlab.spec.resolve` turns valid data into a :class:`Spec` with
-   every default filled in.
+   every default filled in, reading the edits from a benchmark file when the
+   spec names one (the validators run this step too, so a records file that
+   cannot be read is reported like any other error).
 
 Typical use::
 
@@ -19,8 +21,10 @@ Typical use::
     for error in errors:
         print(error)   # specs/quickstart.yaml:12:5: edits[0].subject: ... Fix: ...
 
-This package imports no torch and no other keditlab layer, so validating is
-instant.  To check layer indices against a model, pass ``num_layers_of``
+This package imports no torch and no other keditlab layer (except the
+torch-free record readers of :mod:`keditlab.data`, when a spec reads its edits
+from a file), so validating is instant.  To check layer indices against a
+model, pass ``num_layers_of``
 (e.g. ``keditlab.models.peek_num_layers``): it is called with the model name
 and returns its number of layers, or None to skip the check.
 """
@@ -35,12 +39,13 @@ from typing import Any, Callable
 from keditlab.spec.errors import SpecError, SpecValidationError, format_path
 from keditlab.spec.resolve import resolve
 from keditlab.spec.schema import load_schema
-from keditlab.spec.source import load_yaml
+from keditlab.spec.source import SourceMap, load_yaml
 from keditlab.spec.types import (
     EVALUATE_AT,
     METRIC_NAMES,
     RUN_MODES,
     EditCase,
+    EditsFile,
     EvalSpec,
     MethodSpec,
     ModelSpec,
@@ -54,18 +59,23 @@ from keditlab.spec.validate import validate_data
 NumLayersOf = Callable[[str], "int | None"]
 
 
-def _check_text(text: str, source: str, num_layers_of: NumLayersOf | None) -> tuple[Any, list[SpecError]]:
+def _compile(data: Any, source: str, num_layers_of: NumLayersOf | None, source_map: SourceMap | None = None,
+             prior_errors: list[SpecError] | None = None) -> tuple[Spec | None, list[SpecError]]:
+    """The resolved spec and no errors, or None and every error (validation, then reading a records file)."""
+    errors = validate_data(data, source=source, source_map=source_map, num_layers_of=num_layers_of, prior_errors=prior_errors)
+    if errors:
+        return None, errors
+    try:
+        return resolve(data, source, source_map), []
+    except SpecValidationError as exc:  # the edits' records file could not be read
+        return None, exc.errors
+
+
+def _check_text(text: str, source: str, num_layers_of: NumLayersOf | None) -> tuple[Spec | None, list[SpecError]]:
     loaded = load_yaml(text, source)
     if loaded.data is None and loaded.errors:  # a syntax error: nothing further can be trusted
         return None, loaded.errors
-    errors = validate_data(
-        loaded.data,
-        source=source,
-        source_map=loaded.source_map,
-        num_layers_of=num_layers_of,
-        prior_errors=loaded.errors,
-    )
-    return loaded.data, errors
+    return _compile(loaded.data, source, num_layers_of, loaded.source_map, loaded.errors)
 
 
 def _read(path: str | PathLike[str]) -> tuple[str | None, list[SpecError]]:
@@ -99,10 +109,10 @@ def validate_file(path: str | PathLike[str], *, num_layers_of: NumLayersOf | Non
 
 def parse_spec(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None) -> Spec:
     """The resolved :class:`Spec` for YAML ``text``; raises :class:`SpecValidationError` listing every error."""
-    data, errors = _check_text(text, source, num_layers_of)
-    if errors:
+    spec, errors = _check_text(text, source, num_layers_of)
+    if spec is None:
         raise SpecValidationError(errors)
-    return resolve(data, source)
+    return spec
 
 
 def load_spec(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None) -> Spec:
@@ -124,16 +134,15 @@ def _plain(value: Any) -> Any:
 
 def validate_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None) -> list[SpecError]:
     """Every error in a spec given as Python data (errors name paths, not lines)."""
-    return validate_data(_plain(data), source=source, num_layers_of=num_layers_of)
+    return _compile(_plain(data), source, num_layers_of)[1]
 
 
 def spec_from_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None) -> Spec:
     """The resolved :class:`Spec` for a spec written as a dict (in a notebook); raises :class:`SpecValidationError`."""
-    plain = _plain(data)
-    errors = validate_data(plain, source=source, num_layers_of=num_layers_of)
-    if errors:
+    spec, errors = _compile(_plain(data), source, num_layers_of)
+    if spec is None:
         raise SpecValidationError(errors)
-    return resolve(plain, source)
+    return spec
 
 
 __all__ = [
@@ -141,6 +150,7 @@ __all__ = [
     "METRIC_NAMES",
     "RUN_MODES",
     "EditCase",
+    "EditsFile",
     "EvalSpec",
     "MethodSpec",
     "ModelSpec",

@@ -3,6 +3,8 @@
 * a subject must occur in its prompt (ROME edits at the subject's last token);
 * method labels must be unique (they name result columns);
 * edit ids must be unique (they name result rows);
+* a records file named in place of the edits (``edits: {records: ...}``) must
+  exist (reading it is left to resolving, :mod:`keditlab.spec.edits_file`);
 * layer settings must be layers the model has (asked of the caller's
   ``num_layers_of``, because the spec layer does not load models);
 * ``run.mode``, ``run.batch_size`` and ``run.evaluate_at`` must fit together
@@ -23,6 +25,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
+from keditlab.spec.edits_file import RECORDS, file_problem
 from keditlab.spec.errors import Path, format_path
 from keditlab.spec.hints import did_you_mean, quoted_list, shorten
 from keditlab.spec.report import Reporter
@@ -118,6 +121,17 @@ def check_case_ids(data: dict[str, Any], report: Reporter) -> None:
             )
         else:
             first_seen[case_id] = i
+
+
+def check_edits_file(data: dict[str, Any], report: Reporter) -> None:
+    """The file of ``edits: {records: PATH, ...}`` exists (read from the spec file's folder when relative)."""
+    edits = data.get("edits")
+    written = edits.get("records") if isinstance(edits, dict) else None
+    if not isinstance(written, str) or not written.strip():
+        return  # not the records form, or a records value the schema reports
+    problem = file_problem(written, report.source)
+    if problem:
+        report.add(RECORDS, *problem)
 
 
 def _model_name(data: dict[str, Any], schema: dict[str, Any]) -> str | None:
@@ -332,6 +346,7 @@ def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_o
     check_subjects(data, report)
     check_labels(data, report)
     check_case_ids(data, report)
+    check_edits_file(data, report)
     check_layers(data, schema, num_layers_of, report)
     check_run_settings(data, schema, report)
 

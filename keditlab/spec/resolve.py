@@ -5,6 +5,10 @@ The defaults come from the data classes in :mod:`keditlab.spec.types` (the
 schema's defaults are generated from the same classes).  Method settings are
 *not* defaulted here: ``MethodSpec.params`` holds only what the user wrote,
 and each method fills in its own defaults when it runs.
+
+Edits given as a benchmark file (``edits: {records, format, ...}``) are read
+here, into the same cases as inline edits (:mod:`keditlab.spec.edits_file`);
+that is the one step that can still fail, with a :class:`SpecValidationError`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from keditlab.spec.types import EditCase, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec
+from keditlab.spec.edits_file import read_edits_file
+from keditlab.spec.source import SourceMap
+from keditlab.spec.types import EditCase, EditsFile, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec
 
 DEFAULT_METHOD = "rome"
 
@@ -67,6 +73,12 @@ def _edit(index: int, value: dict[str, Any]) -> EditCase:
     )
 
 
+def _edits(value: Any, source: str, source_map: SourceMap | None) -> tuple[tuple[EditCase, ...], EditsFile | None]:
+    if isinstance(value, list):
+        return tuple(_edit(i, e) for i, e in enumerate(value)), None
+    return read_edits_file(value, source, source_map)
+
+
 def _evaluate(value: Any) -> EvalSpec:
     if value is None:
         return EvalSpec()
@@ -78,16 +90,21 @@ def _evaluate(value: Any) -> EvalSpec:
     return EvalSpec(**settings)
 
 
-def resolve(data: dict[str, Any], source: str) -> Spec:
-    """The :class:`Spec` for validated ``data`` read from ``source`` (a path, ``<string>`` or ``<dict>``)."""
+def resolve(data: dict[str, Any], source: str, source_map: SourceMap | None = None) -> Spec:
+    """The :class:`Spec` for validated ``data`` read from ``source`` (a path, ``<string>`` or ``<dict>``).
+
+    ``source_map`` places errors in a records file on their spec lines.
+    """
+    edits, edits_from = _edits(data["edits"], source, source_map)
     return Spec(
         name=data.get("name") or default_name(source),
         model=_model(data.get("model")),
         methods=_methods(data.get("method")),
-        edits=tuple(_edit(i, e) for i, e in enumerate(data["edits"])),
+        edits=edits,
         evaluate=_evaluate(data.get("evaluate")),
         stats=StatsSpec(**(data.get("stats") or {})),
         run=RunSettings(**(data.get("run") or {})),
         version=data["keditlab"],
         source=source,
+        edits_from=edits_from,
     )

@@ -117,6 +117,9 @@ class SchemaErrorTranslator:
         if error.validator not in ("oneOf", "anyOf") or not error.context:
             yield error
             return
+        if self._meant_as_list_item(error):
+            yield self._no_alternative_fits(error, only=["array"])
+            return
         by_alternative: dict[int, list[ValidationError]] = defaultdict(list)
         for sub in error.context:
             by_alternative[sub.relative_schema_path[0]].append(sub)
@@ -133,10 +136,29 @@ class SchemaErrorTranslator:
         for sub in by_alternative[best]:
             yield from self._leaves(sub)
 
-    def _no_alternative_fits(self, error: ValidationError) -> ValidationError:
-        """A synthetic ``type`` error listing every type the alternatives accept."""
-        kinds: list[str] = []
+    def _meant_as_list_item(self, error: ValidationError) -> bool:
+        """A mapping written where a list of such mappings was meant (``edits: {prompt: ...}`` without the ``-``).
+
+        True when one alternative is a list whose items know more of the
+        mapping's keys than any mapping alternative does, so that alternative's
+        complaints (unknown keys) would mislead.
+        """
+        if not isinstance(error.instance, dict) or not error.instance:
+            return False
+        keys = set(error.instance)
+        as_item, as_mapping = 0, 0
         for alt in error.validator_value:
+            alt = resolve_ref(alt, self.root)
+            items = alt.get("items") if alt.get("type") == "array" else None
+            if isinstance(items, dict):
+                as_item = max(as_item, len(keys & set(resolve_ref(items, self.root).get("properties", {}))))
+            as_mapping = max(as_mapping, len(keys & set(alt.get("properties", {}))))
+        return as_item > as_mapping
+
+    def _no_alternative_fits(self, error: ValidationError, only: list[str] | None = None) -> ValidationError:
+        """A synthetic ``type`` error listing every type the alternatives accept (or the types ``only``)."""
+        kinds: list[str] = list(only or [])
+        for alt in error.validator_value if only is None else []:
             for kind in sorted(accepted_types(alt, self.root) or []):
                 if kind not in kinds:
                     kinds.append(kind)
@@ -209,8 +231,11 @@ class SchemaErrorTranslator:
         message = f"expected {describe_types(expected)}, got {got}"
         name = _field_name(path)
         number_form = error.schema.get("x-keditlab-number-form")
+        text_form = error.schema.get("x-keditlab-text-form")
         if number_form and isinstance(value, int) and not isinstance(value, bool):
             fix = f"write {name}: {number_form.format(value)}"
+        elif text_form and isinstance(value, str) and "object" in expected:
+            fix = f"to read {name} from a file, write {name}: {text_form.format(value)} (docs/spec.md lists the formats)"
         elif "string" in expected and isinstance(value, (bool, int, float)):
             fix = f"put the value in quotes: {name}: \"{written or inline_yaml(value)}\""
         elif value is None:

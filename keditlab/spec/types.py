@@ -165,8 +165,45 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class EditsFile:
+    """Where a spec's edits were read from: ``edits: {records: PATH, format: ...}``.
+
+    ``path`` is the benchmark file as resolved (absolute: a relative path in a
+    spec is read from the spec file's folder); ``format`` names the reader
+    (``keditlab.data.records.READERS``); the edits are the file's records
+    ``offset .. offset + limit`` (``limit`` None: to the end of the file).
+    """
+
+    path: str
+    format: str
+    limit: int | None = None
+    offset: int = 0
+
+    def to_spec_data(self) -> dict[str, Any]:
+        """The ``edits:`` mapping in the spec language (``limit`` only when given: it has no null form)."""
+        data: dict[str, Any] = {"records": self.path, "format": self.format}
+        if self.limit is not None:
+            data["limit"] = self.limit
+        data["offset"] = self.offset
+        return data
+
+    def describe(self, count: int) -> str:
+        """The window read, for a results title: ``records 200-299 of zsre_mend_train-1k.json, read as zsre``."""
+        name = self.path.replace("\\", "/").rsplit("/", 1)[-1]
+        window = f"record {self.offset}" if count == 1 else f"records {self.offset}-{self.offset + count - 1}"
+        return f"{window} of {name}, read as {self.format}"
+
+
+@dataclass(frozen=True)
 class Spec:
-    """A whole, validated, resolved spec."""
+    """A whole, validated, resolved spec.
+
+    ``edits`` are always the edit cases themselves.  ``edits_from`` says where
+    they were read from when the spec named a benchmark file instead of
+    listing them (None for inline edits); a copy of a spec with other
+    ``edits`` should set it to None (``dataclasses.replace(spec, edits=...,
+    edits_from=None)``), or its records will name the file.
+    """
 
     name: str
     model: ModelSpec
@@ -177,6 +214,7 @@ class Spec:
     run: RunSettings = field(default_factory=RunSettings)
     version: int = 1
     source: str | None = None
+    edits_from: EditsFile | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The dataclasses as plain JSON-ready data (field names, not spec keys; see :meth:`to_spec_data`)."""
@@ -192,7 +230,8 @@ class Spec:
         Sections are always written in their mapping form: ``model: {name,
         dtype}``, ``method: [{name, label, ...settings}]``, ``evaluate:
         {metrics, ...}``; edits carry their ``id`` and probes are ``{prompt,
-        answer}``.  Method settings are the ones the spec gave: each method
+        answer}``, or, when they were read from a benchmark file, ``edits`` is
+        that file's mapping (``records`` as an absolute path).  Method settings are the ones the spec gave: each method
         fills in its own defaults when it runs (a run's manifest records those
         under ``methods``).
         """
@@ -204,7 +243,7 @@ class Spec:
             "name": self.name,
             "model": model,
             "method": [{"name": m.name, "label": m.label, **_plain(m.params)} for m in self.methods],
-            "edits": [_edit_data(edit) for edit in self.edits],
+            "edits": self.edits_from.to_spec_data() if self.edits_from else [_edit_data(edit) for edit in self.edits],
             "evaluate": {
                 "metrics": list(self.evaluate.metrics),
                 "max_new_tokens": self.evaluate.max_new_tokens,
@@ -213,6 +252,19 @@ class Spec:
             "stats": asdict(self.stats),
             "run": self.run.to_spec_data(),
         }
+
+    def edits_origin(self) -> dict[str, Any]:
+        """Where the edits came from and how many there are, for run records.
+
+        ``{"from": "spec", "count": n}`` for edits written in the spec, else
+        ``{"from": "records", "records": path, "format": ..., "limit": ...,
+        "offset": ..., "count": n}``.
+        """
+        if self.edits_from is None:
+            return {"from": "spec", "count": len(self.edits)}
+        source = self.edits_from
+        return {"from": "records", "records": source.path, "format": source.format, "limit": source.limit,
+                "offset": source.offset, "count": len(self.edits)}
 
 
 def _plain(value: Any) -> Any:

@@ -121,6 +121,37 @@ def test_manifest_spec_is_valid_spec_language(tiny_run, tmp_path):
     assert dataclasses.replace(load_spec(path), source=spec.source) == spec
 
 
+def test_a_run_of_edits_from_records_notes_the_file(shared_datasets, tmp_path):
+    """The manifest says which file, window and how many edits; its spec reloads to the same spec."""
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from keditlab.models import LoadedModel, derive_profile
+    from keditlab.models.embedded import ensure_embedded_cache
+    from keditlab.runner import Run, run_spec
+    from keditlab.spec import load_spec, spec_from_dict
+
+    records = shared_datasets / "zsre" / "zsre_mend_train-1k.json"
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_cache())
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = make_tiny_model("llama", vocab_size=49152)
+    spec = spec_from_dict({"keditlab": 1, "name": "tiny-zsre", "method": {"name": "ft-m", "steps": 1},
+                           "edits": {"records": str(records), "format": "zsre", "limit": 2, "offset": 7},
+                           "evaluate": {"metrics": ["reliability"]}})
+    run = Run.load(run_spec(spec, tmp_path / "runs", loaded=LoadedModel(model, tokenizer, derive_profile(model)),
+                            log=lambda m: None).path)
+    assert run.manifest["edits"] == {"from": "records", "records": str(records), "format": "zsre", "limit": 2,
+                                     "offset": 7, "count": 2}
+    assert run.summary["edits_from"] == "records 7-8 of zsre_mend_train-1k.json, read as zsre"
+    assert "2 edits (records 7-8 of zsre_mend_train-1k.json, read as zsre)" in str(run).splitlines()[0]
+    assert [r["case_id"] for r in run.cases] == ["7", "8"]
+    assert undocumented(field_names(run.manifest["edits"])) == []
+    path = tmp_path / "resolved.yaml"
+    path.write_text(yaml.safe_dump(run.manifest["spec"], sort_keys=False), encoding="utf-8")
+    assert dataclasses.replace(load_spec(path), source=spec.source) == spec
+
+
 def test_the_documented_format_is_the_written_one(tiny_run):
     _, run = tiny_run
     text = DOCS.read_text(encoding="utf-8")

@@ -59,7 +59,17 @@ CASES = [
     (
         "edits-not-a-list",
         'keditlab: 1\nedits: "abc"\n',
-        "edits", 2, 8, ["expected a list, got the text 'abc'"],
+        "edits", 2, 8, ["expected a list or a mapping", "got the text 'abc'", "edits: {records: abc, format: counterfact}"],
+    ),
+    (
+        "one-edit-as-a-mapping",  # the '- ' forgotten: the mapping is an edit, not a records file
+        "keditlab: 1\nedits:\n  prompt: The sky is\n  subject: sky\n  target: green\n",
+        "edits", 3, 3, ["expected a list, got a mapping", "one '- item' line per entry"],
+    ),
+    (
+        "one-edit-as-a-mapping-with-a-typo",
+        "keditlab: 1\nedits:\n  prompt: The sky is\n  subjet: sky\n  target: green\n",
+        "edits", 3, 3, ["expected a list, got a mapping"],
     ),
     (
         "seed-not-an-integer",
