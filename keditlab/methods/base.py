@@ -195,7 +195,8 @@ class Capabilities:
     """
 
     batch: bool = False
-    """Several edits in one ``apply`` call, solved together (``run.mode: batch``, and ``batch_size`` > 1)."""
+    """Several edits in one ``apply`` call (``run.mode: batch``, and ``batch_size`` > 1): solved together
+    (MEMIT, UltraEdit, fine-tuning) or written one after another within the call (GRACE, WISE)."""
     sequential: bool = True
     """Edits applied on top of earlier ones, without restoring between them (``run.mode: sequential``)."""
     needs_statistics: bool = False

@@ -140,7 +140,7 @@ class Grace(EditMethod):
     config_class = GraceConfig
     summary = "A key-value codebook with deferral radii beside one layer (Hartvigsen et al., 2023)"
     # Several cases in one call are written one after another into the codebook.
-    capabilities = Capabilities(batch=False, sequential=True, needs_statistics=False, changes_weights=False)
+    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
 
     def _apply(self, model, tokenizer, profile, cases, config: GraceConfig, context: EditContext) -> EditHandle:
         layer = config.resolved_layer(profile.num_layers)

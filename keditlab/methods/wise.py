@@ -198,7 +198,7 @@ class Wise(EditMethod):
     name = "wise"
     config_class = WiseConfig
     summary = "A routed side memory beside one MLP, written shard by shard (Wang et al., 2024)"
-    capabilities = Capabilities(batch=False, sequential=True, needs_statistics=False, changes_weights=False)
+    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
 
     def _apply(self, model, tokenizer, profile, cases, config: WiseConfig, context: EditContext) -> EditHandle:
         layer = config.resolved_layer(profile.num_layers)

@@ -267,7 +267,7 @@ def _spec(mode="single", batch_size=1, evaluate_at=None, methods=("rome",), mode
 
 @pytest.mark.parametrize("settings, fragments", [
     (dict(mode="batch", batch_size=2), ["method 'rome' cannot apply several edits in one call, which run.mode batch asks for",
-                                        "Fix: use run.mode single", "a batch method such as alphaedit, emmet, ft-l, ft-m, locft-bf, memit, ultraedit"]),
+                                        "Fix: use run.mode single", "a batch method such as alphaedit, emmet, ft-l, ft-m, grace, locft-bf, memit, ultraedit, wise"]),
     (dict(mode="sequential", batch_size=3), ["method 'rome' cannot apply several edits in one call, which run.batch_size 3 asks for",
                                              "Fix: use batch_size 1"]),
     (dict(mode="single", batch_size=2, methods=("ft-m",)), ["run.batch_size: batch_size 2 needs run.mode batch or sequential"]),
