@@ -155,28 +155,69 @@ class _Replay(torch.nn.Module):
 
 @contextlib.contextmanager
 def upper_passes(model: torch.nn.Module, blocks_path: str, layer: int, ids: torch.Tensor,
-                 mask: torch.Tensor) -> Iterator[Callable[[], torch.Tensor]]:
+                 mask: torch.Tensor, chunk: int = 64) -> Iterator[Callable[..., torch.Tensor]]:
     """Inside the block, ``run()`` gives the last hidden state of ``ids`` recomputing only blocks ``layer`` and up.
 
-    An adaptor at ``layer`` changes nothing below it, so the blocks below are run
-    once here (no gradients) and, while the block lasts, replaced in the model's
-    block list by stand-ins that return the recorded outputs.  The blocks are put
-    back on exit, whatever happens.  Every ``run()`` must use the same ``ids``.
+    Whatever is trained at ``layer`` (an adaptor, or one weight matrix as in
+    LocFT-BF) changes nothing below it, so the blocks below are run once here
+    (no gradients, ``chunk`` rows at a time) and, while the block lasts,
+    replaced in the model's block list by a stand-in that returns the recorded
+    output of block ``layer - 1``.  ``run(rows)`` reads only the rows ``rows``
+    (a list of row indices) of ``ids``, trimmed to their longest row (``ids``
+    must be right-padded); ``run()`` reads all of them.  The blocks are put back
+    on exit, whatever happens.
     """
     blocks = model.get_submodule(blocks_path)
-    recorded: dict[int, Any] = {}
-    hooks = [blocks[i].register_forward_hook(lambda _m, _i, out, i=i: recorded.__setitem__(i, out)) for i in range(layer)]
+    if layer == 0:
+        def plain(rows: list[int] | None = None) -> torch.Tensor:
+            part_ids, part_mask = (ids, mask) if rows is None else _trimmed(rows, ids, mask)
+            return model.base_model(input_ids=part_ids, attention_mask=part_mask, use_cache=False).last_hidden_state
+        yield plain
+        return
+    pieces: list[Any] = []
+    hook = blocks[layer - 1].register_forward_hook(lambda _m, _i, out: pieces.append(out))
     try:
         with torch.no_grad():
-            model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+            for start in range(0, len(ids), chunk):
+                model.base_model(input_ids=ids[start:start + chunk], attention_mask=mask[start:start + chunk], use_cache=False)
     finally:
-        for hook in hooks:
-            hook.remove()
+        hook.remove()
+    recorded = _concatenated(pieces)
+    stand_in = _Replay(recorded)
     originals = [blocks[i] for i in range(layer)]
+
+    def run(rows: list[int] | None = None) -> torch.Tensor:
+        if rows is None:
+            stand_in.output = recorded
+            return model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        part_ids, part_mask = _trimmed(rows, ids, mask)
+        stand_in.output = _selected(recorded, rows, part_ids.shape[1])
+        return model.base_model(input_ids=part_ids, attention_mask=part_mask, use_cache=False).last_hidden_state
+
     try:
         for i in range(layer):
-            blocks[i] = _Replay(recorded[i])
-        yield lambda: model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            blocks[i] = stand_in
+        yield run
     finally:
         for i, block in enumerate(originals):
             blocks[i] = block
+
+
+def _trimmed(rows: list[int], ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.as_tensor(rows, device=ids.device)
+    length = int(mask[index].sum(1).max())
+    return ids[index, :length], mask[index, :length]
+
+
+def _concatenated(pieces: list[Any]) -> Any:
+    """Block outputs of several chunks joined along the batch: a tensor, or a tuple whose first item is the hidden state."""
+    if isinstance(pieces[0], torch.Tensor):
+        return torch.cat(pieces)
+    return (torch.cat([piece[0] for piece in pieces]), *pieces[0][1:])
+
+
+def _selected(recorded: Any, rows: list[int], length: int) -> Any:
+    index = torch.as_tensor(rows, device=(recorded if isinstance(recorded, torch.Tensor) else recorded[0]).device)
+    if isinstance(recorded, torch.Tensor):
+        return recorded[index, :length]
+    return (recorded[0][index, :length], *recorded[1:])

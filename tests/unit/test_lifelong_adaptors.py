@@ -173,3 +173,27 @@ def test_a_stream_keeps_one_layer(tokenizer):
         with pytest.raises(MethodConfigError, match=r"layer: a grace codebook is already installed on .*layers\.1\.mlp"):
             get_method("grace").apply(model, tokenizer, profile, [SECOND], {"steps": 2, "layer": 2})
     assert WiseConfig().layer is None
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "mistral", "gpt2", "gptj", "gpt_neox"])
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_upper_passes_on_a_subset_of_rows_equal_the_whole_model(model_type, layer):
+    """Blocks below ``layer`` replayed from one recorded pass: any rows, any order, trimmed to their longest, same numbers."""
+    from keditlab.methods.adaptors import upper_passes
+    from keditlab.models.sampling import right_padded
+
+    model = make_tiny_model(model_type)
+    blocks = derive_profile(model).layers
+    g = torch.Generator().manual_seed(2)
+    rows = [torch.randint(1, 128, (n,), generator=g).tolist() for n in (7, 3, 9, 5)]
+    ids, mask = right_padded(rows, 0, torch.device("cpu"))
+    with torch.no_grad(), upper_passes(model, blocks, layer, ids, mask, chunk=3) as run:
+        everything = run()
+        part = run([3, 1])
+    assert part.shape[1] == 5                                  # trimmed to the longest of rows 3 and 1
+    for i, r in enumerate([3, 1]):
+        with torch.no_grad():
+            whole = model.base_model(input_ids=torch.tensor([rows[r]])).last_hidden_state[0]
+        assert torch.allclose(part[i, :len(rows[r])], whole, atol=1e-5), (model_type, layer, r)
+        assert torch.allclose(everything[r, :len(rows[r])], whole, atol=1e-5), (model_type, layer, r)
+    assert all(not type(b).__name__.startswith("_Replay") for b in model.get_submodule(blocks))   # blocks put back
