@@ -63,12 +63,22 @@ def masked_nll(model, batch, per_edit: bool = False) -> torch.Tensor:
     ids, mask, labels = batch
     where = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)   # position t predicts the label at t + 1
     logits = target_logits(model, ids, mask, where).float()
+    return _labelled_nll(logits, labels, where, per_edit)
+
+
+def per_edit_nll(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`masked_nll` with ``per_edit=True`` from the last hidden states already computed (``head``: the output embedding)."""
+    where = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
+    return _labelled_nll(head(hidden[where]).float(), labels, where, per_edit=True)
+
+
+def _labelled_nll(logits: torch.Tensor, labels: torch.Tensor, where, per_edit: bool) -> torch.Tensor:
     token_nll = torch.nn.functional.cross_entropy(logits, labels[:, 1:][where], reduction="none")
     if not per_edit:
         return token_nll.mean()
     rows = where[0]
-    per_row = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, rows, token_nll)
-    counts = torch.bincount(rows, minlength=ids.shape[0]).clamp(min=1)
+    per_row = torch.zeros(labels.shape[0], device=labels.device).index_add_(0, rows, token_nll)
+    counts = torch.bincount(rows, minlength=labels.shape[0]).clamp(min=1)
     return (per_row / counts).mean()
 
 

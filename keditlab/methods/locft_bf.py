@@ -43,7 +43,8 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
-from keditlab.methods.finetune import masked_batch, masked_nll
+from keditlab.methods.adaptors import upper_passes
+from keditlab.methods.finetune import masked_batch, per_edit_nll
 
 #: The tuned layer is this fraction of the depth: late, as the paper finds best
 #: (22/32 on Llama-3-8B, 23/32 on Mistral-7B).  Layer 21 of 30 on the embedded model.
@@ -98,19 +99,23 @@ class LocFTBF(EditMethod):
         weight = dict(model.named_parameters())[name]
         lr = config.lr if config.lr is not None else LR_SHARE_OF_WEIGHT_RMS * float(weight.detach().float().pow(2).mean().sqrt())
         optimiser = torch.optim.Adam([weight], lr=lr)
-        device = device_of(model)
+        ids, mask, labels = masked_batch(tokenizer, cases, device_of(model), eos=config.eos)
+        head = model.get_output_embeddings()
         order = list(range(len(cases)))
         shuffler = random.Random(context.seed)
         epoch_losses: list[float] = []
         steps = 0
-        with trainable_only(model, [name]):
+        # Only `layer`'s down_proj is trained, so the blocks below it are run once for all edits
+        # and each step recomputes `layer` and up (about a third of the model at the default layer).
+        with trainable_only(model, [name]), upper_passes(model, profile.layers, layer, ids, mask) as run:
             for _epoch in range(config.epochs):
                 shuffler.shuffle(order)
                 total = 0.0
                 for start in range(0, len(order), config.mini_batch_size):
-                    part = [cases[i] for i in order[start:start + config.mini_batch_size]]
-                    loss = masked_nll(model, masked_batch(tokenizer, part, device, eos=config.eos), per_edit=True)
-                    total += float(loss.detach()) * len(part)
+                    rows = order[start:start + config.mini_batch_size]
+                    hidden = run(rows)
+                    loss = per_edit_nll(head, hidden, labels[rows, :hidden.shape[1]])
+                    total += float(loss.detach()) * len(rows)
                     if float(loss.detach()) < config.early_stop_loss:
                         continue
                     optimiser.zero_grad()
