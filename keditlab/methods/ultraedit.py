@@ -50,8 +50,8 @@ times what the layer normally writes there (``lr`` sets the paper's absolute
 ``η`` instead).  Likewise the ridge ``λ`` is ``ridge`` times the mean squared
 key norm, not an absolute 1.
 
-**Two additions of keditlab's** (each can be switched off to get the paper's
-method: ``passes: 1, preserve: 0, value_scale: 0.15``).  Measured on 100 ZsRE
+**Three additions of keditlab's** (each can be switched off to get the paper's
+method: ``passes: 1, preserve: 0, keep_earlier: 0, value_scale: 0.15``).  Measured on 100 ZsRE
 edits of the embedded model, one step at ``value_scale`` 0.15 writes 55% of
 the answers and already changes 25% of the unrelated questions' answers; a
 larger step writes more and disturbs far more.  So:
@@ -65,6 +65,11 @@ larger step writes more and disturbs far more.  So:
   the first edit (:func:`preserved_keys`, :func:`preserving_solve`), the
   preservation term of MEMIT without its corpus statistics.  It keeps what the
   layer writes at unrelated tokens.
+* **Earlier batches kept.**  In a stream, each solve also holds the keys of
+  the earlier batches (their summed ``KᵀK`` per layer, in the context's
+  memory), as MEMIT's sequential statistics and AlphaEdit's preserved edits
+  do, so later batches neither overwrite earlier edits nor pile their small
+  disturbances of unrelated text on top of each other (``keep_earlier``).
 
 The passes only re-run the blocks from the lowest edited layer up (the blocks
 below are run once per batch, :func:`~keditlab.methods.adaptors.upper_passes`).
@@ -149,6 +154,13 @@ class UltraEditConfig(MethodConfig):
         metadata={"minimum": 0,
                   "help": "Weight of the preserved keys against the edits' keys in the solve (per key, relative to the batch's key count)."},
     )
+    keep_earlier: float = field(
+        default=1.0,
+        metadata={"minimum": 0,
+                  "help": "Weight with which the keys of earlier batches of the stream are held at zero change in later solves "
+                          "(keditlab's, as MEMIT's sequential statistics and AlphaEdit's preserved edits; 0: the paper's, "
+                          "later batches free to overwrite earlier ones)."},
+    )
     forward_batch_size: int = field(
         default=32,
         metadata={"minimum": 1, "help": "Edits read per forward and backward pass (memory, not results)."},
@@ -210,6 +222,9 @@ class UltraEdit(EditMethod):
             with context.setup():   # sampled and read once per stream, on the model before its first edit
                 memory["preserved"] = preserved_keys(model, tokenizer, modules, config.preserve, context.seed)
         before = {layer: memory["moments"][layer].copy() for layer in layers if layer in memory["moments"]}
+        earlier = memory.setdefault("earlier", {})
+        earlier_before = {layer: earlier[layer] for layer in layers if layer in earlier}
+        earlier_added: dict[int, torch.Tensor] = {}
         per_layer, shares, passes = [], {}, []
         ids, mask, labels = answer_rows(tokenizer, cases, device_of(model))
         head = model.get_output_embeddings()
@@ -233,12 +248,19 @@ class UltraEdit(EditMethod):
                         shares[layer].add(k, g)
                         moments = memory["moments"].setdefault(layer, _Moments(k.shape[1], g.shape[1], k.device))
                         moments.merge(shares[layer])
+                        first_keys = k.float()
+                        added = first_keys.T @ first_keys
+                        earlier[layer] = earlier_before[layer] + added if layer in earlier_before else added
+                        earlier_added[layer] = added
                     moments = memory["moments"][layer]
                     k_hat, g_hat = moments.keys.normalise(k), moments.grads.normalise(g)
                     step = config.lr if config.lr is not None else config.value_scale * out_norms[layer] / (k.shape[1] * g.shape[1] ** 0.5)
                     shifts = -step * (k_hat * k_hat).sum(1, keepdim=True) * g_hat
-                    if config.preserve:
-                        update = preserving_solve(k.to(torch.float64), shifts, config.ridge, memory["preserved"][layer], config.preserve_weight)
+                    if config.preserve or (config.keep_earlier and layer in earlier_before):
+                        held = config.preserve_weight * len(k) * memory["preserved"][layer] if config.preserve else 0
+                        if config.keep_earlier and layer in earlier_before:
+                            held = held + config.keep_earlier * earlier_before[layer]
+                        update = preserving_solve(k.to(torch.float64), shifts, config.ridge, held)
                     else:
                         update = ridge_solve(k.to(torch.float64), shifts, config.ridge)
                     add_update(modules[layer], update, profile.mlp_out_transposed)
@@ -265,11 +287,17 @@ class UltraEdit(EditMethod):
                         memory["moments"][layer] = before[layer]
                     else:
                         memory["moments"].pop(layer, None)
+                    if layer in earlier_before:
+                        earlier[layer] = earlier_before[layer]
+                    else:
+                        earlier.pop(layer, None)
             else:   # restored out of order: subtract this batch's share
                 for layer, share in shares.items():
                     memory["moments"][layer].merge(share, sign=-1)
+                    earlier[layer] = earlier[layer] - earlier_added[layer]
                     if memory["moments"][layer].keys.count == 0:
                         memory["moments"].pop(layer)
+                        earlier.pop(layer, None)
             memory["live"].remove(token)
 
         handle.on_restore.append(take_back_statistics)
@@ -347,19 +375,20 @@ def preserved_keys(model, tokenizer, modules, count, seed) -> dict[int, torch.Te
     return {layer: (lambda p: p.T @ p / len(p))(torch.cat(v)).float() for layer, v in found.items()}
 
 
-def preserving_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float, preserved: torch.Tensor, weight: float) -> torch.Tensor:
-    """``ΔW = Vᵀ K (KᵀK + w·n·P̄ + λI)⁻¹``: the ridge solve with the preserved keys' second moment ``P̄`` held at zero change.
+def preserving_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float, held: torch.Tensor) -> torch.Tensor:
+    """``ΔW = Vᵀ K (KᵀK + H + λI)⁻¹``: the ridge solve with the keys summed in ``H`` held at zero change.
 
-    It minimises ``‖ΔW Kᵀ − Vᵀ‖² + w·n·E_p‖ΔW p‖² + λ‖ΔW‖²`` over the ``n``
-    edit keys (rows of ``K``): the shifts written at the edits' keys while what
-    the layer writes at unrelated tokens' keys stays as it was (MEMIT's
-    preservation term, with a small sample from the model instead of corpus
-    statistics).  Solved over the key features by a Cholesky factorisation.
+    It minimises ``‖ΔW Kᵀ − Vᵀ‖² + Σ_h ‖ΔW h‖² + λ‖ΔW‖²`` over the edit keys
+    (rows of ``K``), ``H = Σ_h h hᵀ``: the shifts written at the edits' keys
+    while what the layer writes at the held keys stays as it was (MEMIT's
+    preservation term).  The caller builds ``H`` from the preserved unrelated
+    texts (``w·n·P̄``: weight, the batch's key count, their second moment) and
+    the earlier batches' keys.  Solved by a Cholesky factorisation.
     """
     keys, shifts = keys.float(), shifts.float()
     scale = ridge * float((keys * keys).sum(1).mean())
     width = keys.shape[1]
-    system = keys.T @ keys + weight * len(keys) * preserved + scale * torch.eye(width, dtype=keys.dtype)
+    system = keys.T @ keys + held + scale * torch.eye(width, dtype=keys.dtype)
     return torch.cholesky_solve(keys.T @ shifts, torch.linalg.cholesky(system)).T.double()
 
 

@@ -12,7 +12,7 @@ import torch
 from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.methods.finetune import masked_batch, masked_nll
 from keditlab.methods.locft_bf import LocFTConfig
-from keditlab.methods.ultraedit import RunningMoments, UltraEditConfig, default_layers, ridge_solve
+from keditlab.methods.ultraedit import RunningMoments, UltraEditConfig, default_layers, preserving_solve, ridge_solve
 from keditlab.models import derive_profile
 from keditlab.spec.types import EditCase
 from tests.conftest import make_tiny_model
@@ -104,6 +104,7 @@ def test_ultraedit_statistics_run_across_batches_and_restore_bit_for_bit(tokeniz
     layers = first.details["layers"]
     assert layers == default_layers(3) == [2]   # 60% of the depth; with 3 layers no layer is left below the last
     after_first = {layer: memory["moments"][layer].copy() for layer in layers}
+    earlier_first = {layer: memory["earlier"][layer].clone() for layer in layers}   # the first batch's keys, held from now on
     weights_first = _params(model)
     second = method.apply(model, tokenizer, profile, CASES[2:], {}, context)
     # the second batch is normalised with the statistics of both batches' tokens
@@ -117,9 +118,20 @@ def test_ultraedit_statistics_run_across_batches_and_restore_bit_for_bit(tokeniz
         assert now.keys.count == then.keys.count
         assert torch.equal(now.keys.total, then.keys.total) and torch.equal(now.keys.squares, then.keys.squares)
         assert torch.equal(now.grads.total, then.grads.total) and torch.equal(now.grads.squares, then.grads.squares)
+        assert torch.equal(memory["earlier"][layer], earlier_first[layer])
     first.restore()
     assert _same(model, before)
-    assert memory["moments"] == {} and memory["live"] == []
+    assert memory["moments"] == {} and memory["live"] == [] and memory["earlier"] == {}
+
+
+def test_preserving_solve_writes_the_shifts_and_keeps_held_keys_still():
+    torch.manual_seed(0)
+    keys, shifts, held_keys = torch.randn(6, 12), torch.randn(6, 4), torch.randn(3, 12)
+    free = preserving_solve(keys, shifts, 1e-4, torch.zeros(12, 12))
+    held = preserving_solve(keys, shifts, 1e-4, 1e3 * held_keys.T @ held_keys)
+    assert torch.allclose(keys.double() @ free.T, shifts.double(), atol=2e-2)      # 6 keys, 12 features: written
+    assert torch.allclose(keys.double() @ held.T, shifts.double(), atol=5e-2)      # 6 + 3 constraints still fit in 12
+    assert (held_keys.double() @ held.T).abs().max() < 0.05 < 0.5 < (held_keys.double() @ free.T).abs().max()
 
 
 def test_ultraedit_restored_out_of_order_takes_its_own_share_back(tokenizer):
@@ -127,10 +139,15 @@ def test_ultraedit_restored_out_of_order_takes_its_own_share_back(tokenizer):
     profile = derive_profile(model)
     context = EditContext()
     first = get_method("ultraedit").apply(model, tokenizer, profile, CASES[:2], {}, context)
+    first_only = next(iter(context.memory["ultraedit"]["earlier"].values())).clone()
     second = get_method("ultraedit").apply(model, tokenizer, profile, CASES[2:], {}, context)
+    both = next(iter(context.memory["ultraedit"]["earlier"].values())).clone()
     first.restore()   # not the latest: its tokens are subtracted, the second batch's stay
     moments = next(iter(context.memory["ultraedit"]["moments"].values()))
     assert moments.keys.count == second.details["tokens"]
+    layer = second.details["layers"][0]
+    held = context.memory["ultraedit"]["earlier"][layer]     # the keys later batches hold: now the second batch's only
+    assert torch.allclose(held, both - first_only, atol=1e-3 * float(both.abs().max()))
     second.restore()
     assert context.memory["ultraedit"]["moments"] == {} and context.memory["ultraedit"]["live"] == []
 
