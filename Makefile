@@ -4,6 +4,7 @@
 #   make test   set up .venv the same way and run the whole suite (tests/ and the notebooks)
 #   make bench  ROME on real benchmark records beside the reference toolkit's figures (prints, never asserts);
 #               BENCH=locate_then_edit BENCH_ARGS=speed|runs for the MEMIT family (benchmarks/locate_then_edit.py)
+#               BENCH=lifelong BENCH_ARGS="--methods ultraedit --limit 1000" for the lifelong editors (benchmarks/lifelong.py)
 #
 # Needs only python3 (>= 3.10) and make.  Set-up is idempotent: a stamp file in
 # .venv records that it is done, and it is redone when pyproject.toml changes.
@@ -38,6 +39,7 @@ help:
 	@echo "make bench  ROME on the ten reference edits and 50 CounterFact records (about 15 minutes)"
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=speed   MEMIT, EMMET, AlphaEdit: seconds per edit for batches of 1, 10, 100"
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=runs    the batch and sequential acceptance runs on CounterFact"
+	@echo "make bench BENCH=lifelong BENCH_ARGS=\"--methods ultraedit --limit 1000\"   specs/lifelong.yaml, one method at a time, with its curve"
 
 demo: $(STAMP)
 	$(BIN)/keditlab run specs/quickstart.yaml

@@ -23,8 +23,11 @@ pytestmark = pytest.mark.integration
 TF = EvalSpec(metrics=("reliability", "generalization", "locality"), batch_size=64)
 REL, LOC = ("reliability", "teacher_forced"), ("locality", "teacher_forced")
 
-#: LocFT-BF on a CPU: fewer epochs than the default, a larger step, same algorithm.
-QUICK = {"ultraedit": {}, "locft-bf": {"epochs": 6, "lr": 2e-3}}
+#: LocFT-BF on ten edits a call: mini-batches of 2 so that an epoch takes five steps (the default 10 would take one).
+#: The paper's UltraEdit: one step of its absolute size, no passes, nothing held.
+PAPER = {"lr": 1e-6, "passes": 1, "preserve": 0, "keep_earlier": 0}
+
+QUICK = {"ultraedit": {}, "locft-bf": {"epochs": 20, "mini_batch_size": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_paper_step_leaves_the_small_model_unchanged_and_the_derived_step_does_n
     model, tokenizer, profile = embedded
     cases = records[:10]
     pre = measure(model, tokenizer, cases, TF)
-    with get_method("ultraedit").apply(model, tokenizer, profile, cases, {"lr": 1e-6}):
+    with get_method("ultraedit").apply(model, tokenizer, profile, cases, PAPER):
         assert mean_scores(measure(model, tokenizer, cases, TF, reference=pre))[REL] == pytest.approx(mean_scores(pre)[REL], abs=0.02)
     with get_method("ultraedit").apply(model, tokenizer, profile, cases):
         assert mean_scores(measure(model, tokenizer, cases, TF, reference=pre))[REL] > mean_scores(pre)[REL] + 0.2
