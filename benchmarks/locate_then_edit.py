@@ -22,7 +22,7 @@ and ``docs/methods.md`` hold the tables this printed):
 Usage (``make bench BENCH=locate_then_edit BENCH_ARGS="speed --methods memit"``)::
 
     python benchmarks/locate_then_edit.py speed [--methods memit,emmet,alphaedit] [--sizes 1,10,100] [--singles 10]
-    python benchmarks/locate_then_edit.py runs [--records 100] [--stream 200] [--rrome 50] [--only batch,sequential,rrome]
+    python benchmarks/locate_then_edit.py runs [--records 100] [--stream 200] [--rrome 50] [--only batch,sequential,rrome] [--stream-methods alphaedit,memit]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def runs(args: argparse.Namespace) -> None:
     evaluate = EvalSpec(metrics=("reliability", "generalization", "locality", "fluency"))
     plans = {
         "batch": [(f"batch{args.records}", ("memit", "emmet", "alphaedit"), _cases(args.records), RunSettings(mode="batch", batch_size=args.records))],
-        "sequential": [(f"sequential{args.stream}", ("alphaedit", "memit"), _cases(args.stream),
+        "sequential": [(f"sequential{args.stream}", tuple(args.stream_methods.split(",")), _cases(args.stream),
                         RunSettings(mode="sequential", batch_size=10, evaluate_at="after_all"))],
         "rrome": [(f"rrome{args.rrome}", ("r-rome",), _cases(args.rrome), RunSettings(mode="sequential", batch_size=1, evaluate_at="after_all"))],
     }
@@ -143,6 +143,7 @@ def main() -> None:
     r.add_argument("--stream", type=int, default=200)
     r.add_argument("--rrome", type=int, default=50)
     r.add_argument("--only", default="batch,sequential,rrome")
+    r.add_argument("--stream-methods", default="alphaedit,memit", help="methods of the sequential stream")
     r.add_argument("--out", default="runs/bench")
     w = sub.add_parser("worker")
     w.add_argument("method")

@@ -119,6 +119,7 @@ def _methods(args: argparse.Namespace) -> int:
     for method in method_catalogue():
         print(f"{method.name}: {method.summary}")
         print(f"    {describe_capabilities(method.capabilities)}")
+        print(f"    family: {method.family}; paper: {method.paper}")
         for setting in method.settings:
             print(f"    {setting.name} = {setting.default!r}: {setting.help}")
     return 0

@@ -1,4 +1,4 @@
-"""Generate ``schemas/spec.schema.json`` and ``docs/spec.md`` from the code that defines them.
+"""Generate ``schemas/spec.schema.json``, ``docs/spec.md`` and the README's method table from the code that defines them.
 
 The list of editing methods and each method's settings live in one place: the
 method registry (:mod:`keditlab.methods`) and each method's config dataclass.
@@ -27,6 +27,10 @@ from keditlab.devtools.spec_schema_base import base_schema
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "schemas" / "spec.schema.json"
 DOCS_PATH = REPO_ROOT / "docs" / "spec.md"
+README_PATH = REPO_ROOT / "README.md"
+#: The README's method table sits between these two lines; the rest of the README is hand-written.
+TABLE_START = "<!-- methods table: generated from the registry by `python -m keditlab.devtools.schema --write` -->"
+TABLE_END = "<!-- end of methods table -->"
 
 _SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
@@ -130,6 +134,8 @@ def method_defs() -> dict[str, Any]:
             "additionalProperties": False,
             "x-keditlab-method": name,
             "x-keditlab-capabilities": cls.capabilities.to_dict(),
+            "x-keditlab-family": cls.family,
+            "x-keditlab-paper": cls.paper,
             "properties": {
                 "name": {"title": "Method name", "description": f"`{name}`.", "const": name},
                 "label": {"$ref": "#/$defs/label"},
@@ -150,10 +156,34 @@ def schema_json(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
+def methods_table(schema: dict[str, Any]) -> str:
+    """The README's method table: one row per registered method (name, family, summary, paper, run modes)."""
+    from keditlab.spec.schema import method_catalogue
+
+    def modes(capabilities: dict[str, bool]) -> str:
+        return ", ".join(["single"] + [mode for mode in ("batch", "sequential") if capabilities.get(mode)])
+
+    rows = ["| name | family | what it does | paper | run modes | weights |", "|---|---|---|---|---|---|"]
+    for m in method_catalogue(schema):
+        weights = "changed, restored exactly" if m.capabilities.get("changes_weights", True) else "untouched"
+        rows.append(f"| `{m.name}` | {m.family} | {m.summary} | {m.paper} | {modes(m.capabilities)} | {weights} |")
+    return "\n".join(rows)
+
+
+def readme_with_table(readme: str, schema: dict[str, Any]) -> str:
+    """``readme`` with the text between :data:`TABLE_START` and :data:`TABLE_END` replaced by :func:`methods_table`."""
+    if TABLE_START not in readme or TABLE_END not in readme:
+        raise ValueError(f"README.md lacks the method-table markers {TABLE_START!r} … {TABLE_END!r}")
+    head, rest = readme.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{methods_table(schema)}\n{TABLE_END}{tail}"
+
+
 def generated_files() -> dict[Path, str]:
     """Each generated file and the text it should have."""
     schema = build_schema()
-    return {SCHEMA_PATH: schema_json(schema), DOCS_PATH: render_docs(schema)}
+    return {SCHEMA_PATH: schema_json(schema), DOCS_PATH: render_docs(schema),
+            README_PATH: readme_with_table(README_PATH.read_text(encoding="utf-8"), schema)}
 
 
 def stale_files() -> list[Path]:
@@ -168,7 +198,7 @@ def stale_files() -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keditlab.devtools.schema", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", action="store_true", help="write schemas/spec.schema.json and docs/spec.md")
+    group.add_argument("--write", action="store_true", help="write schemas/spec.schema.json, docs/spec.md and the README's method table")
     group.add_argument("--check", action="store_true", help="exit 1 if either file is out of date")
     args = parser.parse_args(argv)
     if args.write:

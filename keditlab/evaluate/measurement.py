@@ -49,7 +49,7 @@ before/after text); rephrase generations and the fluency value only when
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -92,6 +92,9 @@ class CaseMeasurement:
     probes: list[ProbeResult]
     generations: list[Generation]
     fluency: float | None = None          # protocol "generation"
+    #: Text the model read before each prompt (``prompt -> context``), for methods that edit by
+    #: context (IKE); empty when the prompts were read alone.
+    contexts: dict[str, str] = field(default_factory=dict)
 
     def scores(self) -> dict[tuple[str, str], float]:
         """Mean value per ``(metric, protocol)`` over this case's probes, plus ``("fluency", "generation")``."""
@@ -127,6 +130,7 @@ class CaseMeasurement:
             probes=[ProbeResult(**p) for p in data.get("probes", [])],
             generations=[Generation(**g) for g in data.get("generations", [])],
             fluency=data.get("fluency"),
+            contexts=dict(data.get("contexts", {})),
         )
 
 
@@ -149,6 +153,7 @@ def measure(
     cases: Sequence[EditCase],
     settings: EvalSpec = EvalSpec(),
     reference: Sequence[CaseMeasurement] | None = None,
+    context: Callable[[str], str] | None = None,
 ) -> list[CaseMeasurement]:
     """Measure every case; one :class:`CaseMeasurement` per case, in order.
 
@@ -156,7 +161,22 @@ def measure(
     by definition).  Otherwise ``reference[i]`` is case ``i``'s pre-edit
     measurement, whose locality ``predicted`` ids the new predictions are
     compared with.
+
+    ``context``, for an edit made by what the model reads rather than by its
+    weights (IKE, :attr:`~keditlab.methods.EditHandle.context`): the text placed
+    before each prompt, given the prompt.  Every probe and every generation is
+    then run on ``context(prompt) + prompt``; results keep the bare prompt, and
+    each measurement records the contexts it used.
     """
+    frame = context or (lambda prompt: "")
+    framed: dict[str, str] = {}
+
+    def read(prompt: str) -> str:
+        """What the model reads for ``prompt``: its context (computed once per prompt), then the prompt."""
+        if prompt not in framed:
+            framed[prompt] = frame(prompt)
+        return framed[prompt] + prompt
+
     wanted = set(settings.metrics)
     unknown = wanted - set(METRIC_NAMES)
     if unknown:
@@ -168,7 +188,7 @@ def measure(
     pair_index: dict[tuple[str, str], int] = {}
 
     def need(prompt: str, answer: str) -> int:
-        return pair_index.setdefault((prompt, answer), len(pair_index))
+        return pair_index.setdefault((read(prompt), answer), len(pair_index))
 
     plans: list[list[tuple[str, str, str, str, tuple[int, ...]]]] = []
     for case in cases:
@@ -206,7 +226,7 @@ def measure(
         if "fluency" in wanted:
             prompts += list(case.rephrase)
         gen_prompts.append(prompts)
-    flat = [p for prompts in gen_prompts for p in prompts]
+    flat = [read(p) for prompts in gen_prompts for p in prompts]
     texts = greedy_generate(model, tokenizer, flat, settings.max_new_tokens, settings.batch_size)
 
     # 3. Assemble.
@@ -247,5 +267,6 @@ def measure(
         gens = [Generation(p, t) for p, t in zip(gen_prompts[i], texts[cursor : cursor + n])]
         cursor += n
         flu = fluency_of([g.text for g in gens]) if "fluency" in wanted else None
-        out.append(CaseMeasurement(case.case_id, probes, gens, flu))
+        used = {p.prompt: framed[p.prompt] for p in probes} | {g.prompt: framed[g.prompt] for g in gens}
+        out.append(CaseMeasurement(case.case_id, probes, gens, flu, {p: c for p, c in used.items() if c}))
     return out

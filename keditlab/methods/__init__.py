@@ -47,6 +47,9 @@ from keditlab.methods.grace import Grace  # noqa: E402
 from keditlab.methods.wise import Wise  # noqa: E402
 from keditlab.methods.ultraedit import UltraEdit  # noqa: E402
 from keditlab.methods.locft_bf import LocFTBF  # noqa: E402
+from keditlab.methods.ike import IKE  # noqa: E402
+from keditlab.methods.lora import AdaLoRA, LoRA  # noqa: E402
+from keditlab.methods.kn import KnowledgeNeurons  # noqa: E402
 
 register_method(Rome)
 register_method(RRome)
@@ -59,6 +62,10 @@ register_method(Grace)
 register_method(Wise)
 register_method(UltraEdit)
 register_method(LocFTBF)
+register_method(IKE)
+register_method(LoRA)
+register_method(AdaLoRA)
+register_method(KnowledgeNeurons)
 
 __all__ = [
     "Capabilities",

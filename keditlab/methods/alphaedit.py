@@ -81,3 +81,5 @@ class AlphaEdit(Memit):
         memory[layer] = earlier + added
         handle.on_restore.append(lambda: memory.__setitem__(layer, memory[layer] - added))
         return update
+    family = "locate-then-edit"
+    paper = "Fang et al., ICLR 2025, arXiv:2410.02355"

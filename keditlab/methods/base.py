@@ -150,6 +150,10 @@ class EditHandle:
     #: Called by ``restore()`` after the weights are back: undo anything else the
     #: edit changed (a method's memory of earlier edits).
     on_restore: list[Any] = field(default_factory=list, repr=False)
+    #: For an edit made by what the model reads rather than by its weights (IKE):
+    #: ``context(prompt)`` is the text placed before ``prompt`` while the edit is
+    #: on (``measure(..., context=handle.context)``).  ``None`` for weight edits.
+    context: Any = field(default=None, repr=False)  # Callable[[str], str] | None
 
     @property
     def changed_parameters(self) -> list[str]:
@@ -216,6 +220,10 @@ class EditMethod:
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     summary: ClassVar[str] = ""
+    #: The method's family in the surveys' table (``locate-then-edit``, ``fine-tuning``, ``memory``, ``in-context``, ``neurons``).
+    family: ClassVar[str] = ""
+    #: Where the method comes from: authors, venue, arXiv id.
+    paper: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def apply(

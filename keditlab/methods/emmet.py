@@ -50,3 +50,5 @@ class Emmet(Memit):
 
     def solve(self, layer, keys, gaps, covariance, config: EmmetConfig, context, handle) -> torch.Tensor:
         return equality_solve(keys, gaps, covariance, config.solve_ridge)
+    family = "locate-then-edit"
+    paper = "Gupta, Sajnani and Anumanchipalli, 2024, arXiv:2403.14236"

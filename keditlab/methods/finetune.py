@@ -107,6 +107,7 @@ class _FineTune(EditMethod):
     """Shared loop; subclasses choose the batch and the loss."""
 
     capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False)
+    family = "fine-tuning"
 
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
         layers = config.layers if config.layers is not None else [default_layer(profile.num_layers)]
@@ -145,6 +146,7 @@ class FineTuneM(_FineTune):
     name = "ft-m"
     config_class = FineTuneConfig
     summary = "Fine-tuning on the target tokens only, prompt masked (FT-M)"
+    paper = "Zhang et al., 2024, arXiv:2401.01286"
 
     def _batch(self, tokenizer, cases, device):
         return masked_batch(tokenizer, cases, device)
@@ -157,6 +159,7 @@ class FineTuneL(_FineTune):
     name = "ft-l"
     config_class = FineTuneLConfig
     summary = "Constrained fine-tuning of one layer (Zhu et al., 2020; the ROME baseline)"
+    paper = "Zhu et al., 2020, arXiv:2012.00363"
 
     def _batch(self, tokenizer, cases, device):
         prompts = [encode_prompt(tokenizer, case.prompt) for case in cases]

@@ -137,6 +137,8 @@ class GraceCodebook(Adaptor):
 
 class Grace(EditMethod):
     name = "grace"
+    family = "memory"
+    paper = "Hartvigsen et al., NeurIPS 2023, arXiv:2211.11031"
     config_class = GraceConfig
     summary = "A key-value codebook with deferral radii beside one layer (Hartvigsen et al., 2023)"
     # Several cases in one call are written one after another into the codebook.

@@ -137,3 +137,5 @@ class LocFTBF(EditMethod):
             "epoch_losses": [round(x, 4) for x in epoch_losses],
         }
         return handle
+    family = "fine-tuning"
+    paper = "Yang et al., ICLR 2026, arXiv:2509.22072"

@@ -121,6 +121,8 @@ class MemitConfig(SpreadConfig):
 
 class Memit(EditMethod):
     name = "memit"
+    family = "locate-then-edit"
+    paper = "Meng et al., ICLR 2023, arXiv:2210.07229"
     config_class = MemitConfig
     summary = "Mass-Editing Memory in a Transformer (Meng et al., 2023)"
     capabilities = Capabilities(batch=True, sequential=True, needs_statistics=True)

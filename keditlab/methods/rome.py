@@ -79,6 +79,8 @@ class RomeConfig(MethodConfig):
 
 class Rome(EditMethod):
     name = "rome"
+    family = "locate-then-edit"
+    paper = "Meng et al., NeurIPS 2022, arXiv:2202.05262"
     config_class = RomeConfig
     summary = "Rank-One Model Editing (Meng et al., 2022)"
     # One fact per rank-one update: several edits in one call are applied one

@@ -37,3 +37,5 @@ class RRome(Rome):
     name = "r-rome"
     config_class = RRomeConfig
     summary = "ROME with consistent keys for sequential editing (Gupta et al., 2024)"
+    family = "locate-then-edit"
+    paper = "Gupta, Baskaran and Anumanchipalli, 2024, arXiv:2403.07175"

@@ -207,6 +207,8 @@ class RunningMoments:
 
 class UltraEdit(EditMethod):
     name = "ultraedit"
+    family = "lifelong closed-form"
+    paper = "Gu et al., 2025, arXiv:2505.14679"
     config_class = UltraEditConfig
     summary = "Lifelong editing by a normalised closed-form update (Gu et al., 2025)"
     capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)

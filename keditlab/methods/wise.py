@@ -196,6 +196,8 @@ class WiseMemory(Adaptor):
 
 class Wise(EditMethod):
     name = "wise"
+    family = "memory"
+    paper = "Wang et al., NeurIPS 2024, arXiv:2405.14768"
     config_class = WiseConfig
     summary = "A routed side memory beside one MLP, written shard by shard (Wang et al., 2024)"
     capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)

@@ -235,7 +235,7 @@ def run_spec(
                         log(f"[{label}] measuring {len(step.cases)} edits with {step.edits_applied} on the model …")
                     eval_start = time.perf_counter()
                     posts = measure(model, tokenizer, [cases[i] for i in step.cases], spec.evaluate,
-                                    reference=[before[i] for i in step.cases])
+                                    reference=[before[i] for i in step.cases], context=_reading_context(stack))
                     eval_seconds = time.perf_counter() - eval_start
                     changed = _changed_parameters(model, stack)
                     tally.add_point(step.edits_applied, [post.scores() for post in posts], eval_seconds)
@@ -305,6 +305,11 @@ def _restore(stack: list[EditHandle]) -> None:
     """Undo every handle on the stack, last applied first: the model is unedited again, bit for bit."""
     while stack:
         stack.pop().restore()
+
+
+def _reading_context(stack: list[EditHandle]) -> Any:
+    """The context the newest applied handle places before prompts (IKE), or ``None`` for weight edits."""
+    return next((h.context for h in reversed(stack) if h.context is not None and not h.restored), None)
 
 
 def _changed_parameters(model: torch.nn.Module, stack: list[EditHandle]) -> dict[str, float]:

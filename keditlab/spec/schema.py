@@ -76,6 +76,8 @@ class MethodInfo(NamedTuple):
     summary: str
     settings: tuple[MethodSetting, ...]
     capabilities: dict[str, bool] = {}
+    family: str = ""
+    paper: str = ""
 
 
 #: The run modes beyond ``single`` (which every method can do), in the order they are listed.
@@ -119,5 +121,6 @@ def method_catalogue(schema: dict[str, Any] | None = None) -> list[MethodInfo]:
             for key, prop in method["properties"].items()
             if key not in ("name", "label")
         )
-        catalogue.append(MethodInfo(name, method.get("description", ""), settings, dict(method.get("x-keditlab-capabilities", {}))))
+        catalogue.append(MethodInfo(name, method.get("description", ""), settings, dict(method.get("x-keditlab-capabilities", {})),
+                                    method.get("x-keditlab-family", ""), method.get("x-keditlab-paper", "")))
     return catalogue

@@ -106,8 +106,10 @@ def test_methods_output_is_the_registry():
         method = get_method(name)
         expected.append(f"{name}: {method.summary}")
         expected.append(f"    {describe_capabilities(method.capabilities.to_dict())}")
+        expected.append(f"    family: {method.family}; paper: {method.paper}")
         for f in dataclasses.fields(method.config_class):
-            expected.append(f"    {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            expected.append(f"    {f.name} = {default!r}: {f.metadata.get('help', '')}")
     result = keditlab("methods")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == expected
@@ -144,8 +146,17 @@ def test_a_closed_pipe_ends_quietly(args):
         assert result.stderr == "" and result.returncode == 141
 
 
+def test_every_method_names_its_family_and_paper():
+    """The README's method table and `keditlab methods` show them; an empty cell would be a method nobody can place."""
+    from keditlab.methods import get_method, method_names
+
+    for name in method_names():
+        method = get_method(name)
+        assert method.family and "arXiv:" in method.paper, name
+
+
 def test_methods_piped_into_head():
     result = subprocess.run(f"{sys.executable} -m keditlab methods | head -n 1", shell=True, cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
-    assert result.stdout.startswith("alphaedit: ") and result.stdout.count("\n") == 1
+    assert result.stdout.startswith("adalora: ") and result.stdout.count("\n") == 1
     assert result.stderr == ""

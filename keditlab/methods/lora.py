@@ -1,0 +1,193 @@
+"""LoRA and AdaLoRA: low-rank fine-tuning through the ``peft`` library, merged into the weights.
+
+LoRA (Hu et al., 2022, "LoRA: Low-Rank Adaptation of Large Language Models",
+ICLR 2022, arXiv:2106.09685) trains, beside a frozen weight ``W``, a low-rank
+change ``(alpha / rank) · B A`` with ``A`` of shape ``rank × in`` and ``B`` of
+shape ``out × rank``; ``B`` starts at zero, so the model starts unchanged.
+AdaLoRA (Zhang et al., 2023, "Adaptive Budget Allocation for Parameter-Efficient
+Fine-Tuning", ICLR 2023, arXiv:2303.10512) writes the change as ``P Λ Q`` (an
+SVD-like form) and, on a schedule, prunes the singular values that matter
+least, so the rank budget goes where the loss needs it.  KnowEdit (Zhang et
+al., 2024, arXiv:2401.01286) compares both as editing baselines.
+
+How keditlab edits with them:
+
+* The adapters come from ``peft`` (``get_peft_model``), never hand-written.
+  They sit on ``target_modules`` of ``layers``; by default the MLP output
+  projection of the layer the fine-tuning baselines use (layer 5 of 30 on the
+  embedded model), the same place as FT-M, so the comparison is like for like.
+* The loss is FT-M's: cross-entropy on the target tokens, prompt masked, each
+  edit weighted alike; Adam; stop once the loss is below ``early_stop_loss``.
+* AdaLoRA's schedule is set from ``steps`` (``total_step``, warm-up ``tinit``
+  and final ``tfinal`` a fifth of the steps each) and ``update_and_allocate`` is
+  called after every optimiser step, as ``peft`` requires.
+* After training the adapter is merged into the weights and unloaded, so the
+  model handed back is a plain ``transformers`` model with edited weights, and
+  ``restore()`` writes the original weights back bit for bit.
+
+The reference toolkit's LoRA trains ``q_proj`` and ``v_proj`` of every layer
+and, on the embedded model, writes the target everywhere (locality 0.00): one
+layer's MLP is where a fact can be changed with the least disturbance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.common import default_layer, device_of, trainable_only
+from keditlab.methods.finetune import masked_batch, masked_nll
+
+#: peft's adapter name for keditlab's edits.
+ADAPTER = "keditlab"
+
+
+@dataclass
+class LoRAConfig(MethodConfig):
+    layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Layers whose target modules get an adapter. Empty: one layer at 17% of the depth (layer 5 of 30 on the embedded model), as FT-M.", "layer_index": True},
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Linear modules of each chosen layer, named inside the layer (e.g. mlp.down_proj, self_attn.v_proj). Empty: the MLP output projection."},
+    )
+    rank: int = field(default=8, metadata={"help": "Rank of the low-rank change (AdaLoRA: the final average rank).", "minimum": 1})
+    alpha: float = field(default=16.0, metadata={"help": "Scale of the change is alpha / rank.", "exclusive_minimum": 0})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input while training.", "minimum": 0, "exclusive_maximum": 1})
+    steps: int = field(default=40, metadata={"help": "Most optimisation steps.", "minimum": 1})
+    lr: float = field(default=5e-3, metadata={"help": "Adam learning rate.", "exclusive_minimum": 0})
+    early_stop_loss: float = field(default=0.05, metadata={"help": "Stop once the loss is below this.", "minimum": 0})
+
+
+@dataclass
+class AdaLoRAConfig(LoRAConfig):
+    init_rank: int = field(default=12, metadata={"help": "Rank each adapter starts with, before the budget is pruned to rank.", "minimum": 1})
+
+
+class LoRA(EditMethod):
+    name = "lora"
+    config_class = LoRAConfig
+    summary = "Low-rank adapter trained on the target tokens (peft), merged into the weights"
+    family = "fine-tuning"
+    paper = "Hu et al., ICLR 2022, arXiv:2106.09685"
+    capabilities = Capabilities(batch=True, sequential=True)
+
+    def _apply(self, model, tokenizer, profile, cases, config: LoRAConfig, context: EditContext) -> EditHandle:
+        import peft
+
+        layers = config.layers if config.layers is not None else [default_layer(profile.num_layers)]
+        targets = _target_modules(model, profile, layers, config.target_modules)
+        handle = EditHandle(self.name, model, self.snapshot(model, [f"{t}.weight" for t in targets]))
+        batch = masked_batch(tokenizer, cases, device_of(model))
+        peft_config = self._peft_config(config, targets, profile)
+        flags = {name: p.requires_grad for name, p in model.named_parameters()}   # peft freezes the model; put back after
+        wrapped = peft.get_peft_model(model, peft_config, adapter_name=ADAPTER)
+        losses: list[float] = []
+        try:
+            trained = [name for name, _ in model.named_parameters() if ADAPTER in name.split(".") and "lora_" in name]
+            with trainable_only(model, trained):
+                params = [p for name, p in model.named_parameters() if name in set(trained)]
+                optimiser = torch.optim.Adam(params, lr=config.lr)
+                for step in range(config.steps):
+                    loss = masked_nll(model, batch, per_edit=True)
+                    losses.append(float(loss.detach()))
+                    if losses[-1] < config.early_stop_loss:
+                        break
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                    self._after_step(wrapped, step)
+            ranks = self._ranks(wrapped)
+        finally:
+            wrapped.merge_and_unload()   # the adapter is written into the weights and removed
+            for attribute in ("peft_config", "_hf_peft_config_loaded"):
+                if attribute in vars(model):
+                    delattr(model, attribute)
+            for name, param in model.named_parameters():
+                param.requires_grad_(flags[name])
+        handle.details = {"layers": layers, "modules": targets, "steps": len(losses), "loss_first": losses[0],
+                          "loss_last": losses[-1], "ranks": ranks}
+        return handle
+
+    def _peft_config(self, config: LoRAConfig, targets: list[str], profile):
+        import peft
+
+        return peft.LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
+                               fan_in_fan_out=profile.mlp_out_transposed, bias="none")
+
+    def _after_step(self, wrapped, step: int) -> None:
+        """Nothing for LoRA; AdaLoRA re-allocates its rank budget here."""
+
+    def _ranks(self, wrapped) -> dict[str, int]:
+        return {}
+
+
+class AdaLoRA(LoRA):
+    name = "adalora"
+    config_class = AdaLoRAConfig
+    summary = "Adaptive-rank adapter (AdaLoRA, peft) trained on the target tokens, merged into the weights"
+    paper = "Zhang et al., ICLR 2023, arXiv:2303.10512"
+
+    def _peft_config(self, config: AdaLoRAConfig, targets: list[str], profile):
+        import peft
+
+        if config.init_rank < config.rank:
+            raise MethodConfigError(
+                f"init_rank: {config.init_rank} is below rank {config.rank}; AdaLoRA starts with init_rank and prunes down "
+                f"to rank. Fix: set init_rank >= rank."
+            )
+        edge = max(1, config.steps // 5)
+        if config.steps <= 2 * edge:
+            raise MethodConfigError(
+                f"steps: {config.steps} leaves no steps between AdaLoRA's warm-up and final phases ({edge} each). "
+                f"Fix: set steps to at least {2 * edge + 1} (the default is 40)."
+            )
+        return peft.AdaLoraConfig(init_r=config.init_rank, target_r=config.rank, lora_alpha=config.alpha,
+                                  lora_dropout=config.dropout, target_modules=targets, total_step=config.steps,
+                                  tinit=edge, tfinal=edge, deltaT=1, fan_in_fan_out=profile.mlp_out_transposed,
+                                  bias="none")
+
+    def _after_step(self, wrapped, step: int) -> None:
+        wrapped.base_model.update_and_allocate(step)
+
+    def _ranks(self, wrapped) -> dict[str, int]:
+        """The rank each adapter kept (singular values not pruned)."""
+        out = {}
+        for name, module in wrapped.named_modules():
+            values = getattr(module, "lora_E", None)
+            if values is not None and ADAPTER in values:
+                out[name.split("base_model.model.", 1)[-1]] = int((values[ADAPTER] != 0).sum())
+        return out
+
+
+def _target_modules(model, profile, layers: list[int], names: list[str] | None) -> list[str]:
+    """Full paths of the adapted modules; an unknown or non-linear name is an error that lists the layer's linear modules."""
+    modules = dict(model.named_modules())
+    block = profile.layer_module(layers[0])
+    inside = names if names is not None else [profile.mlp_out_module(layers[0])[len(block) + 1:]]
+    if not inside:
+        raise MethodConfigError("target_modules: the list is empty. Fix: name at least one module, or leave it out for the MLP output projection.")
+    linear = sorted(n[len(block) + 1:] for n, m in modules.items()
+                    if n.startswith(block + ".") and _is_linear(m))
+    paths = []
+    for layer in layers:
+        for name in inside:
+            path = f"{profile.layer_module(layer)}.{name}"
+            if path not in modules or not _is_linear(modules[path]):
+                import difflib
+
+                close = difflib.get_close_matches(name, linear, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise MethodConfigError(
+                    f"target_modules: {name!r} is not a linear module of layer {layer}.{hint} "
+                    f"Fix: choose among {', '.join(linear)}."
+                )
+            paths.append(path)
+    return paths
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
