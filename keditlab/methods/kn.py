@@ -57,9 +57,9 @@ class KNConfig(MethodConfig):
     threshold: float = field(default=0.2, metadata={"help": "A neuron counts for a prompt when its attribution exceeds this share of the prompt's largest.", "exclusive_minimum": 0, "maximum": 1})
     share: float = field(default=0.5, metadata={"help": "Kept when it counts for at least this share of the fact's prompts.", "exclusive_minimum": 0, "maximum": 1})
     max_neurons: int = field(default=10, metadata={"help": "Most neurons edited per fact (largest mean attribution first).", "minimum": 1})
-    layers: list[int] | None = field(default=None, metadata={"help": "Layers searched for neurons. Empty: every layer.", "layer_index": True})
+    layers: list[int] | None = field(default=None, metadata={"help": "Layers searched for neurons. Empty: the upper half of the layers, where the paper finds knowledge neurons.", "layer_index": True})
     strength: float = field(default=1.0, metadata={"help": "First step, in units of each neuron's column norm.", "exclusive_minimum": 0})
-    max_doublings: int = field(default=6, metadata={"help": "Times the step may be doubled until the new answer is predicted.", "minimum": 0})
+    max_doublings: int = field(default=4, metadata={"help": "Times the step may be doubled until the new answer is predicted.", "minimum": 0})
 
 
 class KnowledgeNeurons(EditMethod):
@@ -71,7 +71,7 @@ class KnowledgeNeurons(EditMethod):
     capabilities = Capabilities(batch=True, sequential=True)
 
     def _apply(self, model, tokenizer, profile, cases, config: KNConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else list(range(profile.num_layers))
+        layers = config.layers if config.layers is not None else list(range(profile.num_layers // 2, profile.num_layers))
         names = sorted({f"{profile.mlp_out_module(layer)}.weight" for layer in layers})
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         params = dict(model.named_parameters())

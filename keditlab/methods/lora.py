@@ -57,13 +57,14 @@ class LoRAConfig(MethodConfig):
     rank: int = field(default=8, metadata={"help": "Rank of the low-rank change (AdaLoRA: the final average rank).", "minimum": 1})
     alpha: float = field(default=16.0, metadata={"help": "Scale of the change is alpha / rank.", "exclusive_minimum": 0})
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input while training.", "minimum": 0, "exclusive_maximum": 1})
-    steps: int = field(default=40, metadata={"help": "Most optimisation steps.", "minimum": 1})
-    lr: float = field(default=5e-3, metadata={"help": "Adam learning rate.", "exclusive_minimum": 0})
-    early_stop_loss: float = field(default=0.05, metadata={"help": "Stop once the loss is below this.", "minimum": 0})
+    steps: int = field(default=60, metadata={"help": "Most optimisation steps.", "minimum": 1})
+    lr: float = field(default=2e-3, metadata={"help": "Adam learning rate.", "exclusive_minimum": 0})
+    early_stop_loss: float = field(default=0.2, metadata={"help": "Stop once the loss is below this.", "minimum": 0})
 
 
 @dataclass
 class AdaLoRAConfig(LoRAConfig):
+    lr: float = field(default=5e-3, metadata={"help": "Adam learning rate (higher than LoRA's: AdaLoRA prunes part of what it learns).", "exclusive_minimum": 0})
     init_rank: int = field(default=12, metadata={"help": "Rank each adapter starts with, before the budget is pruned to rank.", "minimum": 1})
 
 
@@ -143,7 +144,7 @@ class AdaLoRA(LoRA):
         if config.steps <= 2 * edge:
             raise MethodConfigError(
                 f"steps: {config.steps} leaves no steps between AdaLoRA's warm-up and final phases ({edge} each). "
-                f"Fix: set steps to at least {2 * edge + 1} (the default is 40)."
+                f"Fix: set steps to at least {2 * edge + 1} (the default is 60)."
             )
         return peft.AdaLoraConfig(init_r=config.init_rank, target_r=config.rank, lora_alpha=config.alpha,
                                   lora_dropout=config.dropout, target_modules=targets, total_step=config.steps,

@@ -138,3 +138,15 @@ def test_bad_settings_are_one_clear_error(method, params, words, tokenizer):
         assert word in str(err.value)
     assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters()), "a refused edit changes nothing"
     assert not any("lora" in name for name, _ in model.named_modules())
+
+
+def test_the_comparison_spec_runs_every_registered_method(shared_datasets):
+    """specs/compare_methods.yaml is "every method on the same ten edits": a new method must be added to it."""
+    from pathlib import Path
+
+    from keditlab.methods import method_names
+    from keditlab.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "compare_methods.yaml")
+    assert sorted(m.name for m in spec.methods) == method_names()
+    assert len(spec.edits) == 10 and all(c.rephrase and c.locality and c.portability for c in spec.edits)
