@@ -85,7 +85,7 @@ class KnowledgeNeurons(EditMethod):
             neurons = _select(scores, config)
             direction = torch.nn.functional.normalize((head[new] - head[old]).detach().float(), dim=0)
             columns = [_column(params[f"{profile.mlp_out_module(layer)}.weight"], index, profile) for layer, index in neurons]
-            norms = [float(c.float().norm()) for c in columns]
+            norms = [float(c.detach().float().norm()) for c in columns]
             total, strength = 0.0, config.strength
             with torch.no_grad():
                 for doubling in range(config.max_doublings + 1):
