@@ -385,13 +385,16 @@ def preserving_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float, hel
     while what the layer writes at the held keys stays as it was (MEMIT's
     preservation term).  The caller builds ``H`` from the preserved unrelated
     texts (``w·n·P̄``: weight, the batch's key count, their second moment) and
-    the earlier batches' keys.  Solved by a Cholesky factorisation.
+    the earlier batches' keys.  Solved in float64 by LU (``torch.linalg.solve``),
+    not Cholesky: ``H`` is a sum of second moments taken in float32, whose
+    rounding can leave it slightly indefinite, and a Cholesky factorisation
+    then fails when the ridge is small next to ``H`` (seen on a single reference edit).
     """
-    keys, shifts = keys.float(), shifts.float()
+    keys, shifts = keys.double(), shifts.double()
     scale = ridge * float((keys * keys).sum(1).mean())
     width = keys.shape[1]
-    system = keys.T @ keys + held + scale * torch.eye(width, dtype=keys.dtype)
-    return torch.cholesky_solve(keys.T @ shifts, torch.linalg.cholesky(system)).T.double()
+    system = keys.T @ keys + held.double() + scale * torch.eye(width, dtype=keys.dtype)
+    return torch.linalg.solve(system, keys.T @ shifts).T
 
 
 def answer_rows(tokenizer, cases, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
