@@ -57,3 +57,21 @@ def make_tiny_model(model_type: str = "llama", seed: int = 0, **overrides):
 def tiny_llama():
     """A fresh tiny random Llama (hidden 32, MLP 64, 2 layers, vocab 128)."""
     return make_tiny_model("llama")
+
+
+def tiny_with_embedded_vocab(model_type: str = "llama"):
+    """A tiny random model (3 layers) with the embedded tokenizer's vocabulary, so real prompts can be fed to it."""
+    depth = {"n_layer": 3} if model_type == "gpt2" else {"num_hidden_layers": 3}
+    return make_tiny_model(model_type, vocab_size=49152, **depth)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The embedded model's tokenizer (converted once), with a pad token."""
+    from transformers import AutoTokenizer
+
+    from keditlab.models.embedded import ensure_embedded_cache
+
+    tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
+    tok.pad_token = tok.pad_token or tok.eos_token
+    return tok

@@ -19,27 +19,12 @@ from keditlab.methods.grace import GraceCodebook, GraceConfig, Grace, adaptor_la
 from keditlab.methods.wise import WiseConfig, ties_merge
 from keditlab.models import derive_profile
 from keditlab.spec.types import EditCase
-from tests.conftest import make_tiny_model
+from tests.conftest import make_tiny_model, tiny_with_embedded_vocab as _tiny
 
 FIRST = EditCase(prompt="The Eiffel Tower is located in the city of", subject="Eiffel Tower", target="Rome", case_id="eiffel")
 SECOND = EditCase(prompt="The Colosseum stands in the city of", subject="Colosseum", target="Berlin Wall", case_id="colosseum")
 FAST = {"grace": {"steps": 3}, "wise": {"steps": 3, "unrelated": 2}}
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    from keditlab.models.embedded import ensure_embedded_cache
-
-    tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
-    tok.pad_token = tok.pad_token or tok.eos_token
-    return tok
-
-
-def _tiny(model_type: str = "llama"):
-    depth = {"n_layer": 3} if model_type == "gpt2" else {"num_hidden_layers": 3}
-    return make_tiny_model(model_type, vocab_size=49152, **depth)
 
 
 def _logits(model, tokenizer):

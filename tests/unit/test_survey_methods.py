@@ -17,7 +17,7 @@ from keditlab.evaluate import measure
 from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.models import derive_profile
 from keditlab.spec.types import EditCase, EvalSpec, Probe
-from tests.conftest import make_tiny_model
+from tests.conftest import tiny_with_embedded_vocab as _tiny
 
 CASE = EditCase(prompt="The Eiffel Tower is located in the city of", subject="Eiffel Tower", target="Rome",
                 ground_truth="Paris", rephrase=("Where is the Eiffel Tower? In",),
@@ -25,21 +25,6 @@ CASE = EditCase(prompt="The Eiffel Tower is located in the city of", subject="Ei
 OTHER = EditCase(prompt="The Colosseum stands in the city of", subject="Colosseum", target="Berlin", case_id="colosseum")
 FAST = {"lora": {"steps": 3}, "adalora": {"steps": 6}, "kn": {"steps": 2, "max_doublings": 1}, "ike": {"demonstrations": 2}}
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    from keditlab.models.embedded import ensure_embedded_cache
-
-    tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
-    tok.pad_token = tok.pad_token or tok.eos_token
-    return tok
-
-
-def _tiny(model_type: str = "llama"):
-    depth = {"n_layer": 3} if model_type == "gpt2" else {"num_hidden_layers": 3}
-    return make_tiny_model(model_type, vocab_size=49152, **depth)
 
 
 def _state(model):
