@@ -82,6 +82,27 @@ def _labelled_nll(logits: torch.Tensor, labels: torch.Tensor, where, per_edit: b
     return (per_row / counts).mean()
 
 
+def adam_until(params, loss_of, steps: int, lr: float, early_stop_loss: float, after_step=None) -> list[float]:
+    """Adam on ``params`` for at most ``steps`` steps, stopping once ``loss_of()`` is below ``early_stop_loss``.
+
+    ``after_step(step)`` runs after each optimiser step (FT-L's clamp, AdaLoRA's
+    budget allocation).  Returns the loss before each step taken (and the last one).
+    """
+    optimiser = torch.optim.Adam(params, lr=lr)
+    losses: list[float] = []
+    for step in range(steps):
+        loss = loss_of()
+        losses.append(float(loss.detach()))
+        if losses[-1] < early_stop_loss:
+            break
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if after_step is not None:
+            after_step(step)
+    return losses
+
+
 @dataclass
 class FineTuneConfig(MethodConfig):
     layers: list[int] | None = field(
@@ -116,22 +137,16 @@ class _FineTune(EditMethod):
         params = dict(model.named_parameters())
         trained = [params[name] for name in names]
         batch = self._batch(tokenizer, cases, device_of(model))
-        optimiser = torch.optim.Adam(trained, lr=config.lr)
-        losses: list[float] = []
+
+        def clamp(_step: int) -> None:
+            if config.norm_constraint is not None:
+                with torch.no_grad():
+                    for name, param in zip(names, trained):
+                        original = handle.originals[name].to(param.device)
+                        param.copy_(torch.clamp(param, original - config.norm_constraint, original + config.norm_constraint))
+
         with trainable_only(model, names):
-            for _step in range(config.steps):
-                loss = self._loss(model, batch)
-                losses.append(float(loss.detach()))
-                if losses[-1] < config.early_stop_loss:
-                    break
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                if config.norm_constraint is not None:
-                    with torch.no_grad():
-                        for name, param in zip(names, trained):
-                            original = handle.originals[name].to(param.device)
-                            param.copy_(torch.clamp(param, original - config.norm_constraint, original + config.norm_constraint))
+            losses = adam_until(trained, lambda: self._loss(model, batch), config.steps, config.lr, config.early_stop_loss, clamp)
         handle.details = {"layers": layers, "parameters": names, "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}
         return handle
 

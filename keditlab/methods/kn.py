@@ -92,12 +92,13 @@ class KnowledgeNeurons(EditMethod):
                     for column, norm in zip(columns, norms):   # bring each change up to `strength` column norms
                         column += ((strength - total) * norm * direction).to(column.dtype)
                     total = strength
-                    if _predicted(model, tokenizer, case.prompt) == new or doubling == config.max_doublings:
+                    written = _predicted(model, tokenizer, case.prompt) == new
+                    if written or doubling == config.max_doublings:
                         break
                     strength *= 2
             moved = [[layer, index] for layer, index in neurons]
             per_case.append({"case_id": case.case_id, "neurons": moved, "strength": total, "old_token": old, "new_token": new,
-                             "writes_first_token": _predicted(model, tokenizer, case.prompt) == new})
+                             "writes_first_token": written})
         handle.details = {"cases": per_case}
         return handle
 

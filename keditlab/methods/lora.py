@@ -38,7 +38,7 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import default_layer, device_of, trainable_only
-from keditlab.methods.finetune import masked_batch, masked_nll
+from keditlab.methods.finetune import adam_until, masked_batch, masked_nll
 
 #: peft's adapter name for keditlab's edits.
 ADAPTER = "keditlab"
@@ -86,21 +86,12 @@ class LoRA(EditMethod):
         peft_config = self._peft_config(config, targets, profile)
         flags = {name: p.requires_grad for name, p in model.named_parameters()}   # peft freezes the model; put back after
         wrapped = peft.get_peft_model(model, peft_config, adapter_name=ADAPTER)
-        losses: list[float] = []
         try:
             trained = [name for name, _ in model.named_parameters() if ADAPTER in name.split(".") and "lora_" in name]
             with trainable_only(model, trained):
                 params = [p for name, p in model.named_parameters() if name in set(trained)]
-                optimiser = torch.optim.Adam(params, lr=config.lr)
-                for step in range(config.steps):
-                    loss = masked_nll(model, batch, per_edit=True)
-                    losses.append(float(loss.detach()))
-                    if losses[-1] < config.early_stop_loss:
-                        break
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    self._after_step(wrapped, step)
+                losses = adam_until(params, lambda: masked_nll(model, batch, per_edit=True), config.steps, config.lr,
+                                    config.early_stop_loss, lambda step: self._after_step(wrapped, step))
             ranks = self._ranks(wrapped)
         finally:
             wrapped.merge_and_unload()   # the adapter is written into the weights and removed
