@@ -50,8 +50,8 @@ times what the layer normally writes there (``lr`` sets the paper's absolute
 ``η`` instead).  Likewise the ridge ``λ`` is ``ridge`` times the mean squared
 key norm, not an absolute 1.
 
-**Three additions of keditlab's** (each can be switched off to get the paper's
-method: ``passes: 1, preserve: 0, keep_earlier: 0, value_scale: 0.15``).  Measured on 100 ZsRE
+**Four additions of keditlab's** (each can be switched off to get the paper's
+method: ``passes: 1, preserve: 0, keep_earlier: 0, prior_tokens: 0, value_scale: 0.15``).  Measured on 100 ZsRE
 edits of the embedded model, one step at ``value_scale`` 0.15 writes 55% of
 the answers and already changes 25% of the unrelated questions' answers; a
 larger step writes more and disturbs far more.  So:
@@ -70,6 +70,12 @@ larger step writes more and disturbs far more.  So:
   memory), as MEMIT's sequential statistics and AlphaEdit's preserved edits
   do, so later batches neither overwrite earlier edits nor pile their small
   disturbances of unrelated text on top of each other (``keep_earlier``).
+
+* **A prior in the statistics.**  One edit has one to three target tokens,
+  too few for a mean and a variance per feature: plain standardisation turns
+  one token into zero (nothing is written) and two into ``±1/√2`` everywhere.
+  :meth:`RunningMoments.normalise` blends in a prior worth ``prior_tokens``
+  tokens, so single edits are written; over a stream it no longer counts.
 
 The passes only re-run the blocks from the lowest edited layer up (the blocks
 below are run once per batch, :func:`~keditlab.methods.adaptors.upper_passes`).
@@ -136,6 +142,13 @@ class UltraEditConfig(MethodConfig):
                   "help": "λ of the least-squares solve, relative to the mean squared key norm. Larger writes the shifts less exactly "
                           "and keeps the update smaller."},
     )
+    prior_tokens: float = field(
+        default=16.0,
+        metadata={"minimum": 0,
+                  "help": "Weight, in tokens, of a scalar prior blended into the running mean and variance (keditlab's; 0: the paper's "
+                          "plain statistics, which cannot normalise a single edit's one or two target tokens). Negligible once "
+                          "thousands of tokens are seen."},
+    )
     passes: int = field(
         default=10,
         metadata={"minimum": 1,
@@ -198,10 +211,31 @@ class RunningMoments:
         self.total += sign * other.total
         self.squares += sign * other.squares
 
-    def normalise(self, rows: torch.Tensor) -> torch.Tensor:
-        """``(x − mean) / std`` with the running statistics (unbiased variance; one feature of no spread stays 0)."""
+    def normalise(self, rows: torch.Tensor, prior_rows: float = 0.0) -> torch.Tensor:
+        """``(x − mean) / std`` with the running statistics, shrunk towards a scalar prior over few rows.
+
+        With ``prior_rows = 0`` this is the plain standardisation (unbiased
+        variance; a feature of no spread stays 0).  A handful of rows cannot
+        estimate a mean and a variance per feature: one row standardises to 0
+        (no edit is written), two rows to ``±1/√2`` in every feature (the
+        gradient's direction is lost).  So the estimates are blended with a prior
+        worth ``prior_rows`` rows, mean 0 and the same variance ``s²`` in every
+        feature (the rows' mean square)::
+
+            mean' = n·mean / (n + n₀)
+            var'  = ((n − 1)·var + n₀·s²) / (n − 1 + n₀)
+
+        For one row this is ``x / s`` up to a constant (the raw direction at
+        the normalised scale); over thousands of rows the prior no longer counts.
+        """
         mean = self.total / self.count
-        variance = (self.squares - self.count * mean * mean).clamp(min=0) / max(self.count - 1, 1)
+        spread = (self.squares - self.count * mean * mean).clamp(min=0)
+        if prior_rows > 0:
+            mean_square = float(self.squares.sum()) / (self.count * len(self.squares))
+            mean = mean * self.count / (self.count + prior_rows)
+            variance = (spread + prior_rows * mean_square) / (self.count - 1 + prior_rows)
+        else:
+            variance = spread / max(self.count - 1, 1)
         return (rows.to(torch.float64) - mean) / (variance.sqrt() + 1e-8)
 
 
@@ -255,7 +289,8 @@ class UltraEdit(EditMethod):
                         earlier[layer] = earlier_before[layer] + added if layer in earlier_before else added
                         earlier_added[layer] = added
                     moments = memory["moments"][layer]
-                    k_hat, g_hat = moments.keys.normalise(k), moments.grads.normalise(g)
+                    k_hat = moments.keys.normalise(k, config.prior_tokens)
+                    g_hat = moments.grads.normalise(g, config.prior_tokens)
                     step = config.lr if config.lr is not None else config.value_scale * out_norms[layer] / (k.shape[1] * g.shape[1] ** 0.5)
                     shifts = -step * (k_hat * k_hat).sum(1, keepdim=True) * g_hat
                     if config.preserve or (config.keep_earlier and layer in earlier_before):

@@ -70,3 +70,17 @@ def test_a_stream_of_twenty_edits_is_written_kept_local_and_undone(embedded, rec
         assert torch.equal(param.detach(), before[name]), name
     if method == "ultraedit":
         assert context.memory["ultraedit"]["moments"] == {}   # the running statistics are taken back too
+
+
+def test_ultraedit_writes_single_edits(embedded, records):
+    # one edit has one to three target tokens: without the prior in the running statistics nothing was written
+    model, tokenizer, profile = embedded
+    cases = records[:4]
+    pre = measure(model, tokenizer, cases, TF)
+    posts = []
+    for case, before_case in zip(cases, pre):
+        with get_method("ultraedit").apply(model, tokenizer, profile, [case]):
+            posts.append(measure(model, tokenizer, [case], TF, reference=[before_case])[0])
+    scores = mean_scores(posts)
+    assert scores[REL] >= max(0.75, mean_scores(pre)[REL] + 0.4), scores
+    assert scores[LOC] >= 0.6, scores

@@ -76,6 +76,23 @@ def test_running_moments_normalise_with_every_row_seen_and_give_a_share_back():
     torch.testing.assert_close(moments.normalise(first), (first.double() - first.double().mean(0)) / first.double().std(0))
 
 
+def test_a_single_row_keeps_its_direction_only_with_the_prior():
+    # one edit's one target token: plain standardisation makes it 0 (nothing would be written), the prior keeps it
+    row = torch.tensor([[3.0, -1.0, 0.5, 2.0]])
+    moments = RunningMoments(4, "cpu")
+    moments.add(row)
+    assert torch.count_nonzero(moments.normalise(row)) == 0
+    shrunk = moments.normalise(row, prior_rows=16)
+    assert torch.nn.functional.cosine_similarity(shrunk, row.double()).item() > 0.999
+    assert shrunk.norm().item() == pytest.approx(2.0 * 16 / 17, rel=1e-6)   # √d · n₀/(n₀+1), d = 4
+    # two rows: plain standardisation gives ±1/√2 everywhere (the direction is lost); the prior keeps each row's sign pattern
+    two = torch.tensor([[3.0, -1.0, 0.5, 2.0], [1.0, 2.0, 0.5, -2.0]])
+    moments = RunningMoments(4, "cpu")
+    moments.add(two)
+    assert torch.allclose(moments.normalise(two).abs()[:, :2], torch.full((2, 2), 2 ** -0.5, dtype=torch.float64))
+    assert torch.equal(torch.sign(moments.normalise(two, prior_rows=16)), torch.sign(two.double()))
+
+
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
 @pytest.mark.parametrize("method,settings", [("ultraedit", {}), ("locft-bf", {"epochs": 3, "mini_batch_size": 2, "lr": 1e-2})])
 def test_edit_changes_only_its_weights_and_restores_exactly(model_type, method, settings, tokenizer):
