@@ -79,6 +79,8 @@ def worker(method: str, size: int, count: int, threads: int) -> dict:
     scores = mean_scores(posts)
     return {
         "method": method, "batch_size": size, "edits": len(cases), "seconds_per_edit": seconds / len(cases),
+        "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "CPU",
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **{m: scores.get((m, "teacher_forced")) for m in TF_METRICS},
     }
@@ -95,11 +97,12 @@ def speed(args: argparse.Namespace) -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}; "
-          f"model smollm2-135m (fp32, CPU); CounterFact records from 0.\n")
-    print("| method | batch size | edits timed | s/edit | peak memory (MB) | reliability | generalization | locality |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"model smollm2-135m (fp32, {rows[0]['device'] if rows else '?'}); CounterFact records from 0.\n")
+    print("| method | batch size | edits timed | s/edit | peak memory (MB) | peak GPU memory (MB) | reliability | generalization | locality |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['batch_size']} | {r['edits']} | {r['seconds_per_edit']:.2f} | {r['peak_rss_mb']:.0f} | "
+        gpu = "-" if r.get("peak_gpu_mb") is None else f"{r['peak_gpu_mb']:.0f}"
+        print(f"| {r['method']} | {r['batch_size']} | {r['edits']} | {r['seconds_per_edit']:.2f} | {r['peak_rss_mb']:.0f} | {gpu} | "
               f"{r['reliability']:.2f} | {r['generalization']:.2f} | {r['locality']:.2f} |")
     for method in args.methods.split(","):
         per = {r["batch_size"]: r["seconds_per_edit"] for r in rows if r["method"] == method}

@@ -32,6 +32,7 @@ layer's MLP is where a fact can be changed with the least disturbance.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -85,7 +86,9 @@ class LoRA(EditMethod):
         batch = masked_batch(tokenizer, cases, device_of(model))
         peft_config = self._peft_config(config, targets, profile)
         flags = {name: p.requires_grad for name, p in model.named_parameters()}   # peft freezes the model; put back after
-        wrapped = peft.get_peft_model(model, peft_config, adapter_name=ADAPTER)
+        with warnings.catch_warnings():   # peft reads a transformers attribute that transformers 5 marks deprecated
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            wrapped = peft.get_peft_model(model, peft_config, adapter_name=ADAPTER)
         try:
             trained = [name for name, _ in model.named_parameters() if ADAPTER in name.split(".") and "lora_" in name]
             with trainable_only(model, trained):

@@ -428,7 +428,7 @@ def preserving_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float, hel
     keys, shifts = keys.double(), shifts.double()
     scale = ridge * float((keys * keys).sum(1).mean())
     width = keys.shape[1]
-    system = keys.T @ keys + held.double() + scale * torch.eye(width, dtype=keys.dtype)
+    system = keys.T @ keys + held.double() + scale * torch.eye(width, dtype=keys.dtype, device=keys.device)
     return torch.linalg.solve(system, keys.T @ shifts).T
 
 
