@@ -33,7 +33,7 @@ model: smollm2-135m
 method:
 {methods}
 edits: {{records: {DATA}, format: counterfact, limit: 20}}
-evaluate: [reliability, generalization, locality]
+evaluate: {{metrics: [reliability, generalization, locality], protocols: [teacher_forced, probability]}}
 run: {{seed: 0}}
 """
 print(keditlab.run(parse_spec(spec), "runs", loaded=loaded, log=lambda _m: None))

@@ -15,8 +15,8 @@ these) and ``Relation_Specificity``, ``Forgetfulness`` (what should hold
 still).  A test is *executed* only when the unedited model answers its
 condition queries (facts the test builds on); accuracy per criterion is over
 executed tests, and the executed fraction is reported beside it.  (Each test
-query is scored on its own: a test of several queries with ``test_condition:
-OR`` counts each query, where the paper counts the test once if any passes.)
+test counts once: with ``test_condition: OR`` it passes when any of its
+queries is answered, with ``AND`` when all are, as in the paper.)
 
 Each test query becomes a ``ripple`` probe whose ``group`` is its criterion,
 its conditions the test's condition queries.  The edit's target is the label
@@ -41,14 +41,16 @@ CRITERIA = ("Logical_Generalization", "Compositionality_I", "Compositionality_II
 _SPELLINGS = {"Relation_Specifity": "Relation_Specificity"}
 
 
-def _query_probes(query: dict[str, Any], group: str, conditions: tuple[Probe, ...] = (), mode: str = "AND") -> list[Probe]:
+def _query_probes(query: dict[str, Any], group: str, conditions: tuple[Probe, ...] = (), mode: str = "AND",
+                  test: str = "", test_condition: str = "OR") -> list[Probe]:
     prompt = query.get("prompt") or query.get("phrase")
     answers = query["answers"]
     if not prompt or not answers:
         raise ValueError("a query without prompt or answers")
     values = [str(a["value"]) for a in answers]
     aliases = [str(x) for a in answers for x in a.get("aliases") or ()]
-    return [Probe("ripple", str(prompt), values[0], tuple(dict.fromkeys(values[1:] + aliases)), group, conditions, mode)]
+    return [Probe("ripple", str(prompt), values[0], tuple(dict.fromkeys(values[1:] + aliases)), group, conditions, mode,
+                  test, test_condition)]
 
 
 def _label(record: dict[str, Any], target_id: str) -> str | None:
@@ -93,10 +95,13 @@ def rippleedits_cases(path: str | Path, limit: int | None = None, offset: int = 
             group = _SPELLINGS.get(key, key)
             if group not in CRITERIA:
                 continue
-            for test in items or ():
+            for number, test in enumerate(items or ()):
                 conditions = tuple(p for q in test.get("condition_queries") or () for p in _query_probes(q, group))
+                combine = str(test.get("test_condition") or "OR").upper()
+                if combine not in ("OR", "AND"):
+                    raise ValueError(f"{key}[{number}].test_condition is {test['test_condition']!r}; expected OR or AND")
                 for query in test["test_queries"]:
-                    probes += _query_probes(query, group, conditions)
+                    probes += _query_probes(query, group, conditions, test=f"{group}/{number}", test_condition=combine)
         return EditCase(prompt=prompt, subject=subject, target=target, ground_truth=truth,
                         questions=tuple(probes), case_id=str(record.get("case_id", index)))
 

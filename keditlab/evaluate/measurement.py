@@ -113,11 +113,13 @@ def case_scores(probes: Sequence[ProbeResult]) -> dict[tuple[str, str], float]:
     * ``<metric>_contains`` (generation): the answer-contained rate beside the exact-match one;
     * ``multihop`` (generation): 1.0 when *any* multi-hop question is answered (MQuAKE);
       ``multihop_original`` the same against the answer before the edits;
-    * ``ripple:<criterion>`` (generation): accuracy over the executed tests, and
-      ``ripple_executed:<criterion>`` the fraction of tests executed.
+    * ``ripple:<criterion>`` (generation): accuracy over the executed tests (a
+      test of several queries passes when any, ``OR``, or all, ``AND``, are
+      answered), and ``ripple_executed:<criterion>`` the fraction of tests executed.
     """
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     anyof: dict[tuple[str, str], list[float]] = defaultdict(list)
+    tests: dict[tuple[str, str, str], list[ProbeResult]] = defaultdict(list)
 
     def add(metric: str, protocol: str, value: float | None, group: str = "") -> None:
         if value is None:
@@ -134,10 +136,7 @@ def case_scores(probes: Sequence[ProbeResult]) -> dict[tuple[str, str], float]:
             anyof[(f"{name}_contains", p)].append(extra.get("contains", 0.0))
             continue
         if m == "ripple":
-            groups[(f"ripple_executed:{probe.group}", p)].append(1.0 if probe.value is not None else 0.0)
-            add("ripple", p, probe.value, probe.group)
-            if probe.value is not None:
-                groups[(f"ripple_contains:{probe.group}", p)].append(extra.get("contains", 0.0))
+            tests[(probe.group, p, extra.get("test") or f"probe {len(tests)}")].append(probe)
             continue
         add(m, p, probe.value, probe.group)
         if m == "locality" and "accuracy" in extra:
@@ -146,6 +145,13 @@ def case_scores(probes: Sequence[ProbeResult]) -> dict[tuple[str, str], float]:
             add(f"{m}_magnitude", p, extra["magnitude"])
         if p == "generation" and "contains" in extra:
             add(f"{m}_contains", p, extra["contains"], probe.group)
+    for (group, p, _test), queries in tests.items():
+        executed = [q for q in queries if q.value is not None]  # a test's queries share its conditions
+        groups[(f"ripple_executed:{group}", p)].append(1.0 if executed else 0.0)
+        if executed:
+            combine = max if queries[0].extra.get("test_condition", "OR") == "OR" else min
+            add("ripple", p, combine(q.value for q in executed), group)
+            groups[(f"ripple_contains:{group}", p)].append(combine(q.extra.get("contains", 0.0) for q in executed))
     out = {key: sum(vals) / len(vals) for key, vals in groups.items()}
     out.update({key: max(vals) for key, vals in anyof.items() if vals})
     return out
@@ -353,7 +359,9 @@ def measure(
                         _require(before, case, prompt, answer)
                         value = float(normalize(said) == normalize(before.extra["answer"]))
                         extra["reference_answer"] = before.extra["answer"]
-                elif probe.conditions:
+                elif probe.conditions or probe.test:
+                    if probe.test:
+                        extra["test"], extra["test_condition"] = probe.test, probe.test_condition
                     if reference is None:
                         passed = [contains_answer(answers[k], c.answers()) for k, c in zip(ids[1:], probe.conditions)]
                         extra["conditions_passed"] = passed

@@ -59,6 +59,11 @@ class Probe:
     #: *unedited* model answers these (``condition_mode`` ``OR``: one of them, ``AND``: all).
     conditions: tuple["Probe", ...] = ()
     condition_mode: str = "AND"
+    #: RippleEdits' tests: the queries of one test share ``test`` (an id within
+    #: the case) and the test passes when ``test_condition`` holds: ``OR`` (any
+    #: query answered) or ``AND`` (all).  Empty ``test``: the probe is a test alone.
+    test: str = ""
+    test_condition: str = "OR"
 
     def answers(self) -> tuple[str, ...]:
         """The answer and its aliases, without repeats."""

@@ -21,7 +21,7 @@ from keditlab.spec.types import EvalSpec
 
 pytestmark = pytest.mark.integration
 
-TF = EvalSpec(metrics=("reliability", "generalization", "locality"), batch_size=64)
+TF = EvalSpec(metrics=("reliability", "generalization", "locality"), protocols=("teacher_forced",), batch_size=64)  # the generation protocol has its own tests
 #: Locality each method must keep over the stream: GRACE acts only inside its balls; WISE's router lets
 #: some unrelated questions through to the side memory (0.78 measured over 30 edits, docs/methods.md).
 LOCALITY = {"grace": 0.95, "wise": 0.6}

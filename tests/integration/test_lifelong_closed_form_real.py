@@ -20,7 +20,7 @@ from keditlab.spec.types import EvalSpec
 
 pytestmark = pytest.mark.integration
 
-TF = EvalSpec(metrics=("reliability", "generalization", "locality"), batch_size=64)
+TF = EvalSpec(metrics=("reliability", "generalization", "locality"), protocols=("teacher_forced",), batch_size=64)  # the generation protocol has its own tests
 REL, LOC = ("reliability", "teacher_forced"), ("locality", "teacher_forced")
 
 #: LocFT-BF on ten edits a call: mini-batches of 2 so that an epoch takes five steps (the default 10 would take one).

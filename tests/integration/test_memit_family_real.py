@@ -23,7 +23,7 @@ from keditlab.stats import CovarianceProvider
 
 pytestmark = pytest.mark.integration
 
-TF = EvalSpec(metrics=("reliability", "generalization", "locality"), batch_size=64)
+TF = EvalSpec(metrics=("reliability", "generalization", "locality"), protocols=("teacher_forced",), batch_size=64)  # the generation protocol has its own tests
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,8 @@ def test_rome_writes_real_counterfact_edits(embedded, shared_datasets):
 
     cases = counterfact_cases(shared_datasets / "counterfact" / "counterfact_500.json", limit=10, offset=100, neighbours=3)
     spec = Spec(name="cf-100", model=ModelSpec(), methods=(MethodSpec("rome"),), edits=tuple(cases),
-                evaluate=EvalSpec(metrics=("reliability", "generalization", "locality"), max_new_tokens=8))
+                evaluate=EvalSpec(metrics=("reliability", "generalization", "locality"),
+                                  protocols=("teacher_forced", "probability"), max_new_tokens=8))
     run = run_spec(spec, None, loaded=embedded, log=lambda _m: None)
     assert run.metric("rome", "reliability") >= 0.8, run.table()
     assert run.metric("rome", "locality") >= 0.8, run.table()

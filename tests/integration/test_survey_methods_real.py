@@ -22,7 +22,7 @@ from keditlab.spec.types import EvalSpec
 
 pytestmark = pytest.mark.integration
 
-TF = EvalSpec(metrics=("reliability", "locality"), batch_size=64)
+TF = EvalSpec(metrics=("reliability", "locality"), protocols=("teacher_forced",), batch_size=64)  # the generation protocol has its own tests
 
 
 @pytest.fixture(scope="module")

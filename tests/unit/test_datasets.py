@@ -75,6 +75,23 @@ def test_rippleedits_edit_and_criteria_with_conditions():
     assert groups["Logical_Generalization"].conditions == ()
 
 
+def test_rippleedits_queries_of_one_test_share_it_with_its_condition(tmp_path):
+    record = json.loads((FIXTURES / "rippleedits_popular.json").read_text(encoding="utf-8"))[0]
+    alias = record["Subject_Aliasing"][0]
+    second = {**alias["test_queries"][0], "prompt": alias["test_queries"][0]["prompt"].replace("Leonardo DiCaprio", "Leo DiCaprio")}
+    record["Subject_Aliasing"] = [{**alias, "test_queries": [alias["test_queries"][0], second]},
+                                  {**alias, "test_condition": "AND"}]
+    path = tmp_path / "ripple.json"
+    path.write_text(json.dumps([record]), encoding="utf-8")
+    probes = [p for p in rippleedits_cases(path)[0].questions if p.group == "Subject_Aliasing"]
+    assert [(p.test, p.test_condition) for p in probes] == [
+        ("Subject_Aliasing/0", "OR"), ("Subject_Aliasing/0", "OR"), ("Subject_Aliasing/1", "AND")]
+    record["Subject_Aliasing"][1]["test_condition"] = "XOR"
+    path.write_text(json.dumps([record]), encoding="utf-8")
+    with pytest.raises(RecordFormatError, match=r"record 0.*Subject_Aliasing\[1\]\.test_condition is 'XOR'; expected OR or AND"):
+        rippleedits_cases(path)
+
+
 @pytest.mark.parametrize("reader,file,index", [(knowedit_cases, "knowedit_recent.json", 3),
                                                (rippleedits_cases, "rippleedits_popular.json", 1)])
 def test_malformed_record_is_named_by_file_and_index_and_can_be_skipped(reader, file, index):

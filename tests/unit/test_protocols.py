@@ -87,6 +87,23 @@ def test_multihop_counts_a_case_when_any_question_is_answered_and_ripple_only_ex
     assert scores[("ripple_executed:Compositionality_I", "generation")] == pytest.approx(2 / 3)
 
 
+def test_ripple_counts_each_test_once_any_query_for_or_all_for_and():
+    """A RippleEdits test of several queries is one test: OR passes on any query, AND needs all (Cohen et al., 2024)."""
+    def query(value, test, combine, contains=None, executed=True):
+        return probe("ripple", "generation", value if executed else None, "Subject_Aliasing", test=test,
+                     test_condition=combine, contains=value if contains is None else contains, executed=executed)
+
+    scores = case_scores([
+        query(0.0, "t0", "OR"), query(1.0, "t0", "OR"),                          # passes: one alias answered
+        query(1.0, "t1", "AND", contains=1.0), query(0.0, "t1", "AND", contains=1.0),  # fails exact, passes contained
+        query(0.0, "t2", "OR", executed=False), query(0.0, "t2", "OR", executed=False),  # not executed
+    ])
+    assert scores[("ripple:Subject_Aliasing", "generation")] == 0.5           # (1 + 0) / 2 executed tests
+    assert scores[("ripple_contains:Subject_Aliasing", "generation")] == 1.0
+    assert scores[("ripple_executed:Subject_Aliasing", "generation")] == pytest.approx(2 / 3)
+    assert scores[("ripple", "generation")] == 0.5
+
+
 # --- generation: answers cut, normalised, matched -------------------------------------------------
 
 @pytest.mark.parametrize("text,answer", [(" Paris. It is a city", "Paris."), (" Paris, France.\nThe", "Paris, France."),
