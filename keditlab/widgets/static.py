@@ -82,7 +82,7 @@ def table_html(run: Any) -> str:
     return (f"<table class='keditlab-table'><caption>{html.escape(records.title)}, pre → post{notes}</caption>"
             f"<thead><tr><th rowspan='2'>method</th>{top}</tr><tr>{second}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             "<p><small>green: rose after the edit, red: fell. tf = teacher-forced token accuracy (locality: tokens whose "
-            "prediction did not move); prob = P(target) &gt; P(ground truth); gen = n-gram entropy of generations.</small></p>")
+            "prediction did not move); prob = P(target) &gt; P(ground truth); gen = the greedy answer is the target (locality: answer unchanged; fluency: n-gram entropy of generations).</small></p>")
 
 
 def charts_html(run: Any) -> str:
