@@ -47,7 +47,7 @@ demo: $(STAMP)
 	$(BIN)/keditlab run specs/quickstart.yaml
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 # The student version of the classroom assignment: solutions (### BEGIN/END SOLUTION) removed.
 assignment: $(TEST_STAMP)
