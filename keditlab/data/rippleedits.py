@@ -14,7 +14,7 @@ The criteria are ``Logical_Generalization``, ``Compositionality_I``,
 these) and ``Relation_Specificity``, ``Forgetfulness`` (what should hold
 still).  A test is *executed* only when the unedited model answers its
 condition queries (facts the test builds on); accuracy per criterion is over
-executed tests, and the executed fraction is reported beside it.  (Each test
+executed tests, and the executed fraction is reported beside it.  (Each
 test counts once: with ``test_condition: OR`` it passes when any of its
 queries is answered, with ``AND`` when all are, as in the paper.)
 
