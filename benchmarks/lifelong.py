@@ -51,9 +51,10 @@ def main() -> None:
         settings["evaluate_at"] = {"every": args.every}
     if settings:
         spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, **settings))
-    methods = [m for m in args.methods.split(",") if m] or [m.name for m in spec.methods]
+    named = {m.label: m for m in spec.methods}            # the spec's settings for a method it lists
+    methods = [m for m in args.methods.split(",") if m] or list(named)
     for method in methods:
-        one = dataclasses.replace(spec, name=f"lifelong-{method}", methods=(MethodSpec(method),))
+        one = dataclasses.replace(spec, name=f"lifelong-{method}", methods=(named.get(method, MethodSpec(method)),))
         started = time.time()
         run = run_spec(one, out=args.out, log=lambda *a: None)
         timings = json.loads((Path(run.path) / "summary.json").read_text())["methods"][method]["timings"]

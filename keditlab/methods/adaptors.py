@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
 
 from keditlab.methods.base import EditHandle
 from keditlab.models.sampling import right_padded, sample_ids, seeded
-from keditlab.models.tokens import encode_prompt
+from keditlab.models.tokens import encode_prompt, encode_prompt_answer
 
 A = TypeVar("A", bound="Adaptor")
 
@@ -154,21 +154,34 @@ class _Replay(torch.nn.Module):
         return self.output
 
 
-def preserved_keys(model, tokenizer, modules, count, seed) -> dict[int, torch.Tensor]:
-    """The second moment ``PᵀP / n`` of each module's keys over every token of ``count`` unrelated texts (float32, ``(d_in, d_in)``).
+def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple[str, str]] = ()) -> dict[int, torch.Tensor]:
+    """The second moment ``PᵀP / n`` of each module's keys over unrelated text (float32, ``(d_in, d_in)``).
 
-    The texts are sampled from the model itself (half of them questions, see
-    :func:`unrelated_texts`), so no corpus and no
-    benchmark record is needed; read once per stream, before its first edit.
+    Two sources.  Without ``pairs``: every token of ``count`` short texts
+    sampled from the model itself (half of them questions, see
+    :func:`unrelated_texts`), so no corpus and no benchmark record is needed.
+    With ``pairs`` (unrelated questions and their answers, ``(prompt,
+    answer)``, at most ``count`` of them used): the tokens at which each answer
+    is predicted, the prompt's last token and the answer's tokens but its
+    last, which are exactly the positions a teacher-forced locality probe
+    reads.  Read once per stream, before its first edit.
     """
-    texts = unrelated_texts(model, tokenizer, count, seed=seed)
+    rows, selected = [], []
+    if pairs:
+        for prompt, answer in list(pairs)[:count]:
+            prompt_ids, answer_ids = encode_prompt_answer(tokenizer, prompt, answer)
+            rows.append(prompt_ids + answer_ids[:-1])
+            selected.append([0] * (len(prompt_ids) - 1) + [1] * len(answer_ids))
+    else:
+        rows = [encode_prompt(tokenizer, t) for t in unrelated_texts(model, tokenizer, count, seed=seed)]
+        selected = [[1] * len(row) for row in rows]
     device = next(model.parameters()).device
-    rows = [encode_prompt(tokenizer, t) for t in texts]
     ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
+    where, _ = right_padded(selected, 0, device)
     found = {layer: [] for layer in modules}
     def hook(layer):
         def grab(_m, inputs, _o):
-            found[layer].append(inputs[0][mask.bool()].detach().to(torch.float64))
+            found[layer].append(inputs[0][where.bool()].detach().to(torch.float64))
         return grab
     hs = [m.register_forward_hook(hook(layer)) for layer, m in modules.items()]
     try:

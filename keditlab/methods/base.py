@@ -116,6 +116,11 @@ class EditContext:
     #: (AlphaEdit's sum of earlier keys), keyed by the method.  A handle that
     #: adds to it takes its share back out when it is restored.
     memory: dict[str, Any] = field(default_factory=dict)
+    #: Unrelated questions and their answers, ``(prompt, answer)``, that methods
+    #: with a preservation term (UltraEdit, LocFT-BF) hold unchanged instead of
+    #: text sampled from the model: the locality probes of benchmark records kept
+    #: apart from the run (a spec's ``stats.unrelated``).  Empty: model samples.
+    unrelated: tuple[tuple[str, str], ...] = ()
     setup_seconds: float = 0.0  # one-off work timed with setup(), besides the covariance provider's own
 
     @contextlib.contextmanager

@@ -31,7 +31,12 @@ averaged over the edits; the optimiser is Adam.
 
 Sequential editing: each ``apply`` trains on its own edits breadth-first, on
 top of the model as earlier calls left it; its handle restores the one tuned
-matrix.
+matrix.  A later call sees only its own edits, so it can overwrite earlier
+ones; ``keep_earlier`` (keditlab's, off by default) adds a penalty on how much
+the call changes what the tuned matrix writes at the earlier calls' keys (the
+inputs of ``down_proj`` where their targets are predicted, summed in the
+context's memory and taken back out on restore), as UltraEdit's and MEMIT's
+sequential solves hold earlier edits.
 """
 
 from __future__ import annotations
@@ -74,6 +79,27 @@ def preservation_penalty(weight: torch.Tensor, anchor: torch.Tensor, second_mome
     return (delta @ second_moment * delta).sum() / (anchor.float() @ second_moment * anchor.float()).sum()
 
 
+def _target_keys(run, module: torch.nn.Module, labels: torch.Tensor, rows: int, chunk: int = 64) -> torch.Tensor:
+    """The inputs of ``module`` at every position that predicts a labelled token, ``(tokens, d_in)`` in float64.
+
+    They do not depend on the tuned matrix (its own input), so they are read
+    once, before training, through ``run`` (:func:`~keditlab.methods.adaptors.upper_passes`).
+    """
+    found: list[torch.Tensor] = []
+    for start in range(0, rows, chunk):
+        part = list(range(start, min(rows, start + chunk)))
+        grabbed: list[torch.Tensor] = []
+        hook = module.register_forward_hook(lambda _m, inputs, _o: grabbed.append(inputs[0].detach()))
+        try:
+            with torch.no_grad():
+                run(part)
+        finally:
+            hook.remove()
+        predicting = labels[part, 1:grabbed[0].shape[1] + 1] != -100   # position t predicts the label at t + 1
+        found.append(grabbed[0][:, :predicting.shape[1]][predicting].double())
+    return torch.cat(found)
+
+
 def default_layer(num_layers: int) -> int:
     return max(0, min(num_layers - 1, round(LAYER_FRACTION * num_layers)))
 
@@ -106,7 +132,15 @@ class LocFTConfig(MethodConfig):
         default=0,
         metadata={"minimum": 0,
                   "help": "Unrelated texts sampled from the model before the stream's first edit whose keys the tuned matrix must keep "
-                          "answering as before (keditlab's; 0: the paper's plain fine-tuning)."},
+                          "answering as before; with a spec's stats.unrelated, at most this many of its questions and answers instead "
+                          "(keditlab's; 0: the paper's plain fine-tuning)."},
+    )
+    keep_earlier: float = field(
+        default=0.0,
+        metadata={"minimum": 0,
+                  "help": "Weight of a penalty on the change this call makes to what the tuned matrix writes at the keys of the "
+                          "stream's earlier calls (relative, squared, like preserve_weight) (keditlab's; 0: the paper's, later "
+                          "calls free to overwrite earlier edits)."},
     )
     preserve_weight: float = field(
         default=PRESERVE_WEIGHT,
@@ -139,9 +173,12 @@ class LocFTBF(EditMethod):
             # down_proj do not depend on that matrix, so later calls would read the same ones.
             with context.setup():
                 keys = preserved_keys(model, tokenizer, {layer: model.get_submodule(profile.mlp_out_module(layer))},
-                                      config.preserve, context.seed)[layer]
+                                      config.preserve, context.seed, context.unrelated)[layer]
             memory[layer] = (out_in(weight).detach().clone(), keys.to(weight.device))
         anchor, second_moment = memory.get(layer, (None, None))
+        earlier = memory.setdefault("earlier", {})
+        held_before = earlier.get(layer)           # (Σ kkᵀ, count) of the earlier calls' keys, or None
+        call_start = out_in(weight).detach().clone()
         ids, mask, labels = masked_batch(tokenizer, cases, device_of(model), eos=config.eos)
         head = model.get_output_embeddings()
         order = list(range(len(cases)))
@@ -151,6 +188,7 @@ class LocFTBF(EditMethod):
         # Only `layer`'s down_proj is trained, so the blocks below it are run once for all edits
         # and each step recomputes `layer` and up (about a third of the model at the default layer).
         with trainable_only(model, [name]), upper_passes(model, profile.layers, layer, ids, mask) as run:
+            edit_keys = _target_keys(run, model.get_submodule(profile.mlp_out_module(layer)), labels, len(cases))
             for _epoch in range(config.epochs):
                 shuffler.shuffle(order)
                 total = 0.0
@@ -163,6 +201,9 @@ class LocFTBF(EditMethod):
                         continue
                     if config.preserve and config.preserve_weight:
                         loss = loss + config.preserve_weight * preservation_penalty(out_in(weight), anchor, second_moment)
+                    if config.keep_earlier and held_before is not None:
+                        loss = loss + config.keep_earlier * preservation_penalty(out_in(weight), call_start,
+                                                                                 (held_before[0] / held_before[1]).float())
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
@@ -170,6 +211,21 @@ class LocFTBF(EditMethod):
                 epoch_losses.append(total / len(order))
                 if epoch_losses[-1] < config.early_stop_loss:
                     break
+        added = (edit_keys.T @ edit_keys, len(edit_keys))
+        held_after = added if held_before is None else (held_before[0] + added[0], held_before[1] + added[1])
+        earlier[layer] = held_after
+
+        def take_back_keys() -> None:
+            if earlier.get(layer) is held_after:       # the latest call: the keys as they were, bit for bit
+                if held_before is None:
+                    earlier.pop(layer)
+                else:
+                    earlier[layer] = held_before
+            elif layer in earlier:                      # restored out of order: subtract this call's share
+                total, count = earlier[layer]
+                earlier[layer] = (total - added[0], count - added[1])
+
+        handle.on_restore.append(take_back_keys)
         weight.grad = None
         handle.details = {
             "layer": layer,

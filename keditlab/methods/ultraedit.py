@@ -64,7 +64,10 @@ larger step writes more and disturbs far more.  So:
   every token of a few dozen short texts sampled from the model itself before
   the first edit (:func:`preserved_keys`, :func:`preserving_solve`), the
   preservation term of MEMIT without its corpus statistics.  It keeps what the
-  layer writes at unrelated tokens.
+  layer writes at unrelated tokens.  Given real unrelated questions and their
+  answers (``EditContext.unrelated``, a spec's ``stats.unrelated``), the keys
+  are read where those answers are predicted instead, which keeps far more of
+  a benchmark's locality probes than the model's own samples do.
 * **Earlier batches kept.**  In a stream, each solve also holds the keys of
   the earlier batches (their summed ``KᵀK`` per layer, in the context's
   memory), as MEMIT's sequential statistics and AlphaEdit's preserved edits
@@ -160,7 +163,8 @@ class UltraEditConfig(MethodConfig):
         default=64,
         metadata={"minimum": 0,
                   "help": "How many unrelated texts (sampled from the model itself before the first edit) have their keys held "
-                          "at zero change in every solve (keditlab's; 0: the paper's unconstrained ridge solve)."},
+                          "at zero change in every solve; with a spec's stats.unrelated, at most this many of its questions and "
+                          "answers instead (keditlab's; 0: the paper's unconstrained ridge solve)."},
     )
     preserve_weight: float = field(
         default=3.0,
@@ -263,7 +267,7 @@ class UltraEdit(EditMethod):
         memory = context.memory.setdefault(self.name, {"moments": {}, "live": []})
         if config.preserve and "preserved" not in memory:
             with context.setup():   # sampled and read once per stream, on the model before its first edit
-                memory["preserved"] = preserved_keys(model, tokenizer, modules, config.preserve, context.seed)
+                memory["preserved"] = preserved_keys(model, tokenizer, modules, config.preserve, context.seed, context.unrelated)
                 memory["anchor"] = {layer: _out_in(module, profile.mlp_out_transposed).clone() for layer, module in modules.items()}
         before = {layer: memory["moments"][layer].copy() for layer in layers if layer in memory["moments"]}
         earlier = memory.setdefault("earlier", {})

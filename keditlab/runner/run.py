@@ -33,10 +33,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 import torch
 
 from keditlab.evaluate import PROTOCOLS, CaseMeasurement, measure
+from keditlab.data.datasets import dataset_cases
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, get_method, method_names
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
@@ -46,10 +48,29 @@ from keditlab.runner.checks import ground_truth_warning, target_warning, unchang
 from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
 from keditlab.runner.schedule import Apply, Measure, Restore, Step, last_measurements, plan
 from keditlab.runner.summary import MethodTally, build_summary
-from keditlab.spec import METRIC_NAMES, MethodSpec, Spec
+from keditlab.spec import METRIC_NAMES, EditCase, MethodSpec, Spec
 from keditlab.spec.checks import capability_problem, run_settings_problems
 from keditlab.spec.hints import did_you_mean
 from keditlab.stats import CovarianceProvider
+
+
+def unrelated_pairs(spec: Spec, cases: Sequence[EditCase]) -> tuple[tuple[str, str], ...]:
+    """The ``(prompt, answer)`` locality probes of ``stats.unrelated``'s records, minus every prompt the run itself reads.
+
+    A preserving method holds these unchanged; a question the run measures (an
+    edit prompt, a rephrase, any probe of its cases) is left out, so that no
+    measured probe is protected directly.  Empty without ``stats.unrelated``.
+    """
+    source = spec.stats.unrelated
+    if source is None:
+        return ()
+    records = dataset_cases(source.format, source.path, limit=source.limit, offset=source.offset, sample=source.sample,
+                            on_bad_record=source.on_bad_record, skipped=[])
+    measured = {text for case in cases for request in case.requests()
+                for text in (request.prompt, *request.rephrase, *(probe.prompt for probe in request.probes()))}
+    measured |= {probe.prompt for case in cases for probe in case.probes()}
+    pairs = [(probe.prompt, probe.answer) for record in records for probe in record.locality if probe.prompt not in measured]
+    return tuple(dict.fromkeys(pairs))
 
 
 #: Version 2: ``spec`` is written in the spec language (version 1 held the dataclass fields).
@@ -228,7 +249,13 @@ def run_spec(
 
     covariance = CovarianceProvider(model, tokenizer, profile, spec.stats.corpus, spec.stats.samples,
                                     spec.stats.max_length, seed=spec.run.seed)
-    context = EditContext(seed=spec.run.seed, covariance=covariance)
+    unrelated = unrelated_pairs(spec, spec.edits)
+    if chat:   # held in the form the edits are read in
+        unrelated = tuple((chat_prompt(tokenizer, prompt), answer) for prompt, answer in unrelated)
+    if spec.stats.unrelated is not None:
+        log(f"Holding {len(unrelated)} unrelated questions from {spec.stats.unrelated.path} "
+            "(their locality probes; questions this run measures left out)")
+    context = EditContext(seed=spec.run.seed, covariance=covariance, unrelated=unrelated)
     log(f"Measuring {len(cases)} cases before editing …")
     before = measure(model, tokenizer, cases, spec.evaluate)
     pre_warnings = {case.case_id: ground_truth_warning(case, pre) for case, pre in zip(cases, before)}

@@ -87,7 +87,8 @@ def file_key(value: dict[str, Any]) -> str:
     return "path" if "path" in value else "records"
 
 
-def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | None = None) -> tuple[tuple[EditCase, ...], EditsFile]:
+def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | None = None,
+                    section: tuple[str, ...] = ("edits",)) -> tuple[tuple[EditCase, ...], EditsFile]:
     """The edit cases of a validated ``edits: {dataset, path, limit, offset, sample, on_bad_record}`` mapping.
 
     The older spelling ``{records: FILE, format: NAME}`` means ``{path: FILE,
@@ -104,7 +105,7 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
     written, fmt = value.get(key), value.get("dataset", value.get("format"))
     limit, offset = value.get("limit"), value.get("offset", 0)
     sample, on_bad = value.get("sample"), value.get("on_bad_record", "stop")
-    where = ("edits", key) if written is not None else ("edits", "dataset" if "dataset" in value else "format")
+    where = (*section, key) if written is not None else (*section, "dataset" if "dataset" in value else "format")
     if written is not None:
         path = records_path(written, source)
         problem = file_problem(written, source)
@@ -128,7 +129,7 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
         else:
             problem_text, fix = _one_line(exc, path)
         others = ", ".join(name for name in DATASETS if name != fmt)
-        fix = (f"{fix.rstrip('.')} (edits.dataset picks the reader: {others})" if fix else
+        fix = (f"{fix.rstrip('.')} ({'.'.join(section)}.dataset picks the reader: {others})" if fix else
                f"check that the file is a JSON list of {fmt} records, or give the dataset it is in ({others})")
         report.add(where, f"cannot read '{written}' as {fmt} records: {problem_text}", fix)
         raise SpecValidationError(report.errors) from None
@@ -138,7 +139,7 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
             report.add(where, f"every selected record of '{written}' is malformed ({len(skipped)} skipped); the first: "
                        f"{_one_line(ValueError(skipped[0]), path)[0]}", "check the dataset name and the file")
             raise SpecValidationError(report.errors)
-        at = ("edits", "offset") if "offset" in value else where
+        at = (*section, "offset") if "offset" in value else where
         report.add(at, f"offset {offset} is past the end of '{written}', which has {count} record{'s' if count != 1 else ''}",
                    f"give an offset below {count}" if count else "use a file that has records")
         raise SpecValidationError(report.errors)

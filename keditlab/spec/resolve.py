@@ -82,6 +82,13 @@ def _edits(value: Any, source: str, source_map: SourceMap | None) -> tuple[tuple
     return read_edits_file(value, source, source_map)
 
 
+def _stats(value: Any, source: str, source_map: SourceMap | None) -> StatsSpec:
+    settings = dict(value or {})
+    if settings.get("unrelated") is not None:   # read now, so a bad file is an error on its spec line
+        _, settings["unrelated"] = read_edits_file(settings["unrelated"], source, source_map, section=("stats", "unrelated"))
+    return StatsSpec(**settings)
+
+
 def _evaluate(value: Any) -> EvalSpec:
     if value is None:
         return EvalSpec()
@@ -118,7 +125,7 @@ def resolve(data: dict[str, Any], source: str, source_map: SourceMap | None = No
         methods=_methods(data.get("method")),
         edits=edits,
         evaluate=_evaluate(data.get("evaluate")),
-        stats=StatsSpec(**(data.get("stats") or {})),
+        stats=_stats(data.get("stats"), source, source_map),
         run=RunSettings(**(data.get("run") or {})),
         version=data["keditlab"],
         source=source,

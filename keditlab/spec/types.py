@@ -151,11 +151,23 @@ class StatsSpec:
     pieces of at most ``max_length`` tokens.  ``"auto"`` means ten times the
     key width (the MLP's hidden size: 15,360 tokens for the embedded model),
     which measured as enough for ROME's edits (``docs/methods.md``).
+    ``unrelated`` names benchmark records read for their locality probes only:
+    the unrelated facts UltraEdit's and LocFT-BF's ``preserve`` hold.
     """
 
     corpus: str = "model-samples"
     samples: int | str = "auto"
     max_length: int = 64
+    #: Benchmark records whose locality probes (unrelated questions and their
+    #: answers) the methods with a preservation term hold unchanged, instead of
+    #: text sampled from the model (``stats.unrelated``; None: model samples).
+    unrelated: "EditsFile | None" = None
+
+    def to_spec_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"corpus": self.corpus, "samples": self.samples, "max_length": self.max_length}
+        if self.unrelated is not None:
+            data["unrelated"] = self.unrelated.to_spec_data()
+        return data
 
 
 @dataclass(frozen=True)
@@ -368,7 +380,7 @@ class Spec:
                 "context": self.evaluate.context,
                 "answer_tokens": self.evaluate.answer_tokens,
             },
-            "stats": asdict(self.stats),
+            "stats": self.stats.to_spec_data(),
             "run": self.run.to_spec_data(),
         }
         if self.trace is not None:

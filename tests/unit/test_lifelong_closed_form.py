@@ -227,6 +227,28 @@ def test_locft_bf_trains_on_the_target_and_eos_breadth_first(tokenizer):
     handle.restore()
 
 
+def test_locft_keep_earlier_holds_the_earlier_calls_keys_and_restores_them(tokenizer):
+    from keditlab.models.tokens import encode_answer
+
+    model = _tiny()
+    profile = derive_profile(model)
+    before = _params(model)
+    context = EditContext()
+    settings = {"epochs": 3, "mini_batch_size": 1, "lr": 1e-2, "keep_earlier": 100.0}
+    method = get_method("locft-bf")
+    first = method.apply(model, tokenizer, profile, CASES[:2], settings, context)
+    earlier = context.memory["locft-bf"]["earlier"]
+    # one key per predicted token: each target's tokens and the EOS after it
+    assert earlier[2][1] == sum(len(encode_answer(tokenizer, c.target)) + 1 for c in CASES[:2])
+    held_first = earlier[2]
+    second = method.apply(model, tokenizer, profile, CASES[2:], settings, context)
+    assert earlier[2][1] == held_first[1] + len(encode_answer(tokenizer, CASES[2].target)) + 1
+    second.restore()
+    assert earlier[2] is held_first
+    first.restore()
+    assert earlier == {} and _same(model, before)
+
+
 @pytest.mark.parametrize("config_class,params,message", [
     (UltraEditConfig, {"ridge": 0}, r"ridge: 0 is out of range; it must be > 0"),
     (UltraEditConfig, {"value_scale": -1.0}, r"value_scale: -1\.0 is out of range; it must be > 0"),
@@ -234,6 +256,7 @@ def test_locft_bf_trains_on_the_target_and_eos_breadth_first(tokenizer):
     (UltraEditConfig, {"forward_batch_size": 0}, r"forward_batch_size: 0 is out of range; it must be >= 1"),
     (LocFTConfig, {"mini_batch_size": 0}, r"mini_batch_size: 0 is out of range; it must be >= 1"),
     (LocFTConfig, {"epochs": 0}, r"epochs: 0 is out of range; it must be >= 1"),
+    (LocFTConfig, {"keep_earlier": -1.0}, r"keep_earlier: -1\.0 is out of range; it must be >= 0"),
     (LocFTConfig, {"lr": -1e-3}, r"lr: -0\.001 is out of range; it must be > 0"),
     (LocFTConfig, {"early_stop_loss": -1.0}, r"early_stop_loss: -1\.0 is out of range; it must be >= 0"),
 ])
@@ -251,3 +274,28 @@ def test_layers_outside_the_model_or_empty_are_named(tokenizer):
         get_method("ultraedit").apply(model, tokenizer, profile, CASES, {"layers": []})
     with pytest.raises(MethodConfigError, match=r"layer: layer 2 is outside this model's layers 0\.\.1"):
         get_method("locft-bf").apply(model, tokenizer, profile, CASES, {"layer": 2})
+
+
+def test_preserved_keys_from_question_answer_pairs_are_read_where_the_answers_are_predicted(tokenizer):
+    from keditlab.methods.adaptors import preserved_keys
+    from keditlab.models.tokens import encode_prompt_answer
+
+    model = _tiny()
+    profile = derive_profile(model)
+    module = model.get_submodule(profile.mlp_out_module(1))
+    pairs = [("nq question: who wrote the hobbit", "J. R. R. Tolkien"), ("who sings hey jude", "The Beatles")]
+    seen = []
+    hook = module.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach().double()))
+    try:
+        held = preserved_keys(model, tokenizer, {1: module}, count=8, seed=0, pairs=pairs)[1]
+    finally:
+        hook.remove()
+    rows = []
+    for row, (prompt, answer) in enumerate(pairs):   # the prompt's last token, then every answer token but the last
+        prompt_ids, answer_ids = encode_prompt_answer(tokenizer, prompt, answer)
+        rows.append(seen[0][row, len(prompt_ids) - 1: len(prompt_ids) - 1 + len(answer_ids)])
+    keys = torch.cat(rows)
+    torch.testing.assert_close(held.double(), keys.T @ keys / len(keys), rtol=1e-5, atol=1e-6)
+    # at most `count` pairs are read
+    one = preserved_keys(model, tokenizer, {1: module}, count=1, seed=0, pairs=pairs)[1]
+    torch.testing.assert_close(one.double(), rows[0].T @ rows[0] / len(rows[0]), rtol=1e-5, atol=1e-6)

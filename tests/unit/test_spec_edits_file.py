@@ -205,3 +205,36 @@ def test_errors_of_a_dict_spec_name_the_field(tmp_path):
     assert [(e.path, e.line) for e in errors] == [("edits.records", None)]
     with pytest.raises(SpecValidationError, match="does not exist"):
         parse_spec(f"keditlab: 1\nedits: {{records: {tmp_path / 'none.json'}, format: zsre}}\n")
+
+
+def test_stats_unrelated_reads_records_and_writes_back_in_the_spec_language(shared_datasets, tmp_path):
+    zsre = shared_datasets / ZSRE
+    path = write_spec(tmp_path, f"  records: {zsre}\n  format: zsre\n  limit: 5\n")
+    path.write_text(path.read_text(encoding="utf-8")
+                    + f"stats:\n  unrelated: {{dataset: zsre, path: {zsre}, offset: 900, limit: 20}}\n", encoding="utf-8")
+    spec = load_spec(path)
+    assert spec.stats.unrelated == EditsFile(str(zsre), "zsre", 20, 900)
+    data = spec.to_spec_data()
+    assert data["stats"]["unrelated"] == {"dataset": "zsre", "path": str(zsre), "limit": 20, "offset": 900, "on_bad_record": "stop"}
+    assert validate_dict(data) == [] and spec_from_dict(data).stats == spec.stats
+
+
+def test_stats_unrelated_with_a_missing_file_is_an_error_on_its_line(tmp_path):
+    path = write_spec(tmp_path, "  - {prompt: a b, subject: a, target: c}\n")
+    path.write_text(path.read_text(encoding="utf-8") + "stats:\n  unrelated: {dataset: zsre, path: nowhere.json}\n", encoding="utf-8")
+    error = only_error(path)
+    assert error.path == "stats.unrelated.path" and "nowhere.json" in error.message and error.line == 6, error
+
+
+def test_unrelated_pairs_leave_out_every_question_the_run_measures(shared_datasets, tmp_path):
+    from keditlab.runner.run import unrelated_pairs
+
+    zsre = shared_datasets / ZSRE
+    raw = json.loads(zsre.read_text(encoding="utf-8"))
+    path = write_spec(tmp_path, f"  records: {zsre}\n  format: zsre\n  limit: 3\n")
+    path.write_text(path.read_text(encoding="utf-8") + f"stats:\n  unrelated: {{dataset: zsre, path: {zsre}, limit: 6}}\n",
+                    encoding="utf-8")
+    spec = load_spec(path)
+    pairs = unrelated_pairs(spec, spec.edits)
+    assert pairs == tuple((r["loc"], r["loc_ans"]) for r in raw[3:6])   # records 0-2 are the run's own: their probes are measured
+    assert unrelated_pairs(load_spec(write_spec(tmp_path / "plain", f"  records: {zsre}\n  format: zsre\n  limit: 3\n")), ()) == ()
