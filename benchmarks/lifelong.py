@@ -35,15 +35,20 @@ def main() -> None:
 
     import torch
 
+    from keditlab.data.datasets import dataset_cases
     from keditlab.runner import run_spec
     from keditlab.spec import load_spec
     from keditlab.spec.types import MethodSpec
 
     torch.set_num_threads(2)
     spec = load_spec(args.spec)
-    if args.limit is not None:
-        spec = dataclasses.replace(spec, edits=spec.edits[: args.limit],
-                                   edits_from=dataclasses.replace(spec.edits_from, limit=args.limit) if spec.edits_from else None)
+    if args.limit is not None and spec.edits_from is not None:   # re-read: the spec's own limit may be smaller
+        source = dataclasses.replace(spec.edits_from, limit=args.limit)
+        edits = dataset_cases(source.format, source.path, limit=source.limit, offset=source.offset, sample=source.sample,
+                              on_bad_record=source.on_bad_record)
+        spec = dataclasses.replace(spec, edits=tuple(edits), edits_from=source)
+    elif args.limit is not None:
+        spec = dataclasses.replace(spec, edits=spec.edits[: args.limit])
     settings = {}
     if args.batch_size is not None:
         settings["batch_size"] = args.batch_size

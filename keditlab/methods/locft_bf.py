@@ -188,7 +188,8 @@ class LocFTBF(EditMethod):
         # Only `layer`'s down_proj is trained, so the blocks below it are run once for all edits
         # and each step recomputes `layer` and up (about a third of the model at the default layer).
         with trainable_only(model, [name]), upper_passes(model, profile.layers, layer, ids, mask) as run:
-            edit_keys = _target_keys(run, model.get_submodule(profile.mlp_out_module(layer)), labels, len(cases))
+            if config.keep_earlier:
+                edit_keys = _target_keys(run, model.get_submodule(profile.mlp_out_module(layer)), labels, len(cases))
             for _epoch in range(config.epochs):
                 shuffler.shuffle(order)
                 total = 0.0
@@ -211,21 +212,22 @@ class LocFTBF(EditMethod):
                 epoch_losses.append(total / len(order))
                 if epoch_losses[-1] < config.early_stop_loss:
                     break
-        added = (edit_keys.T @ edit_keys, len(edit_keys))
-        held_after = added if held_before is None else (held_before[0] + added[0], held_before[1] + added[1])
-        earlier[layer] = held_after
+        if config.keep_earlier:   # this call's keys join the held ones; restore takes them back out
+            added = (edit_keys.T @ edit_keys, len(edit_keys))
+            held_after = added if held_before is None else (held_before[0] + added[0], held_before[1] + added[1])
+            earlier[layer] = held_after
 
-        def take_back_keys() -> None:
-            if earlier.get(layer) is held_after:       # the latest call: the keys as they were, bit for bit
-                if held_before is None:
-                    earlier.pop(layer)
-                else:
-                    earlier[layer] = held_before
-            elif layer in earlier:                      # restored out of order: subtract this call's share
-                total, count = earlier[layer]
-                earlier[layer] = (total - added[0], count - added[1])
+            def take_back_keys() -> None:
+                if earlier.get(layer) is held_after:       # the latest call: the keys as they were, bit for bit
+                    if held_before is None:
+                        earlier.pop(layer)
+                    else:
+                        earlier[layer] = held_before
+                elif layer in earlier:                      # restored out of order: subtract this call's share
+                    total, count = earlier[layer]
+                    earlier[layer] = (total - added[0], count - added[1])
 
-        handle.on_restore.append(take_back_keys)
+            handle.on_restore.append(take_back_keys)
         weight.grad = None
         handle.details = {
             "layer": layer,

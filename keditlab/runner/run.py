@@ -30,15 +30,15 @@ import dataclasses
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import torch
 
-from keditlab.evaluate import PROTOCOLS, CaseMeasurement, measure
 from keditlab.data.datasets import dataset_cases
+from keditlab.evaluate import PROTOCOLS, CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, get_method, method_names
 from keditlab.models import LoadedModel, load_model
 from keditlab.runner import records
