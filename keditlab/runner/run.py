@@ -66,9 +66,8 @@ def unrelated_pairs(spec: Spec, cases: Sequence[EditCase]) -> tuple[tuple[str, s
         return ()
     records = dataset_cases(source.format, source.path, limit=source.limit, offset=source.offset, sample=source.sample,
                             on_bad_record=source.on_bad_record, skipped=[])
-    measured = {text for case in cases for request in case.requests()
-                for text in (request.prompt, *request.rephrase, *(probe.prompt for probe in request.probes()))}
-    measured |= {probe.prompt for case in cases for probe in case.probes()}
+    measured = {text for case in cases for request in case.requests()   # each case and its joint edits
+                for text in (request.prompt, *(probe.prompt for probe in request.probes()))}
     pairs = [(probe.prompt, probe.answer) for record in records for probe in record.locality if probe.prompt not in measured]
     return tuple(dict.fromkeys(pairs))
 
