@@ -84,3 +84,26 @@ def test_ultraedit_writes_single_edits(embedded, records):
     scores = mean_scores(posts)
     assert scores[REL] >= max(0.75, mean_scores(pre)[REL] + 0.4), scores
     assert scores[LOC] >= 0.6, scores
+
+
+def test_ultraedit_holds_the_unrelated_questions_it_is_given(embedded, records, shared_datasets):
+    # stats.unrelated reaches a method as EditContext.unrelated: real NQ questions and answers of another file
+    import json
+
+    from keditlab.methods.adaptors import preserved_keys
+
+    model, tokenizer, profile = embedded
+    other = json.loads((shared_datasets / "zsre" / "zsre_mend_eval_portability_gpt4.json").read_text(encoding="utf-8"))
+    pairs = tuple((r["loc"], r["loc_ans"]) for r in other[-32:])
+    cases = records[:10]
+    pre = measure(model, tokenizer, cases, TF)
+    context = EditContext(unrelated=pairs)
+    with get_method("ultraedit").apply(model, tokenizer, profile, cases, {"preserve": 32}, context) as handle:
+        post = mean_scores(measure(model, tokenizer, cases, TF, reference=pre))
+        layers = handle.details["layers"]
+    held = context.memory["ultraedit"]["preserved"]
+    modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers[:1]}
+    expected = preserved_keys(model, tokenizer, modules, 32, 0, pairs)[layers[0]]
+    torch.testing.assert_close(held[layers[0]], expected)   # the pairs' keys were held, not model samples
+    assert post[REL] > mean_scores(pre)[REL] + 0.4, post
+    assert post[LOC] >= 0.8, post
