@@ -179,6 +179,8 @@ class LocFTBF(EditMethod):
         earlier = memory.setdefault("earlier", {})
         held_before = earlier.get(layer)           # (Σ kkᵀ, count) of the earlier calls' keys, or None
         call_start = out_in(weight).detach().clone()
+        # second moment of the earlier calls' keys, held in this call's loss (once per call, not per step)
+        earlier_moment = (held_before[0] / held_before[1]).float() if config.keep_earlier and held_before is not None else None
         ids, mask, labels = masked_batch(tokenizer, cases, device_of(model), eos=config.eos)
         head = model.get_output_embeddings()
         order = list(range(len(cases)))
@@ -202,9 +204,8 @@ class LocFTBF(EditMethod):
                         continue
                     if config.preserve and config.preserve_weight:
                         loss = loss + config.preserve_weight * preservation_penalty(out_in(weight), anchor, second_moment)
-                    if config.keep_earlier and held_before is not None:
-                        loss = loss + config.keep_earlier * preservation_penalty(out_in(weight), call_start,
-                                                                                 (held_before[0] / held_before[1]).float())
+                    if earlier_moment is not None:
+                        loss = loss + config.keep_earlier * preservation_penalty(out_in(weight), call_start, earlier_moment)
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
