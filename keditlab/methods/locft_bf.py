@@ -29,11 +29,16 @@ Run the way models are normally trained it does much better:
 The loss of a mini-batch is each edit's mean token negative log-likelihood,
 averaged over the edits; the optimiser is Adam.
 
+``layers`` (keditlab's) tunes several late ``down_proj`` matrices together,
+each with its own Adam step; the paper tunes one, and one is the default.  On
+the 135M embedded model one 1,536 × 576 matrix cannot take a thousand new
+answers and keep unrelated ones; eleven late ones can (``docs/methods.md``).
+
 Sequential editing: each ``apply`` trains on its own edits breadth-first, on
-top of the model as earlier calls left it; its handle restores the one tuned
-matrix.  A later call sees only its own edits, so it can overwrite earlier
+top of the model as earlier calls left it; its handle restores the tuned
+matrices.  A later call sees only its own edits, so it can overwrite earlier
 ones; ``keep_earlier`` (keditlab's, off by default) adds a penalty on how much
-the call changes what the tuned matrix writes at the earlier calls' keys (the
+the call changes what each tuned matrix writes at the earlier calls' keys (the
 inputs of ``down_proj`` where their targets are predicted, summed in the
 context's memory and taken back out on restore), as UltraEdit's and MEMIT's
 sequential solves hold earlier edits.
@@ -46,7 +51,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
@@ -79,25 +84,30 @@ def preservation_penalty(weight: torch.Tensor, anchor: torch.Tensor, second_mome
     return (delta @ second_moment * delta).sum() / (anchor.float() @ second_moment * anchor.float()).sum()
 
 
-def _target_keys(run, module: torch.nn.Module, labels: torch.Tensor, rows: int, chunk: int = 64) -> torch.Tensor:
-    """The inputs of ``module`` at every position that predicts a labelled token, ``(tokens, d_in)`` in float64.
+def _target_keys(run, modules: dict[int, torch.nn.Module], labels: torch.Tensor, rows: int,
+                 chunk: int = 64) -> dict[int, torch.Tensor]:
+    """Each module's inputs at every position that predicts a labelled token, ``(tokens, d_in)`` in float64.
 
-    They do not depend on the tuned matrix (its own input), so they are read
-    once, before training, through ``run`` (:func:`~keditlab.methods.adaptors.upper_passes`).
+    They do not depend on the tuned matrices (their own inputs, and the blocks
+    below the lowest are fixed), so they are read before training, through
+    ``run`` (:func:`~keditlab.methods.adaptors.upper_passes`).
     """
-    found: list[torch.Tensor] = []
+    found: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules}
     for start in range(0, rows, chunk):
         part = list(range(start, min(rows, start + chunk)))
-        grabbed: list[torch.Tensor] = []
-        hook = module.register_forward_hook(lambda _m, inputs, _o: grabbed.append(inputs[0].detach()))
+        grabbed: dict[int, torch.Tensor] = {}
+        hooks = [module.register_forward_hook(lambda _m, inputs, _o, layer=layer: grabbed.__setitem__(layer, inputs[0].detach()))
+                 for layer, module in modules.items()]
         try:
             with torch.no_grad():
                 run(part)
         finally:
-            hook.remove()
-        predicting = labels[part, 1:grabbed[0].shape[1] + 1] != -100   # position t predicts the label at t + 1
-        found.append(grabbed[0][:, :predicting.shape[1]][predicting].double())
-    return torch.cat(found)
+            for hook in hooks:
+                hook.remove()
+        for layer, keys in grabbed.items():
+            predicting = labels[part, 1:keys.shape[1] + 1] != -100   # position t predicts the label at t + 1
+            found[layer].append(keys[:, :predicting.shape[1]][predicting].double())
+    return {layer: torch.cat(parts) for layer, parts in found.items()}
 
 
 def default_layer(num_layers: int) -> int:
@@ -106,9 +116,10 @@ def default_layer(num_layers: int) -> int:
 
 @dataclass
 class LocFTConfig(MethodConfig):
-    layer: int | None = field(
+    layers: list[int] | None = field(
         default=None,
-        metadata={"help": "The layer whose MLP output projection is fine-tuned. Empty: 70% of the depth (layer 21 of 30 on the embedded model).",
+        metadata={"help": "The layers whose MLP output projections are fine-tuned, together. Empty: one layer at 70% of the depth "
+                          "(layer 21 of 30 on the embedded model), as the paper.",
                   "layer_index": True},
     )
     epochs: int = field(default=10, metadata={"minimum": 1, "help": "Most passes over the apply call's whole edit set (the paper: 25)."})
@@ -145,8 +156,8 @@ class LocFTConfig(MethodConfig):
     preserve_weight: float = field(
         default=PRESERVE_WEIGHT,
         metadata={"minimum": 0,
-                  "help": "Weight of the preservation penalty: the change of the layer's output at the preserved keys, "
-                          "relative to that output's size, squared (used when preserve > 0)."},
+                  "help": "Weight of the preservation penalty: the change of each tuned matrix's output at the preserved keys, "
+                          "relative to that output's size, squared, averaged over the matrices (used when preserve > 0)."},
     )
 
 
@@ -157,41 +168,63 @@ class LocFTBF(EditMethod):
     capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)
 
     def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
-        layer = config.layer if config.layer is not None else default_layer(profile.num_layers)
-        name = f"{profile.mlp_out_module(layer)}.weight"
-        handle = EditHandle(self.name, model, self.snapshot(model, [name]))
-        weight = dict(model.named_parameters())[name]
-        lr = config.lr if config.lr is not None else LR_SHARE_OF_WEIGHT_RMS * float(weight.detach().float().pow(2).mean().sqrt())
-        optimiser = torch.optim.Adam([weight], lr=lr)
+        if config.layers == []:
+            raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
+        layers = sorted(set(config.layers)) if config.layers else [default_layer(profile.num_layers)]
+        modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
+        names = [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]
+        handle = EditHandle(self.name, model, self.snapshot(model, names))
+        parameters = dict(model.named_parameters())
+        weights = {layer: parameters[name] for layer, name in zip(layers, names)}
+        # One Adam group per matrix, each with its own step (see LR_SHARE_OF_WEIGHT_RMS).
+        lrs = {layer: config.lr if config.lr is not None else LR_SHARE_OF_WEIGHT_RMS * float(w.detach().float().pow(2).mean().sqrt())
+               for layer, w in weights.items()}
+        optimiser = torch.optim.Adam([{"params": [weights[layer]], "lr": lrs[layer]} for layer in layers])
+
         def out_in(w: torch.Tensor) -> torch.Tensor:   # the weight as (out, in): GPT-2's Conv1D stores it transposed
             return w.T if profile.mlp_out_transposed else w
 
         memory = context.memory.setdefault(self.name, {})
-        if config.preserve and layer not in memory:
-            # The anchor and the keys are those of the stream's first call: the penalty holds the
-            # whole stream's change of this matrix, not only this call's.  The keys of `layer`'s
-            # down_proj do not depend on that matrix, so later calls would read the same ones.
+        anchors = memory.setdefault("anchors", {})
+        missing = [layer for layer in layers if layer not in anchors]
+        if config.preserve and missing:
+            # The anchor and the keys are those of the stream's first call on each layer: the penalty
+            # holds the whole stream's change of the matrix, not only this call's.  A down_proj's keys
+            # do not depend on that matrix, so later calls would read the same ones.
             with context.setup():
-                keys = preserved_keys(model, tokenizer, {layer: model.get_submodule(profile.mlp_out_module(layer))},
-                                      config.preserve, context.seed, context.unrelated)[layer]
-            memory[layer] = (out_in(weight).detach().clone(), keys.to(weight.device))
-        anchor, second_moment = memory.get(layer, (None, None))
+                keys = preserved_keys(model, tokenizer, {layer: modules[layer] for layer in missing},
+                                      config.preserve, context.seed, context.unrelated)
+            for layer in missing:
+                anchors[layer] = (out_in(weights[layer]).detach().clone(), keys[layer].to(weights[layer].device))
         earlier = memory.setdefault("earlier", {})
-        held_before = earlier.get(layer)           # (Σ kkᵀ, count) of the earlier calls' keys, or None
-        call_start = out_in(weight).detach().clone()
-        # second moment of the earlier calls' keys, held in this call's loss (once per call, not per step)
-        earlier_moment = (held_before[0] / held_before[1]).float() if config.keep_earlier and held_before is not None else None
+        held_before = {layer: earlier.get(layer) for layer in layers}   # (Σ kkᵀ, count) of the earlier calls' keys
+        call_start = {layer: out_in(w).detach().clone() for layer, w in weights.items()}
+        # second moment of the earlier calls' keys, held in this call's loss (formed once per call, not per step)
+        earlier_moments = ({layer: (held[0] / held[1]).float() for layer, held in held_before.items() if held is not None}
+                           if config.keep_earlier else {})
+
+        def penalties() -> torch.Tensor:
+            """The preservation and keep-earlier penalties, each a mean over the tuned matrices."""
+            total = torch.zeros((), device=device_of(model))
+            if config.preserve and config.preserve_weight:
+                total = total + config.preserve_weight * sum(
+                    preservation_penalty(out_in(weights[layer]), *anchors[layer]) for layer in layers) / len(layers)
+            if earlier_moments:
+                total = total + config.keep_earlier * sum(
+                    preservation_penalty(out_in(weights[layer]), call_start[layer], moment)
+                    for layer, moment in earlier_moments.items()) / len(layers)
+            return total
+
         ids, mask, labels = masked_batch(tokenizer, cases, device_of(model), eos=config.eos)
         head = model.get_output_embeddings()
         order = list(range(len(cases)))
         shuffler = random.Random(context.seed)
         epoch_losses: list[float] = []
         steps = 0
-        # Only `layer`'s down_proj is trained, so the blocks below it are run once for all edits
-        # and each step recomputes `layer` and up (about a third of the model at the default layer).
-        with trainable_only(model, [name]), upper_passes(model, profile.layers, layer, ids, mask) as run:
-            if config.keep_earlier:
-                edit_keys = _target_keys(run, model.get_submodule(profile.mlp_out_module(layer)), labels, len(cases))
+        # Only the down_proj matrices are trained, so the blocks below the lowest are run once for all
+        # edits and each step recomputes from there up (about a third of the model at the default layer).
+        with trainable_only(model, names), upper_passes(model, profile.layers, layers[0], ids, mask) as run:
+            edit_keys = _target_keys(run, modules, labels, len(cases)) if config.keep_earlier else {}
             for _epoch in range(config.epochs):
                 shuffler.shuffle(order)
                 total = 0.0
@@ -202,45 +235,44 @@ class LocFTBF(EditMethod):
                     total += float(loss.detach()) * len(rows)
                     if float(loss.detach()) < config.early_stop_loss:
                         continue
-                    if config.preserve and config.preserve_weight:
-                        loss = loss + config.preserve_weight * preservation_penalty(out_in(weight), anchor, second_moment)
-                    if earlier_moment is not None:
-                        loss = loss + config.keep_earlier * preservation_penalty(out_in(weight), call_start, earlier_moment)
                     optimiser.zero_grad()
-                    loss.backward()
+                    (loss + penalties()).backward()
                     optimiser.step()
                     steps += 1
                 epoch_losses.append(total / len(order))
                 if epoch_losses[-1] < config.early_stop_loss:
                     break
         if config.keep_earlier:   # this call's keys join the held ones; restore takes them back out
-            added = (edit_keys.T @ edit_keys, len(edit_keys))
-            held_after = added if held_before is None else (held_before[0] + added[0], held_before[1] + added[1])
-            earlier[layer] = held_after
+            added = {layer: (keys.T @ keys, len(keys)) for layer, keys in edit_keys.items()}
+            held_after = {layer: added[layer] if held_before[layer] is None else
+                          (held_before[layer][0] + added[layer][0], held_before[layer][1] + added[layer][1]) for layer in layers}
+            earlier.update(held_after)
 
             def take_back_keys() -> None:
-                if earlier.get(layer) is held_after:       # the latest call: the keys as they were, bit for bit
-                    if held_before is None:
-                        earlier.pop(layer)
-                    else:
-                        earlier[layer] = held_before
-                elif layer in earlier:                      # restored out of order: subtract this call's share
-                    total, count = earlier[layer]
-                    earlier[layer] = (total - added[0], count - added[1])
+                for layer in layers:
+                    if earlier.get(layer) is held_after[layer]:   # the latest call: the keys as they were, bit for bit
+                        if held_before[layer] is None:
+                            earlier.pop(layer)
+                        else:
+                            earlier[layer] = held_before[layer]
+                    elif layer in earlier:                         # restored out of order: subtract this call's share
+                        total, count = earlier[layer]
+                        earlier[layer] = (total - added[layer][0], count - added[layer][1])
 
             handle.on_restore.append(take_back_keys)
-        weight.grad = None
+        for w in weights.values():
+            w.grad = None
         handle.details = {
-            "layer": layer,
-            "parameters": [name],
-            "lr": lr,
+            "layers": layers,
+            "parameters": names,
+            "lr": lrs[layers[0]] if len(layers) == 1 else lrs,
             "epochs": len(epoch_losses),
             "steps": steps,
             "loss_first": epoch_losses[0],
             "loss_last": epoch_losses[-1],
             "epoch_losses": [round(x, 4) for x in epoch_losses],
-            "preserved_change": (float(preservation_penalty(out_in(weight.detach()), anchor, second_moment)) ** 0.5
-                                 if config.preserve else None),
+            "preserved_change": ({layer: round(float(preservation_penalty(out_in(weights[layer].detach()), *anchors[layer])) ** 0.5, 4)
+                                  for layer in layers} if config.preserve else None),
         }
         return handle
     family = "fine-tuning"

@@ -221,7 +221,7 @@ def test_locft_bf_trains_on_the_target_and_eos_breadth_first(tokenizer):
         torch.testing.assert_close(masked_nll(model, (ids, mask, labels), per_edit=True), expected, rtol=1e-4, atol=1e-4)
     profile = derive_profile(model)
     handle = get_method("locft-bf").apply(model, tokenizer, profile, CASES, {"epochs": 4, "mini_batch_size": 2, "lr": 1e-2, "preserve": 0})
-    assert handle.details["layer"] == 2 and handle.details["epochs"] == 4
+    assert handle.details["layers"] == [2] and handle.details["epochs"] == 4
     assert handle.details["steps"] == 8   # two mini-batches per epoch, every edit visited once per epoch
     assert handle.details["loss_last"] < handle.details["loss_first"]
     handle.restore()
@@ -249,6 +249,29 @@ def test_locft_keep_earlier_holds_the_earlier_calls_keys_and_restores_them(token
     assert earlier == {} and _same(model, before)
 
 
+def test_locft_tunes_several_layers_together_each_with_its_own_step_and_memory(tokenizer):
+    model = _tiny()
+    profile = derive_profile(model)
+    before = _params(model)
+    context = EditContext(unrelated=(("nq question: who wrote hamlet", "William Shakespeare"),))
+    settings = {"layers": [2, 1], "epochs": 3, "mini_batch_size": 1, "preserve": 1, "keep_earlier": 10.0}
+    first = get_method("locft-bf").apply(model, tokenizer, profile, CASES[:2], settings, context)
+    tuned = {f"{profile.mlp_out_module(layer)}.weight" for layer in (1, 2)}
+    assert first.details["layers"] == [1, 2] and set(first.details["parameters"]) == tuned
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert changed == tuned                                   # both matrices move, nothing else
+    for layer in (1, 2):                                      # each at 1% of its own weight's RMS
+        rms = float(before[f"{profile.mlp_out_module(layer)}.weight"].float().pow(2).mean().sqrt())
+        assert first.details["lr"][layer] == pytest.approx(0.01 * rms)
+    memory = context.memory["locft-bf"]
+    assert set(memory["anchors"]) == {1, 2} and set(memory["earlier"]) == {1, 2}
+    assert set(first.details["preserved_change"]) == {1, 2} and all(v > 0 for v in first.details["preserved_change"].values())
+    second = get_method("locft-bf").apply(model, tokenizer, profile, CASES[2:], settings, context)
+    second.restore()
+    first.restore()
+    assert memory["earlier"] == {} and _same(model, before)
+
+
 @pytest.mark.parametrize("config_class,params,message", [
     (UltraEditConfig, {"ridge": 0}, r"ridge: 0 is out of range; it must be > 0"),
     (UltraEditConfig, {"value_scale": -1.0}, r"value_scale: -1\.0 is out of range; it must be > 0"),
@@ -272,8 +295,10 @@ def test_layers_outside_the_model_or_empty_are_named(tokenizer):
         get_method("ultraedit").apply(model, tokenizer, profile, CASES, {"layers": [0, 5]})
     with pytest.raises(MethodConfigError, match=r"layers: the list is empty"):
         get_method("ultraedit").apply(model, tokenizer, profile, CASES, {"layers": []})
-    with pytest.raises(MethodConfigError, match=r"layer: layer 2 is outside this model's layers 0\.\.1"):
-        get_method("locft-bf").apply(model, tokenizer, profile, CASES, {"layer": 2})
+    with pytest.raises(MethodConfigError, match=r"layers: layer 2 is outside this model's layers 0\.\.1"):
+        get_method("locft-bf").apply(model, tokenizer, profile, CASES, {"layers": [2]})
+    with pytest.raises(MethodConfigError, match=r"layers: the list is empty"):
+        get_method("locft-bf").apply(model, tokenizer, profile, CASES, {"layers": []})
 
 
 def test_preserved_keys_from_question_answer_pairs_are_read_where_the_answers_are_predicted(tokenizer):
