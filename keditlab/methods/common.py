@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from keditlab.methods.base import MethodConfigError
 from keditlab.models.sampling import sample_ids, seeded
 
 #: The default edited layer is this fraction of the depth: early-middle, where
@@ -22,6 +23,14 @@ DEFAULT_LAYER_FRACTION = 0.17
 def default_layer(num_layers: int) -> int:
     """The layer a method edits when the spec names none."""
     return max(0, min(num_layers - 1, round(DEFAULT_LAYER_FRACTION * num_layers)))
+
+
+def chosen_layers(layers: list[int] | None, default: list[int]) -> list[int]:
+    """A ``layers`` setting resolved: ``default`` when empty (None), else the named layers sorted, each once."""
+    chosen = default if layers is None else sorted(set(layers))
+    if not chosen:
+        raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
+    return chosen
 
 
 def check_value_layer(setting: str, layer: int, num_layers: int) -> None:

@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.common import chosen_layers, device_of, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
 
@@ -168,9 +168,7 @@ class LocFTBF(EditMethod):
     capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)
 
     def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
-        if config.layers == []:
-            raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
-        layers = sorted(set(config.layers)) if config.layers else [default_layer(profile.num_layers)]
+        layers = chosen_layers(config.layers, [default_layer(profile.num_layers)])
         modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
         names = [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]
         handle = EditHandle(self.name, model, self.snapshot(model, names))
@@ -265,7 +263,7 @@ class LocFTBF(EditMethod):
         handle.details = {
             "layers": layers,
             "parameters": names,
-            "lr": lrs[layers[0]] if len(layers) == 1 else lrs,
+            "lr": lrs,
             "epochs": len(epoch_losses),
             "steps": steps,
             "loss_first": epoch_losses[0],

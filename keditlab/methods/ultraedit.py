@@ -102,9 +102,9 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.adaptors import preserved_keys, upper_passes
-from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.common import chosen_layers, device_of, trainable_only
 from keditlab.methods.keyvalue import add_update
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
@@ -191,10 +191,7 @@ class UltraEditConfig(MethodConfig):
     )
 
     def resolved_layers(self, num_layers: int) -> list[int]:
-        layers = default_layers(num_layers) if self.layers is None else sorted(set(self.layers))
-        if not layers:
-            raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
-        return layers
+        return chosen_layers(self.layers, default_layers(num_layers))
 
 
 class RunningMoments:
