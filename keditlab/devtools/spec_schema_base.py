@@ -59,7 +59,7 @@ def _published(*datasets: str) -> str:
     """The published files of ``datasets``, each with its size and records: the choices of ``file:``."""
     from keditlab.data.download import human_size
 
-    return "; ".join(f"`{f.name}` ({f.summary}; {f.records:,} records, {human_size(f.size)})"
+    return "; ".join(f"`{f.name}` ({f.records:,} records, {human_size(f.size)}): {f.summary}"
                      for f in PUBLISHED.values() if f.dataset in datasets)
 
 
