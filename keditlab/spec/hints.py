@@ -172,6 +172,9 @@ def suggested_value(key: str, mapping: Any) -> str | None:
             return f"<the answer the unedited model gives to {_quoted(prompt)}>"
         return "<the answer the model gives before the edit>"
     if key == "prompt":
+        answer = _text_value(mapping, "answer")
+        if answer:  # a probe
+            return f"<a prompt the model should complete with {answer}>"
         if subject and target:
             return f"<a sentence about {subject} that {target} should complete>"
         if subject:
