@@ -92,8 +92,10 @@ def _raw(repo: str, commit: str, path: str) -> str:
 
 _KNOWLEDGE_SPREAD = ("Jometeorie/KnowledgeSpread", "d1a8d1ed5367e66010d4d9b081ab388b46c2438c")
 
-#: The published files the shipped specs use, each pinned to the commit it was taken from
-#: (the provenance of each, and its licence, is in the repository of the benchmark files).
+#: The published files the shipped specs use, each pinned to the commit it was taken from (the
+#: provenance of each, and its licence, is in the repository of the benchmark files).  The size and
+#: sha256 are those of the file's git blob at that commit, the bytes the URL serves; a local copy is
+#: read as it is (a copy with CRLF line ends, or one that keeps only some records, reads too).
 PUBLISHED: dict[str, PublishedFile] = {f.name: f for f in (
     PublishedFile("counterfact/counterfact_500.json", "counterfact",
                   _raw("furonglegend/Met", "9a33baa807b2fb0b9bbe72712df82b4fb675c692", "data/counterfact_500.json"),
@@ -101,15 +103,15 @@ PUBLISHED: dict[str, PublishedFile] = {f.name: f for f in (
                   "CounterFact in ROME's format (Meng et al., 2022)"),
     PublishedFile("counterfact/easyedit/counterfact-val.json", "counterfact",
                   _raw(*_KNOWLEDGE_SPREAD, "data/counterfact/counterfact-val.json"),
-                  "42b44645471020a9419d183deb9e113e82941380046861770ea0083dabd13982", 760_303, 1_919,
+                  "4feb68cc1f85dcf3b285252a28f2b2193ff69971947619356236953be60ecd1f", 741_112, 1_919,
                   "CounterFact's validation split in the reference toolkit's flat format"),
     PublishedFile("counterfact/easyedit/counterfact-edit.json", "counterfact",
                   _raw(*_KNOWLEDGE_SPREAD, "data/counterfact/counterfact-edit.json"),
-                  "bfe31a7081932739406e282bb625d74222549c3386c15b1df3dfbc3978c69eec", 3_950_774, 10_000,
+                  "20c225e6299b3c5b2c569bd9103aa212806e0d1e6e0c307de5c379773979b967", 3_850_773, 10_000,
                   "CounterFact's edit split in the reference toolkit's flat format"),
     PublishedFile("zsre/zsre_mend_train-1k.json", "zsre",
                   _raw(*_KNOWLEDGE_SPREAD, "data/zsre/zsre_mend_train-1k.json"),
-                  "e62596101d8ed551889c26c0d2a5277f92eaef3b14416d8eaee39b04a244ab60", 537_970, 1_000,
+                  "09dbb446f4afa1e500e051806430d286ef260fa6dd89e3590a9756f8b060a229", 524_937, 1_000,
                   "ZsRE train records in MEND's format"),
     PublishedFile("zsre/zsre_mend_eval_portability_gpt4.json", "zsre",
                   _raw("JasonForJoy/Model-Editing-Hurt", "82614b0414cfe6284ba0b136174f00716a4fe531",
