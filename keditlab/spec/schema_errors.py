@@ -284,10 +284,7 @@ class SchemaErrorTranslator:
         alternatives = self._layer_alternatives(error)
         as_list = "array" in alternatives
         auto = "auto" in alternatives.get("enum", ())
-        numbers = [] if isinstance(error.instance, (bool, dict)) else [n for n in map(int, re.findall(r"-?\d+", str(error.instance))) if n >= 0]
-        span = re.fullmatch(r"\s*(\d+)\s*(?:-|\.\.|to)\s*(\d+)\s*", str(error.instance))
-        if span and int(span[1]) <= int(span[2]):
-            numbers = list(range(int(span[1]), int(span[2]) + 1))
+        numbers = _layer_numbers(error.instance)
         got = describe_value(error.instance)
         written = self.report.source_map.raw.get(path)
         if written and not isinstance(error.instance, str) and written != inline_yaml(error.instance):
@@ -304,8 +301,8 @@ class SchemaErrorTranslator:
         fix = f"write `{name}: {example}` (layers are numbered from 0)"
         if auto:
             fix += f", or `{name}: auto` (chosen by causal tracing)"
-        method = self._method_of(path)
-        fix += f", or leave '{name}' out for {method + chr(39) + 's' if method else 'the'} default"
+        method = self._method_of(path) or "the method"
+        fix += f", or leave '{name}' out for {method}'s default"
         return message, fix
 
     def _layer_alternatives(self, error: ValidationError) -> dict[str, Any]:
@@ -424,6 +421,16 @@ class SchemaErrorTranslator:
             if definition.get("x-keditlab-method"):
                 settings |= set(definition.get("properties", {})) - {"name", "label"}
         return settings
+
+
+def _layer_numbers(value: Any) -> list[int]:
+    """The layer numbers a wrongly written layer setting holds: ``'3-5'`` → 3, 4, 5; ``'1, 2'`` → 1, 2; ``five`` → none."""
+    if isinstance(value, (bool, dict)):
+        return []
+    span = re.fullmatch(r"\s*(\d+)\s*(?:-|\.\.|to)\s*(\d+)\s*", str(value))
+    if span and int(span[1]) <= int(span[2]):
+        return list(range(int(span[1]), int(span[2]) + 1))
+    return [n for n in map(int, re.findall(r"-?\d+", str(value))) if n >= 0]
 
 
 def _misspellings(schema: dict[str, Any], instance: Any) -> dict[str, str]:
