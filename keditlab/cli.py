@@ -81,18 +81,22 @@ def _discard_stdout() -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from keditlab.data.download import deferred_downloads
     from keditlab.models import peek_num_layers
     from keditlab.spec import validate_file
 
     bad = 0
     for file in args.files:
-        errors = validate_file(file, num_layers_of=peek_num_layers)
+        with deferred_downloads() as pending:  # validation downloads nothing: a file a run will fetch is a note
+            errors = validate_file(file, num_layers_of=peek_num_layers)
         if errors:
             bad += 1
             for error in errors:
                 print(error, file=sys.stderr)
         else:
             print(f"{file}: ok")
+            for note in pending:
+                print(f"{file}: note: {note}")
     return EXIT_BAD_SPEC if bad else 0
 
 

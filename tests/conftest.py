@@ -7,7 +7,24 @@ when set; otherwise the default cache, so a machine converts the GGUF once.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+#: The shared benchmark files beside the checkout: the local copies of keditlab's published files.
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def pytest_configure(config):
+    """Specs naming a published file (``file: zsre/...``) read it from ``../shared/datasets``, never download it.
+
+    ``$KEDITLAB_DATASETS`` is how keditlab finds local copies of its published
+    files; set here when the shared folder is there and the variable is not
+    set, so every test (and every ``keditlab`` it starts) reads those copies.
+    """
+    if "KEDITLAB_DATASETS" not in os.environ and SHARED_DATASETS.is_dir():
+        os.environ["KEDITLAB_DATASETS"] = str(SHARED_DATASETS)
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +38,7 @@ def embedded():
 @pytest.fixture(scope="session")
 def shared_datasets():
     """The shared benchmark files (``../shared/datasets`` beside the checkout, or ``$KEDITLAB_DATASETS``)."""
-    import os
-    from pathlib import Path
-
-    folder = Path(os.environ.get("KEDITLAB_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    folder = Path(os.environ.get("KEDITLAB_DATASETS", SHARED_DATASETS))
     if not (folder / "counterfact" / "counterfact_500.json").exists():
         pytest.skip(f"the shared benchmark files are not at {folder} (set KEDITLAB_DATASETS)")
     return folder

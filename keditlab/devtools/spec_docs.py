@@ -69,21 +69,32 @@ run: {mode: sequential, batch_size: 10, evaluate_at: {every: 50}}   # a retentio
 ```
 
 Edits can also come from a file of benchmark records instead of a list: `edits`
-is then a mapping naming the file (`records`, read from the spec file's folder
-when relative) and its `format`, the reader that turns each record into an edit
-with its rephrasings and locality and portability probes (see
-[`edits-file`](#edits-file) for the formats).  `limit` and `offset` pick a
-window of records.  `keditlab validate` checks that the file exists; loading
-the spec reads it, and a record the reader cannot parse or an `offset` past the
-last record is reported like any other error in the spec.  A run records the
-file, the window and the number of edits it read.
+is then a mapping naming the `dataset`, whose reader turns each record into an
+edit with its rephrasings and locality and portability probes (see
+[`edits-file`](#edits-file) for the datasets), and its file: `path`, read from
+the spec file's folder when relative, or `file`, one of the published files
+keditlab pins to their public source (commit and sha256).  A published file is
+read from `$KEDITLAB_DATASETS/<file>` when that folder holds a copy, else from
+keditlab's cache, else downloaded there on first run; `keditlab validate`
+downloads nothing and notes which files a run will download.  `limit` and
+`offset` pick a window of records.  `keditlab validate` checks that a `path`
+exists; loading the spec reads the file, and a record the reader cannot parse
+or an `offset` past the last record is reported like any other error in the
+spec.  A run records the file, the window and the number of edits it read.
 
 ```yaml
 edits:
-  records: ../datasets/zsre/zsre_mend_train-1k.json   # this spec's folder is the starting point
-  format: zsre
+  dataset: zsre
+  path: ../datasets/zsre/zsre_mend_train-1k.json      # this spec's folder is the starting point
   limit: 100                                          # records 200 .. 299
   offset: 200
+```
+
+```yaml
+edits:
+  dataset: zsre
+  file: zsre/zsre_mend_train-1k.json                  # published: downloaded on first run when not here
+  limit: 100
 ```
 """
 

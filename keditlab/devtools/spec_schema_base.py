@@ -20,14 +20,16 @@ validator write good messages and the docs generator write good pages:
   for the did-you-mean of such a message;
 * ``x-keditlab-number-form``: what a bare whole number written here most likely
   meant, as a format string (``{{every: {}}}``), offered as the fix;
-* ``x-keditlab-text-form``: the same for a bare text (``edits: data.json``).
+* ``x-keditlab-text-form``: the same for a bare text (``edits: data.json``);
+* ``x-keditlab-datasets``: on ``file``, the dataset each published file belongs
+  to, so the spec checks can match it with ``dataset`` without importing the data layer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from keditlab.data.datasets import DATASETS
+from keditlab.data.datasets import DATASETS, PUBLISHED
 from keditlab.spec.types import (CHAT_TEMPLATE, EVALUATE_AT, GENERATION_CONTEXTS, METRIC_NAMES, PROTOCOLS, RUN_MODES, TRACE_KINDS, EvalSpec,
                                  ModelSpec, RunSettings, StatsSpec, TraceSpec)
 
@@ -53,11 +55,19 @@ def _record_formats() -> str:
     return "; ".join(f"`{name}`: {d.summary}" for name, d in DATASETS.items())
 
 
+def _published(*datasets: str) -> str:
+    """The published files of ``datasets``, each with its size and records: the choices of ``file:``."""
+    from keditlab.data.download import human_size
+
+    return "; ".join(f"`{f.name}` ({f.records:,} records, {human_size(f.size)}): {f.summary}"
+                     for f in PUBLISHED.values() if f.dataset in datasets)
+
+
 def _trace_schema() -> dict[str, Any]:
     defaults = TraceSpec()
     return {
         "title": "Causal tracing",
-        "description": "Causal tracing (Meng et al., 2022), run by `keditlab trace SPEC`: where the model recalls facts. `prompts` are traced one by one (heatmaps); the facts of a `records` file in ROME's known_1000.json format are averaged per layer at the subject's last token and the last token. [tracing.md](tracing.md) explains the method and how to read the results.",
+        "description": "Causal tracing (Meng et al., 2022), run by `keditlab trace SPEC`: where the model recalls facts. `prompts` are traced one by one (heatmaps); the facts of a `records` file (or a published `file`) in ROME's known_1000.json format are averaged per layer at the subject's last token and the last token. [tracing.md](tracing.md) explains the method and how to read the results.",
         "type": "object",
         "additionalProperties": False,
         "properties": {
@@ -69,6 +79,12 @@ def _trace_schema() -> dict[str, Any]:
                 "default": [],
             },
             "records": _text("Facts file", "A JSON file of facts in ROME's known_1000.json format (`prompt`, `subject`, `attribute`); a relative path is read from the spec's folder."),
+            "file": {
+                "title": "Published facts file",
+                "description": "Instead of `records`, a published facts file by name, pinned to the commit it was taken from: read from `$KEDITLAB_DATASETS/<name>` when that folder holds it, else from keditlab's cache, else downloaded there once (checked against its sha256). " + _published("knowns") + ".",
+                "enum": [name for name, f in PUBLISHED.items() if f.dataset == "knowns"],
+                "x-keditlab-noun": "published facts file",
+            },
             "limit": {"title": "Facts traced", "description": "Most facts of `records` traced (facts skipped by `known_only` do not count).",
                       "type": "integer", "minimum": 1, "default": defaults.limit},
             "offset": {"title": "First record", "description": "Index of the first record of `records` read.",
@@ -309,6 +325,14 @@ def base_schema() -> dict[str, Any]:
                         examples=["../datasets/zsre/zsre_mend_train-1k.json"],
                         **{"x-keditlab-default": "the dataset's public file, downloaded into the cache"},
                     ),
+                    "file": {
+                        "title": "Published file",
+                        "description": "Instead of `path`, a published benchmark file by name, pinned to the commit of the public repository it was taken from: read from `$KEDITLAB_DATASETS/<name>` when that folder holds it, else from keditlab's cache, else downloaded there once (with a progress bar) and checked against its sha256. `keditlab validate` downloads nothing; it notes the files a run will download. " + _published(*DATASETS) + ".",
+                        "enum": [name for name, f in PUBLISHED.items() if f.dataset in DATASETS],
+                        "examples": ["zsre/zsre_mend_train-1k.json"],
+                        "x-keditlab-noun": "published file",
+                        "x-keditlab-datasets": {name: f.dataset for name, f in PUBLISHED.items() if f.dataset in DATASETS},
+                    },
                     "records": _text("File (older name)", "The older name of `path`."),
                     "format": {
                         "title": "Dataset (older name)",

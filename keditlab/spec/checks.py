@@ -3,8 +3,10 @@
 * a subject must occur in its prompt (ROME edits at the subject's last token);
 * method labels must be unique (they name result columns);
 * edit ids must be unique (they name result rows);
-* a records file named in place of the edits (``edits: {records: ...}``) must
-  exist (reading it is left to resolving, :mod:`keditlab.spec.edits_file`);
+* a records file named in place of the edits (``edits: {dataset, path}``) must
+  exist (reading it is left to resolving, :mod:`keditlab.spec.edits_file`); a
+  published ``file`` must belong to the dataset named, and is not looked for
+  (it is downloaded when the spec runs);
 * layer settings must be layers the model has (asked of the caller's
   ``num_layers_of``, because the spec layer does not load models);
 * ``run.mode``, ``run.batch_size`` and ``run.evaluate_at`` must fit together
@@ -69,9 +71,13 @@ def check_has_work(data: dict[str, Any], source: str, report: Reporter) -> None:
     trace = data.get("trace")
     if not isinstance(trace, dict):
         return
-    if not trace.get("prompts") and not trace.get("records"):
+    if not trace.get("prompts") and not trace.get("records") and not trace.get("file"):
         report.add(("trace",), "the trace section names nothing to trace",
-                   "add `prompts: [{prompt: ..., subject: ...}]` or `records: FILE` (ROME's known_1000.json format)", at="key")
+                   "add `prompts: [{prompt: ..., subject: ...}]`, `records: FILE` (ROME's known_1000.json format) "
+                   "or `file: knowns/known_1000.json` (downloaded on first run)", at="key")
+    if "records" in trace and "file" in trace:
+        report.add(("trace", "file"), "trace has both `records` and `file`",
+                   "keep one: `records` (a file on this machine) or `file` (a published file, downloaded when absent)", at="key")
     records = trace.get("records")
     if isinstance(records, str) and records:
         problem = file_problem(records, source)
@@ -152,31 +158,62 @@ def check_case_ids(data: dict[str, Any], report: Reporter) -> None:
             first_seen[case_id] = i
 
 
-def check_edits_file(data: dict[str, Any], report: Reporter) -> None:
-    """``edits: {dataset, path, ...}`` names its dataset once, and its file exists (read from the spec's folder when relative).
+def check_edits_file(data: dict[str, Any], report: Reporter, schema: dict[str, Any] | None = None) -> None:
+    """``edits: {dataset, path | file, ...}`` (and ``stats.unrelated``) names its dataset and its file once.
 
     The older spelling ``{records, format}`` is accepted; mixing the two
     spellings, or naming no dataset, is an error that says how to write it.
+    A ``path`` must exist (read from the spec's folder when relative); a
+    published ``file`` must be one of that dataset's, and need not be here yet:
+    it is downloaded when the spec runs, never while it is validated.
     """
-    edits = data.get("edits")
-    if not isinstance(edits, dict):
-        return
+    owners = ((schema or {}).get("$defs", {}).get("edits-file", {}).get("properties", {}).get("file", {})
+              .get("x-keditlab-datasets", {}))
+    stats = data.get("stats")
+    for section, edits in ((("edits",), data.get("edits")),
+                           (("stats", "unrelated"), stats.get("unrelated") if isinstance(stats, dict) else None)):
+        if isinstance(edits, dict):
+            _check_one_edits_file(section, edits, report, owners)
+
+
+def _check_one_edits_file(section: Path, edits: dict[str, Any], report: Reporter, owners: dict[str, str]) -> None:
+    """``owners``: the dataset each published file belongs to (the schema's ``x-keditlab-datasets``)."""
+    name = ".".join(map(str, section))
     if "dataset" in edits and "format" in edits:
-        report.add(("edits", "format"), "edits has both `dataset` and `format`",
+        report.add((*section, "format"), f"{name} has both `dataset` and `format`",
                    "keep `dataset` (format is its older name)", at="key")
-    elif "dataset" not in edits and "format" not in edits and {"path", "records"} & set(edits):
-        report.add(("edits",), "edits read from a benchmark need `dataset`",
-                   "add `dataset: counterfact` (or zsre, mquake, knowedit, rippleedits, easyedit)")
+    elif "dataset" not in edits and "format" not in edits and {"path", "records", "file"} & set(edits):
+        known = owners.get(edits["file"]) if isinstance(edits.get("file"), str) else None
+        example = known or "counterfact"
+        report.add(section, f"{name} read from a benchmark need `dataset`",
+                   f"add `dataset: {example}`" + ("" if known else " (or zsre, mquake, knowedit, rippleedits, easyedit)"))
+    given = [key for key in ("path", "records", "file") if key in edits]
     if "path" in edits and "records" in edits:
-        report.add(("edits", "records"), "edits has both `path` and `records`",
+        report.add((*section, "records"), f"{name} has both `path` and `records`",
                    "keep `path` (records is its older name)", at="key")
+    elif "file" in edits and len(given) > 1:
+        other = given[0]
+        report.add((*section, "file"), f"{name} has both `{other}` and `file`",
+                   f"keep one: `{other}` (a file on this machine) or `file` (a published file, downloaded when absent)", at="key")
+    _check_published_dataset(section, edits, report, owners)
     key = file_key(edits)
     written = edits.get(key)
     if not isinstance(written, str) or not written.strip():
-        return  # no file (the dataset is downloaded), or a value the schema reports
+        return  # no file (a published one, or the dataset's, is downloaded), or a value the schema reports
     problem = file_problem(written, report.source)
     if problem:
-        report.add(("edits", key), *problem)
+        report.add((*section, key), *problem)
+
+
+def _check_published_dataset(section: Path, edits: dict[str, Any], report: Reporter, owners: dict[str, str]) -> None:
+    """A published ``file`` is read by the reader of the dataset it belongs to."""
+    published, dataset = edits.get("file"), edits.get("dataset", edits.get("format"))
+    if not isinstance(published, str) or not isinstance(dataset, str):
+        return
+    known = owners.get(published)
+    if known is not None and known != dataset:
+        report.add((*section, "file"), f"{published} is a {known} file, but {'.'.join(map(str, section))}.dataset is {dataset}",
+                   f"write `dataset: {known}`, or name a {dataset} file")
 
 
 def _model_name(data: dict[str, Any], schema: dict[str, Any]) -> str | None:
@@ -401,7 +438,7 @@ def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_o
     check_subjects(data, report)
     check_labels(data, report)
     check_case_ids(data, report)
-    check_edits_file(data, report)
+    check_edits_file(data, report, schema)
     check_chat_context(data, report)
     check_layers(data, schema, num_layers_of, report)
     check_run_settings(data, schema, report)

@@ -6,6 +6,8 @@ A spec may name a benchmark in place of its list of edits::
       dataset: zsre                                       # a dataset of keditlab.data.DATASETS
       path: ../datasets/zsre/zsre_mend_train-1k.json      # optional, relative to the spec's folder;
                                                           #   without it the public file is downloaded
+      file: zsre/zsre_mend_train-1k.json                  # or: a pinned published file (instead of path),
+                                                          #   from $KEDITLAB_DATASETS, the cache, or downloaded
       limit: 100                                          # optional: how many records (default: all)
       offset: 0                                           # optional: how many to skip first
       sample: {n: 50, seed: 0}                            # optional: a random draw from that window
@@ -105,7 +107,8 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
     written, fmt = value.get(key), value.get("dataset", value.get("format"))
     limit, offset = value.get("limit"), value.get("offset", 0)
     sample, on_bad = value.get("sample"), value.get("on_bad_record", "stop")
-    where = (*section, key) if written is not None else (*section, "dataset" if "dataset" in value else "format")
+    published = value.get("file") if written is None else None
+    where = (*section, key) if written is not None else (*section, "file" if published else "dataset" if "dataset" in value else "format")
     if written is not None:
         path = records_path(written, source)
         problem = file_problem(written, source)
@@ -114,12 +117,14 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
             raise SpecValidationError(report.errors)
     else:
         try:
-            path = dataset_file(fmt)
+            path = dataset_file(fmt, file=published)  # a local copy, the cache, or downloaded
         except (DatasetUnavailableError, ValueError) as exc:
             problem_text, fix = _one_line(exc, Path("-"))
             report.add(where, problem_text, fix)
             raise SpecValidationError(report.errors) from None
-        written = str(path)
+        if not path.is_file():  # validating: the download is deferred to the run (keditlab.data.download)
+            return (), EditsFile(str(path), fmt, limit, offset, dict(sample) if sample else None, on_bad, ())
+        written = published or str(path)
     skipped: list[str] = []
     try:
         cases = dataset_cases(fmt, path, limit=limit, offset=offset, sample=sample, on_bad_record=on_bad, skipped=skipped)

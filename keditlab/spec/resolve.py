@@ -110,6 +110,10 @@ def _trace(value: Any, source: str) -> TraceSpec | None:
         settings["kinds"] = tuple(settings["kinds"])
     if settings.get("records") is not None:
         settings["records"] = str(records_path(settings["records"], source))
+    if settings.get("file") is not None:  # a published facts file: local copy, cache, or downloaded
+        from keditlab.data.datasets import published_file  # as in keditlab.spec.edits_file: only when used
+
+        settings["records"] = str(published_file(settings.pop("file")))
     return TraceSpec(**settings)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 from jsonschema import ValidationError
 
 from keditlab.spec.errors import Path
-from keditlab.spec.hints import closest, describe_types, describe_value, did_you_mean, json_type, quoted_list
+from keditlab.spec.hints import closest, describe_types, describe_value, did_you_mean, json_type, quoted_list, suggested_value
 from keditlab.spec.report import Reporter
 from keditlab.spec.schema import resolve_ref
 
@@ -84,9 +84,10 @@ def _field_name(path: Path) -> str:
 class SchemaErrorTranslator:
     """Reports jsonschema errors for one spec as SpecErrors, through a :class:`Reporter`."""
 
-    def __init__(self, schema: dict[str, Any], reporter: Reporter) -> None:
+    def __init__(self, schema: dict[str, Any], reporter: Reporter, data: Any = None) -> None:
         self.root = schema
         self.report = reporter
+        self.data = data  # the whole spec, so a fix can quote the edit it is about
         self._handlers: dict[str, Callable[[ValidationError, Path], None]] = {
             "additionalProperties": self._additional_properties,
             "required": self._required,
@@ -177,9 +178,10 @@ class SchemaErrorTranslator:
     def _additional_properties(self, error: ValidationError, path: Path) -> None:
         allowed = list(error.schema.get("properties", {}))
         method = error.schema.get("x-keditlab-method")
+        misspelt = set(_misspellings(error.schema, error.instance).values())
         for key in error.instance:
-            if key in allowed:
-                continue
+            if key in allowed or key in misspelt:
+                continue  # a misspelling of a missing required key is reported once, by _required
             hint = did_you_mean(key, allowed)
             match = closest(key, allowed)
             if method:
@@ -197,8 +199,14 @@ class SchemaErrorTranslator:
 
     def _required(self, error: ValidationError, path: Path) -> None:
         properties = error.schema.get("properties", {})
+        misspelt = _misspellings(error.schema, error.instance)
         for key in error.validator_value:
             if key in error.instance:
+                continue
+            if key in misspelt:  # `targett: Rome` and no `target`: one problem, one fix
+                wrong = misspelt[key]
+                self.report.add((*path, wrong), f"unknown key '{wrong}' (did you mean '{key}'?), and '{key}' is missing",
+                                f"rename '{wrong}' to '{key}'", at="key")
                 continue
             prop = properties.get(key, {})
             description = resolve_ref(prop, self.root).get("description", "") if prop else ""
@@ -208,6 +216,8 @@ class SchemaErrorTranslator:
                 fix = "add `keditlab: 1` as the first line"
             elif key == "edits":
                 fix = "add a list of edits, e.g. `edits: [{prompt: \"The Eiffel Tower is in\", subject: Eiffel Tower, target: Rome}]`"
+            elif (own := suggested_value(key, error.instance)) is not None:
+                fix = f"add `{key}: {own}`"
             else:
                 example = _example(prop, self.root) if prop else None
                 fix = f"add `{key}: {inline_yaml(example)}`" if example is not None else f"add `{key}:`"
@@ -232,7 +242,9 @@ class SchemaErrorTranslator:
         name = _field_name(path)
         number_form = error.schema.get("x-keditlab-number-form")
         text_form = error.schema.get("x-keditlab-text-form")
-        if number_form and isinstance(value, int) and not isinstance(value, bool):
+        if error.schema.get("x-keditlab-layer") and value is not None:
+            message, fix = self._layer_problem(error, path)
+        elif number_form and isinstance(value, int) and not isinstance(value, bool):
             fix = f"write {name}: {number_form.format(value)}"
         elif text_form and isinstance(value, str) and "object" in expected:
             fix = f"to read {name} from a file, write {name}: {text_form.format(value)} (docs/spec.md lists the formats)"
@@ -244,10 +256,74 @@ class SchemaErrorTranslator:
             fix = f"write {name} as a list: one '- item' line per entry, or [a, b]"
         elif "object" in expected and "string" not in expected:
             fix = f"write {name} as key: value lines indented under '{name}:'"
+        elif (own := self._own_value(path)) is not None:
+            fix = f"e.g. {name}: {own}"
         else:
             example = _example(error.schema, self.root)
             fix = f"e.g. {name}: {inline_yaml(example)}" if example is not None else ""
         self.report.add(path, message, fix)
+
+    def _own_value(self, path: Path) -> str | None:
+        """A value for the field at ``path`` built from its own mapping (an edit's prompt, ...), or None."""
+        if not path or not isinstance(path[-1], str):
+            return None
+        return suggested_value(path[-1], self._instance_at(path[:-1]))
+
+    def _instance_at(self, path: Path) -> Any:
+        value = self.data
+        for part in path:
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
+
+    def _layer_problem(self, error: ValidationError, path: Path) -> tuple[str, str]:
+        """``layers: five``: say that layer numbers are expected, in the form this setting takes (a list or one number)."""
+        name = _field_name(path)
+        alternatives = self._layer_alternatives(error)
+        as_list = "array" in alternatives
+        auto = "auto" in alternatives.get("enum", ())
+        numbers = _layer_numbers(error.instance)
+        got = describe_value(error.instance)
+        written = self.report.source_map.raw.get(path)
+        if written and not isinstance(error.instance, str) and written != inline_yaml(error.instance):
+            got = f"{written}, which YAML reads as {got}"
+        if path and isinstance(path[-1], int):  # one item of a list of layers
+            return (f"expected a layer number, got {got}",
+                    f"write each layer as a whole number counted from 0, e.g. `{name}: {inline_yaml(numbers or [3, 4, 5])}`")
+        kind = "a list of layer numbers" if as_list else "a layer number"
+        message = f"expected {kind}{' or auto' if auto else ''}, got {got}"
+        if as_list:
+            example = inline_yaml(numbers or [3, 4, 5])
+        else:
+            example = str(numbers[0]) if len(numbers) == 1 else "5"
+        fix = f"write `{name}: {example}` (layers are numbered from 0)"
+        if auto:
+            fix += f", or `{name}: auto` (chosen by causal tracing)"
+        method = self._method_of(path) or "the method"
+        fix += f", or leave '{name}' out for {method}'s default"
+        return message, fix
+
+    def _layer_alternatives(self, error: ValidationError) -> dict[str, Any]:
+        """What a layer setting accepts: ``{"array": True}`` for a list, ``{"enum": [...]}`` for words like auto."""
+        schema = error.schema
+        if "oneOf" not in schema and error.parent is not None and "oneOf" in error.parent.schema:
+            schema = error.parent.schema  # the failing alternative's error: its siblings are the parent's
+        found: dict[str, Any] = {"enum": []}
+        for alt in schema.get("oneOf", [schema]):
+            alt = resolve_ref(alt, self.root)
+            kinds = alt.get("type", [])
+            if "array" in (kinds if isinstance(kinds, list) else [kinds]):
+                found["array"] = True
+            found["enum"] += [v for v in alt.get("enum", []) if isinstance(v, str)]
+        return found
+
+    def _method_of(self, path: Path) -> str | None:
+        """The method name of the mapping that holds ``path`` (for "rome's default")."""
+        holder = self._instance_at(path[:-1])
+        name = holder.get("name") if isinstance(holder, dict) else None
+        return name if isinstance(name, str) else None
 
     def _const(self, error: ValidationError, path: Path) -> None:
         if path == ("keditlab",):
@@ -260,6 +336,10 @@ class SchemaErrorTranslator:
         self.report.add(path, f"must be {inline_yaml(error.validator_value)}, got {describe_value(error.instance)}")
 
     def _enum(self, error: ValidationError, path: Path) -> None:
+        if error.parent is not None and error.parent.schema.get("x-keditlab-layer"):  # `layers: five`
+            message, fix = self._layer_problem(error, path)
+            self.report.add(path, message, fix)
+            return
         noun = error.schema.get("x-keditlab-noun", "value")
         choices = error.validator_value
         value = error.instance
@@ -282,8 +362,11 @@ class SchemaErrorTranslator:
 
     def _empty_text(self, error: ValidationError, path: Path) -> None:
         name = _field_name(path)
-        example = _example(error.schema, self.root)
+        own = self._own_value(path)
+        example = own if own is not None else _example(error.schema, self.root)
         fix = f"write a non-empty value, e.g. {name}: {inline_yaml(example)}" if example is not None else "write a non-empty value"
+        if name == "ground_truth":
+            fix += ", or leave ground_truth out"
         self.report.add(path, f"{name} is empty", fix)
 
     def _pattern(self, error: ValidationError, path: Path) -> None:
@@ -338,6 +421,32 @@ class SchemaErrorTranslator:
             if definition.get("x-keditlab-method"):
                 settings |= set(definition.get("properties", {})) - {"name", "label"}
         return settings
+
+
+def _layer_numbers(value: Any) -> list[int]:
+    """The layer numbers a wrongly written layer setting holds: ``'3-5'`` → 3, 4, 5; ``'1, 2'`` → 1, 2; ``five`` → none."""
+    if isinstance(value, (bool, dict)):
+        return []
+    span = re.fullmatch(r"\s*(\d+)\s*(?:-|\.\.|to)\s*(\d+)\s*", str(value))
+    if span and int(span[1]) <= int(span[2]):
+        return list(range(int(span[1]), int(span[2]) + 1))
+    return [n for n in map(int, re.findall(r"-?\d+", str(value))) if n >= 0]
+
+
+def _misspellings(schema: dict[str, Any], instance: Any) -> dict[str, str]:
+    """Each required key missing from ``instance`` that an unknown key beside it misspells: ``{target: targett}``."""
+    if not isinstance(instance, dict):
+        return {}
+    allowed = list(schema.get("properties", {}))
+    missing = [k for k in schema.get("required", []) if k not in instance]
+    found: dict[str, str] = {}
+    for key in instance:
+        if key in allowed or not isinstance(key, str):
+            continue
+        match = closest(key, allowed)
+        if match in missing and match not in found:
+            found[match] = key
+    return found
 
 
 def _subschemas(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

@@ -62,7 +62,7 @@ def validate_data(
     """
     schema = load_schema()
     report = Reporter(source, source_map or SourceMap(), list(prior_errors or []))
-    SchemaErrorTranslator(schema, report).translate(SpecSchemaValidator(schema).iter_errors(data))
+    SchemaErrorTranslator(schema, report, data).translate(SpecSchemaValidator(schema).iter_errors(data))
     run_checks(data, schema, report, num_layers_of)
     rank = _document_order(data)
 

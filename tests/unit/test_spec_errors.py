@@ -124,7 +124,7 @@ CASES = [
     (
         "empty-target",
         'keditlab: 1\nedits:\n  - prompt: "The Eiffel Tower is located in the city of"\n    subject: Eiffel Tower\n    target: "  "\n',
-        "edits[0].target", 5, 13, ["target is empty", "target: Rome"],
+        "edits[0].target", 5, 13, ["target is empty", 'target: <the new answer to "The Eiffel Tower is located in the city of">'],
     ),
     (
         "empty-prompt",
@@ -280,17 +280,16 @@ def test_every_error_is_reported_at_once():
         (3, "method.layer"),
         (6, "edits[0].subject"),
         (7, "edits[0].target"),
-        (8, "edits[1]"),  # missing subject
-        (9, "edits[1].subjet"),
+        (9, "edits[1].subjet"),  # misspelt, so subject is missing: one error
         (11, "evaluate[0]"),
         (12, "run.seed"),
     ], "\n".join(map(str, errors))
 
     with pytest.raises(SpecValidationError) as info:
         parse_spec(textwrap.dedent(text), "bad.yaml", num_layers_of=thirty_layers)
-    assert len(info.value.errors) == 10
+    assert len(info.value.errors) == 9
     message = str(info.value)
-    assert message.startswith("10 errors in bad.yaml:")
+    assert message.startswith("9 errors in bad.yaml:")
     assert all(str(e) in message for e in errors)
 
 
@@ -318,7 +317,7 @@ def test_dict_errors_have_paths_but_no_positions():
     assert [str(e) for e in info.value.errors] == [
         "<dict>: edits[0].subject: subject 'Sky' does not occur in the prompt 'The sky is' "
         "(it does with different capitalisation: 'sky'). Fix: use the exact spelling from the prompt: 'sky'.",
-        "<dict>: edits[0].target: target is empty. Fix: write a non-empty value, e.g. target: Rome.",
+        "<dict>: edits[0].target: target is empty. Fix: write a non-empty value, e.g. target: <the new answer to \"The sky is\">.",
     ]
 
 
