@@ -38,12 +38,10 @@ from typing import Any
 
 import pandas as pd
 
-from keditlab.vocabulary import METRIC_NAMES, PROTOCOLS
-
 #: Metrics in reading order; one a run has and this list lacks comes after them, by name.
-METRIC_ORDER = METRIC_NAMES
+METRIC_ORDER = ("reliability", "generalization", "locality", "portability", "fluency")
 #: Protocols in reading order; unknown ones come after them, by name.
-PROTOCOL_ORDER = PROTOCOLS
+PROTOCOL_ORDER = ("teacher_forced", "probability", "generation")
 #: The probe kind each metric is measured on, as the drill-down names it.
 PROBE_KIND = {"reliability": "edit prompt", "generalization": "rephrase", "locality": "locality", "portability": "portability"}
 #: A probe passes when its value after the edit reaches this.  Teacher-forced values are the fraction of answer

@@ -93,12 +93,12 @@ def test_the_shared_names_are_declared_once_and_still_importable_where_users_fou
     from keditlab import evaluate, spec, vocabulary
     from keditlab.runner import report, tables
     from keditlab.spec import types
-    from keditlab.widgets import charts, data
+    from keditlab.widgets import charts
 
     assert spec.EditCase is types.EditCase is vocabulary.EditCase and types.Probe is vocabulary.Probe
-    assert spec.METRIC_NAMES is vocabulary.METRIC_NAMES and data.METRIC_ORDER is vocabulary.METRIC_NAMES
+    assert spec.METRIC_NAMES is types.METRIC_NAMES is vocabulary.METRIC_NAMES
     assert evaluate.PROTOCOLS is spec.PROTOCOLS is vocabulary.PROTOCOLS
-    assert tables.PROTOCOL_COLUMNS is vocabulary.PROTOCOLS and data.PROTOCOL_ORDER is vocabulary.PROTOCOLS
+    assert tables.PROTOCOL_COLUMNS is vocabulary.PROTOCOLS
     assert report.PROTOCOL_SHORT is charts.PROTOCOL_SHORT is vocabulary.PROTOCOL_SHORT
     assert set(vocabulary.PROTOCOL_SHORT) == set(vocabulary.PROTOCOLS)
     assert set(vocabulary.METRIC_PROTOCOLS) == set(vocabulary.METRIC_NAMES)
