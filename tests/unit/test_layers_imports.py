@@ -89,17 +89,44 @@ def test_lower_layers_import_nothing_above_them(layer, above):
     assert not upward, f"keditlab.{layer} imports {upward}, a layer above it"
 
 
-def test_the_shared_names_are_declared_once_and_still_importable_where_users_found_them():
+def module_tables(file: Path) -> dict[str, object]:
+    """The module-level names ``file`` binds to a literal tuple, list or dict (``NAME = ("a", "b")``)."""
+    tables: dict[str, object] = {}
+    for node in ast.parse(file.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, (ast.Tuple, ast.List, ast.Dict)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            tables.update((t.id, value) for t in targets if isinstance(t, ast.Name))
+    return tables
+
+
+def test_the_shared_tables_are_declared_once_in_the_vocabulary():
+    from keditlab import vocabulary
+
+    shared = {"protocol names": tuple(vocabulary.PROTOCOLS), "protocol short names": dict(vocabulary.PROTOCOL_SHORT),
+              "metric names": tuple(vocabulary.METRIC_NAMES), "trace kinds": tuple(vocabulary.TRACE_KINDS)}
+    again = []
+    for file in sorted(PACKAGE.rglob("*.py")):
+        if file.name == "vocabulary.py" and file.parent == PACKAGE:
+            continue
+        for name, value in module_tables(file).items():
+            value = tuple(value) if isinstance(value, list) else value
+            again += [f"{file.relative_to(REPO)}: {name} repeats the {what}; import it from keditlab.vocabulary"
+                      for what, table in shared.items() if value == table]
+    assert not again, "\n".join(again)
+
+
+def test_the_shared_names_stay_importable_where_users_found_them():
     from keditlab import evaluate, spec, vocabulary
-    from keditlab.runner import report, tables
     from keditlab.spec import types
-    from keditlab.widgets import charts
 
     assert spec.EditCase is types.EditCase is vocabulary.EditCase and types.Probe is vocabulary.Probe
     assert spec.METRIC_NAMES is types.METRIC_NAMES is vocabulary.METRIC_NAMES
-    assert evaluate.PROTOCOLS is spec.PROTOCOLS is vocabulary.PROTOCOLS
-    assert tables.PROTOCOL_COLUMNS is vocabulary.PROTOCOLS
-    assert report.PROTOCOL_SHORT is charts.PROTOCOL_SHORT is vocabulary.PROTOCOL_SHORT
+    assert evaluate.PROTOCOLS is spec.PROTOCOLS is types.PROTOCOLS is vocabulary.PROTOCOLS
     assert set(vocabulary.PROTOCOL_SHORT) == set(vocabulary.PROTOCOLS)
+    assert vocabulary.PROTOCOL_LONG == {"tf": "teacher_forced", "prob": "probability", "gen": "generation"}
     assert set(vocabulary.METRIC_PROTOCOLS) == set(vocabulary.METRIC_NAMES)
     assert all(set(p) <= set(vocabulary.PROTOCOLS) for p in vocabulary.METRIC_PROTOCOLS.values())
