@@ -1,4 +1,4 @@
-"""Benchmark records as :class:`~keditlab.spec.types.EditCase` lists.
+"""Benchmark records as :class:`~keditlab.vocabulary.EditCase` lists.
 
 Each reader turns one published record format into edit cases with their
 probes, so a benchmark file can be run like a spec's inline edits:
@@ -25,7 +25,10 @@ probes, so a benchmark file can be run like a spec's inline edits:
 
 :data:`DATASETS` registers each with its public source; :func:`dataset_cases`
 reads a local file or the cached download (:mod:`keditlab.data.download`).
-Readers only read: no torch; only the download touches the network.
+Readers only read: no torch; only the download touches the network.  This
+package builds on the ground vocabulary (:mod:`keditlab.vocabulary`) alone and
+never imports :mod:`keditlab.spec`; the spec language imports it, when a spec
+reads its edits from a benchmark file (:mod:`keditlab.spec.edits_file`).
 """
 
 from keditlab.data.datasets import DATASETS, Dataset, dataset_cases, dataset_file, get_dataset

@@ -30,8 +30,8 @@ from keditlab.data.knowedit import knowedit_cases
 from keditlab.data.mquake import mquake_cases
 from keditlab.data.records import RecordFormatError, counterfact_cases, easyedit_cases, zsre_cases
 from keditlab.data.rippleedits import rippleedits_cases
-from keditlab.spec.hints import did_you_mean
-from keditlab.spec.types import EditCase
+from keditlab.vocabulary import did_you_mean
+from keditlab.vocabulary import EditCase
 
 
 @dataclass(frozen=True)

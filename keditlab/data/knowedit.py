@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.data.records import _cases
-from keditlab.spec.types import EditCase, Probe
+from keditlab.vocabulary import EditCase, Probe
 
 
 def _answers(value: Any) -> tuple[str, tuple[str, ...]]:

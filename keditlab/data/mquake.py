@@ -7,7 +7,7 @@ because of the edits: ``new_answer`` (with ``new_answer_alias``) after them,
 ``answer`` (``answer_alias``) before.  The paper's multi-hop accuracy counts a
 case as correct when *any* of its questions is answered, under generation.
 
-Each record becomes one :class:`~keditlab.spec.types.EditCase`: the first
+Each record becomes one :class:`~keditlab.vocabulary.EditCase`: the first
 rewrite is the case's edit, the others are its ``joint`` edits (applied with
 it); each rewrite's single-hop question is its rephrase; the multi-hop
 questions are ``multihop`` probes answered with the new answer and aliases,
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.data.records import _cases
-from keditlab.spec.types import EditCase, Probe
+from keditlab.vocabulary import EditCase, Probe
 
 
 def _rewrite(rewrite: dict[str, Any], case_id: str) -> EditCase:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from keditlab.spec.types import EditCase, Probe
+from keditlab.vocabulary import EditCase, Probe
 
 
 class RecordFormatError(ValueError):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.data.records import _cases
-from keditlab.spec.types import EditCase, Probe
+from keditlab.vocabulary import EditCase, Probe
 
 CRITERIA = ("Logical_Generalization", "Compositionality_I", "Compositionality_II", "Subject_Aliasing",
             "Relation_Specificity", "Forgetfulness")

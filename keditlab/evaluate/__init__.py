@@ -1,7 +1,7 @@
 """Evaluation: turn probes into metric values, each tagged with its protocol.
 
 This layer knows no editing method: it takes a model, its tokenizer and
-:class:`~keditlab.spec.types.EditCase` objects, and measures.  The runner
+:class:`~keditlab.vocabulary.EditCase` objects, and measures.  The runner
 calls :func:`measure` before an edit (``reference=None``) and after it (with
 the pre-edit measurements as ``reference``, for locality).
 
@@ -17,14 +17,14 @@ Protocols:
   of greedy generations (:mod:`keditlab.evaluate.fluency`,
   :mod:`keditlab.evaluate.generation`).  docs/protocols.md says when to use which.
 
-See :mod:`keditlab.evaluate.measurement` for the exact metric definitions.
+See :mod:`keditlab.evaluate.measurement` for the exact metric definitions;
+it has one scoring function per protocol.
 """
 
 from keditlab.evaluate.answers import contains_answer, cut_answer, exact_match, generate_answers, normalize
 from keditlab.evaluate.fluency import fluency, ngram_entropy, text_fluency, words
 from keditlab.evaluate.generation import greedy_generate, starts_with_answer
 from keditlab.evaluate.measurement import (
-    PROTOCOLS,
     CaseMeasurement,
     Generation,
     ProbeResult,
@@ -35,6 +35,7 @@ from keditlab.evaluate.measurement import (
 )
 from keditlab.evaluate.probability import probability_test
 from keditlab.evaluate.teacher_forced import TFResult, teacher_forced
+from keditlab.vocabulary import PROTOCOLS  # declared in the ground vocabulary; re-exported as keditlab.evaluate.PROTOCOLS
 
 __all__ = [
     "PROTOCOLS",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -98,11 +98,12 @@ class AnswerStop:
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 50,
-                     batch_size: int = 16) -> list[str]:
+                     batch_size: int = 16, done: Callable[[int], Any] | None = None) -> list[str]:
     """Greedy generations (prompt excluded) of each prompt, each stopped at its answer's end; in order.
 
     Returns the raw continuations; :func:`cut_answer` takes the answer out.
-    Prompts are sorted by length and batched with left padding.
+    Prompts are sorted by length and batched with left padding; ``done`` is
+    called with each batch's size once it is decoded (see :func:`greedy_generate`).
     """
     return greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           stop=lambda width: AnswerStop(tokenizer, width))
+                           stop=lambda width: AnswerStop(tokenizer, width), done=done)

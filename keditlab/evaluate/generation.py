@@ -24,12 +24,15 @@ def greedy_generate(
     max_new_tokens: int = 24,
     batch_size: int = 16,
     stop: Callable[[int], Any] | None = None,
+    done: Callable[[int], Any] | None = None,
 ) -> list[str]:
     """Greedy continuation (text only, prompt excluded) of each prompt, in order.
 
     ``stop(width)``, when given, makes a ``transformers`` stopping criterion for
     a batch whose prompts are ``width`` tokens wide (left-padded), e.g. to stop
     at the end of an answer (:class:`keditlab.evaluate.answers.AnswerStop`).
+    ``done``, when given, is called with the number of prompts of each batch
+    once it is decoded (a progress bar's ``update``).
     """
     if not prompts:
         return []
@@ -65,6 +68,8 @@ def greedy_generate(
                 )
                 for row, i in enumerate(chunk):
                     texts[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+                if done is not None:
+                    done(len(chunk))
     finally:
         tokenizer.padding_side = saved_side
         if saved_pad is None:

@@ -1,7 +1,7 @@
 """From edit cases to metric values, each tagged with the protocol that produced it.
 
 The metrics follow the KnowEdit / CounterFact conventions.  For an
-:class:`~keditlab.spec.types.EditCase` (prompt, subject, target, ground truth,
+:class:`~keditlab.vocabulary.EditCase` (prompt, subject, target, ground truth,
 rephrases, locality and portability probes):
 
 ``reliability`` (protocol ``teacher_forced``)
@@ -46,6 +46,11 @@ Values from different protocols answer different questions, so they are never
 averaged together: :meth:`CaseMeasurement.scores` keys every mean by
 ``(metric, protocol)``.
 
+:func:`measure` plans every probe of every case, runs the model once over
+all of them, and hands each probe's reading to its protocol's scoring
+function: :func:`score_teacher_forced`, :func:`score_probability`,
+:func:`score_generation`.
+
 Speed: every teacher-forced sequence of every case (including the target and
 ground-truth sequences of the probability protocol) goes into one
 :func:`~keditlab.evaluate.teacher_forced.teacher_forced` call, so the model
@@ -59,6 +64,7 @@ before/after text); rephrase generations and the fluency value only when
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,7 +75,8 @@ from keditlab.evaluate.answers import contains_answer, cut_answer, exact_match, 
 from keditlab.evaluate.generation import greedy_generate, starts_with_answer
 from keditlab.evaluate.probability import probability_test
 from keditlab.evaluate.teacher_forced import TFResult, teacher_forced
-from keditlab.spec.types import METRIC_NAMES, PROTOCOLS, EditCase, EvalSpec, Probe
+from keditlab.spec.types import EvalSpec
+from keditlab.vocabulary import METRIC_NAMES, METRIC_PROTOCOLS, PROTOCOLS, EditCase, Probe
 
 
 @dataclass
@@ -220,8 +227,219 @@ def mean_scores(measurements: Sequence[CaseMeasurement]) -> dict[tuple[str, str]
     return {key: sum(vals) / len(vals) for key, vals in groups.items()}
 
 
-def _locality_key(prompt: str, answer: str) -> tuple[str, str]:
-    return (prompt, answer)
+class _Reference:
+    """One case's pre-edit probe results, found by the probe they measured (``None`` stands for "pre-edit")."""
+
+    def __init__(self, case_id: str, probes: Sequence[ProbeResult]) -> None:
+        self.case_id = case_id
+        self.probes = {(r.metric, r.protocol, r.prompt, r.answer): r for r in probes}
+
+    def of(self, metric: str, protocol: str, probe: Probe) -> ProbeResult:
+        """The same probe's result before the edit; a reference without it is an error naming the probe."""
+        found = self.probes.get((metric, protocol, probe.prompt, probe.answer))
+        if found is None:
+            raise ValueError(f"case {self.case_id!r}: the reference has no probe {probe.prompt!r} -> {probe.answer!r}")
+        return found
+
+
+# --- one scoring function per protocol ---------------------------------------------------------------------------
+
+def score_teacher_forced(metric: str, probe: Probe, read: TFResult, before: _Reference | None) -> ProbeResult:
+    """A probe under ``teacher_forced``, from the reading of ``probe.prompt + probe.answer``.
+
+    ``reliability``, ``generalization``, ``portability``: the fraction of answer
+    tokens that are the argmax (``extra``: the answer's mean NLL and token ids).
+    ``locality``: the fraction of answer positions whose argmax is the one
+    before the edit (1.0 in the pre-edit measurement, ``before`` None); the
+    accuracy against the written answer is kept in ``extra["accuracy"]``.
+    """
+    if metric != "locality":
+        extra = {"nll": read.nll, "answer_ids": read.answer_ids}
+        return ProbeResult(metric, "teacher_forced", probe.prompt, probe.answer, read.accuracy, read.predicted, extra, probe.group)
+    extra = {"accuracy": read.accuracy, "answer_ids": read.answer_ids}
+    if before is None:
+        value = 1.0  # before the edit, the model agrees with itself
+    else:
+        earlier = before.of(metric, "teacher_forced", probe)
+        same = sum(a == b for a, b in zip(read.predicted, earlier.predicted))
+        value = same / len(read.predicted)
+        extra["reference_predicted"] = earlier.predicted
+    return ProbeResult(metric, "teacher_forced", probe.prompt, probe.answer, value, read.predicted, extra, probe.group)
+
+
+def score_probability(metric: str, probe: Probe, case: EditCase, first: TFResult, second: TFResult) -> ProbeResult:
+    """A probe under ``probability``: CounterFact's comparison of two answers' mean per-token NLL.
+
+    For reliability and generalization ``first`` reads the target and
+    ``second`` the ground truth (ES, PS: the target is now more likely); for
+    locality ``first`` reads the probe's true answer and ``second`` the new
+    target (NS: the true answer stays above it).  The magnitude is in ``extra``.
+    """
+    value, extra = probability_test(first, second)
+    extra["ground_truth"] = case.ground_truth
+    if metric == "locality":
+        extra["compared_with"] = case.target
+    return ProbeResult(metric, "probability", probe.prompt, probe.answer, value, None, extra, probe.group)
+
+
+def score_generation(metric: str, probe: Probe, generated: str, before: _Reference | None,
+                     condition_answers: Sequence[str] = ()) -> ProbeResult:
+    """A probe under ``generation``, from the model's greedy ``generated`` continuation of the question.
+
+    The answer (:func:`~keditlab.evaluate.answers.cut_answer`) is scored by
+    exact match against the probe's answer and aliases (``contains`` beside it).
+    ``locality``: whether the answer is the one before the edit (1.0 pre-edit,
+    ``before`` None).  A RippleEdits query with conditions or a test: in the
+    pre-edit measurement its ``condition_answers`` (the unedited model's
+    answers to ``probe.conditions``) decide whether it is executed; after the
+    edit the reference says so; an unexecuted query has no value.
+    """
+    said = cut_answer(generated)
+    expected = probe.answers()
+    extra: dict[str, Any] = {"answer": said, "generated": generated, "expected": list(expected),
+                             "contains": float(contains_answer(said, expected))}
+    value: float | None = float(exact_match(said, expected))
+    if metric == "locality":
+        extra["accuracy"] = extra["contains"]
+        if before is None:
+            value = 1.0  # before the edit, the model agrees with itself
+        else:
+            earlier = before.of(metric, "generation", probe)
+            value = float(normalize(said) == normalize(earlier.extra["answer"]))
+            extra["reference_answer"] = earlier.extra["answer"]
+    elif probe.conditions or probe.test:
+        if probe.test:
+            extra["test"], extra["test_condition"] = probe.test, probe.test_condition
+        if before is None:
+            passed = [contains_answer(cut_answer(a), c.answers()) for a, c in zip(condition_answers, probe.conditions)]
+            extra["conditions_passed"] = passed
+            extra["executed"] = all(passed) if probe.condition_mode == "AND" else any(passed)
+        else:
+            extra["executed"] = bool(before.of(metric, "generation", probe).extra.get("executed", True))
+        if not extra["executed"]:
+            value = None
+    return ProbeResult(metric, "generation", probe.prompt, probe.answer, value, None, extra, probe.group)
+
+
+# --- measure: plan the probes, run the model once, score each probe under its protocol ---------------------------
+
+@dataclass(frozen=True)
+class _Planned:
+    """One probe to score under one protocol, and where its inputs are: indices into the batched work."""
+
+    metric: str
+    protocol: str
+    probe: Probe
+    inputs: tuple[int, ...]   # teacher_forced, probability: pairs; generation: the question, then its conditions
+
+
+class _Work:
+    """The distinct inputs one measurement feeds the model, each computed once, in the order first asked for.
+
+    ``read(prompt)`` is what the model reads for a prompt: its context
+    (``context(prompt)``, computed once per prompt; empty by default), then
+    the prompt.  ``pair`` registers a teacher-forced ``(prompt, answer)``
+    reading and ``question`` a greedy answer; both return the input's index.
+    """
+
+    def __init__(self, context: Callable[[str], str] | None) -> None:
+        self.context = context or (lambda prompt: "")
+        self.framed: dict[str, str] = {}
+        self.pairs: dict[tuple[str, str], int] = {}
+        self.questions: dict[str, int] = {}
+
+    def read(self, prompt: str) -> str:
+        if prompt not in self.framed:
+            self.framed[prompt] = self.context(prompt)
+        return self.framed[prompt] + prompt
+
+    def pair(self, prompt: str, answer: str) -> int:
+        return self.pairs.setdefault((self.read(prompt), answer), len(self.pairs))
+
+    def question(self, prompt: str) -> int:
+        return self.questions.setdefault(self.read(prompt), len(self.questions))
+
+
+def _check(settings: EvalSpec, cases: Sequence[EditCase], reference: Sequence[CaseMeasurement] | None) -> None:
+    unknown = set(settings.metrics) - set(METRIC_NAMES)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRIC_NAMES)}")
+    unknown = set(settings.protocols) - set(PROTOCOLS)
+    if unknown:
+        raise ValueError(f"unknown protocols {sorted(unknown)}; known: {', '.join(PROTOCOLS)}")
+    if reference is not None and len(reference) != len(cases):
+        raise ValueError(f"reference has {len(reference)} measurements for {len(cases)} cases")
+
+
+def _plan(case: EditCase, settings: EvalSpec, work: _Work, pre_edit: bool) -> list[_Planned]:
+    """Every (metric, protocol, probe) of ``case`` the settings ask for, its inputs registered with ``work``.
+
+    A protocol is used for a metric where :data:`~keditlab.vocabulary.METRIC_PROTOCOLS`
+    allows it and the case has what it needs (``probability``: a ground truth);
+    multi-hop and ripple questions are asked under ``generation`` only, their
+    condition queries only of the unedited model.
+    """
+    wanted, protocols = set(settings.metrics), set(settings.protocols)
+    edit = Probe("reliability", case.prompt, case.target, case.aliases)
+    rephrases = [Probe("rephrase", p, case.target, case.aliases) for p in case.rephrase]
+    scored: list[tuple[str, Probe]] = []
+    if "reliability" in wanted:
+        scored.append(("reliability", edit))
+    if "generalization" in wanted:
+        scored += [("generalization", p) for p in rephrases]
+    if "portability" in wanted:
+        scored += [("portability", p) for p in case.portability]
+    if "locality" in wanted:
+        scored += [("locality", p) for p in case.locality]
+    plan: list[_Planned] = []
+    for metric, probe in scored:
+        if "teacher_forced" in protocols:
+            plan.append(_Planned(metric, "teacher_forced", probe, (work.pair(probe.prompt, probe.answer),)))
+        if "generation" in protocols:
+            plan.append(_Planned(metric, "generation", probe, (work.question(probe.prompt),)))
+        if "probability" in protocols and case.ground_truth is not None and "probability" in METRIC_PROTOCOLS[metric]:
+            if metric == "locality":  # CounterFact's NS: the true answer stays above the new target
+                pairs = (work.pair(probe.prompt, probe.answer), work.pair(probe.prompt, case.target))
+            else:
+                pairs = (work.pair(probe.prompt, case.target), work.pair(probe.prompt, case.ground_truth))
+            plan.append(_Planned(metric, "probability", probe, pairs))
+    if "generation" in protocols:
+        for probe in case.questions:
+            conditions = tuple(work.question(c.prompt) for c in probe.conditions) if pre_edit else ()
+            plan.append(_Planned(probe.kind, "generation", probe, (work.question(probe.prompt), *conditions)))
+    return plan
+
+
+def _generation_prompts(case: EditCase, settings: EvalSpec) -> list[str]:
+    """The prompts generated from for the text users read: the edit prompt, and the rephrases when fluency is asked."""
+    return [case.prompt, *(case.rephrase if "fluency" in settings.metrics else ())]
+
+
+def _score(planned: _Planned, case: EditCase, tf: Sequence[TFResult], answers: Sequence[str],
+           before: _Reference | None) -> ProbeResult:
+    """The planned probe scored by its protocol's function, from the batched teacher-forced readings and answers."""
+    metric, probe, inputs = planned.metric, planned.probe, planned.inputs
+    if planned.protocol == "teacher_forced":
+        return score_teacher_forced(metric, probe, tf[inputs[0]], before)
+    if planned.protocol == "probability":
+        return score_probability(metric, probe, case, tf[inputs[0]], tf[inputs[1]])
+    return score_generation(metric, probe, answers[inputs[0]], before, [answers[k] for k in inputs[1:]])
+
+
+def _progress(total: int, shown: bool, cases: int) -> Any:
+    """A tqdm bar over ``total`` sequences that appears only when measuring takes more than two seconds; or a stand-in."""
+    if not shown:
+        return contextlib.nullcontext(_Silent())
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"measuring {cases} case{'s' if cases != 1 else ''}", unit="seq", delay=2.0, leave=False)
+
+
+class _Silent:
+    """What a progress bar is when progress is off: it counts nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
 
 
 def measure(
@@ -231,6 +449,7 @@ def measure(
     settings: EvalSpec = EvalSpec(),
     reference: Sequence[CaseMeasurement] | None = None,
     context: Callable[[str], str] | None = None,
+    progress: bool = False,
 ) -> list[CaseMeasurement]:
     """Measure every case; one :class:`CaseMeasurement` per case, in order.
 
@@ -248,155 +467,34 @@ def measure(
     before each prompt, given the prompt.  Every probe and every generation is
     then run on ``context(prompt) + prompt``; results keep the bare prompt, and
     each measurement records the contexts it used.
+
+    ``progress=True`` shows a ``tqdm.auto`` bar (in a terminal or a notebook)
+    that advances with each batch of sequences read or generated, once
+    measuring has taken more than two seconds; ``False`` (the default) is silent.
+
+    Three steps: plan every probe of every case (:func:`_plan`), run the model
+    once over all of them (one batched teacher-forced pass, batched answers,
+    batched generations), then score each probe with its protocol's function:
+    :func:`score_teacher_forced`, :func:`score_probability`, :func:`score_generation`.
     """
-    frame_of = context or (lambda prompt: "")
-    framed: dict[str, str] = {}
+    _check(settings, cases, reference)
+    work = _Work(context)
+    plans = [_plan(case, settings, work, pre_edit=reference is None) for case in cases]
+    shown = [_generation_prompts(case, settings) for case in cases]
+    texts = [work.read(p) for prompts in shown for p in prompts]
+    asked = [frame(prompt, settings.context) for prompt in work.questions]
+    with _progress(len(work.pairs) + len(asked) + len(texts), progress, len(cases)) as bar:
+        tf = teacher_forced(model, tokenizer, list(work.pairs), batch_size=settings.batch_size, done=bar.update)
+        answers = generate_answers(model, tokenizer, asked, settings.answer_tokens, settings.batch_size, done=bar.update)
+        generated = iter(greedy_generate(model, tokenizer, texts, settings.max_new_tokens, settings.batch_size,
+                                         done=bar.update))
 
-    def read(prompt: str) -> str:
-        """What the model reads for ``prompt``: its context (computed once per prompt), then the prompt."""
-        if prompt not in framed:
-            framed[prompt] = frame_of(prompt)
-        return framed[prompt] + prompt
-
-    wanted = set(settings.metrics)
-    unknown = wanted - set(METRIC_NAMES)
-    if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRIC_NAMES)}")
-    protocols = set(settings.protocols)
-    unknown = protocols - set(PROTOCOLS)
-    if unknown:
-        raise ValueError(f"unknown protocols {sorted(unknown)}; known: {', '.join(PROTOCOLS)}")
-    if reference is not None and len(reference) != len(cases):
-        raise ValueError(f"reference has {len(reference)} measurements for {len(cases)} cases")
-
-    # 1. Plan: every (metric, protocol, prompt, answer) probe, the teacher-forced pairs and answers they need.
-    pair_index: dict[tuple[str, str], int] = {}
-    ask_index: dict[str, int] = {}
-
-    def need(prompt: str, answer: str) -> int:
-        return pair_index.setdefault((read(prompt), answer), len(pair_index))
-
-    def ask(prompt: str) -> int:
-        return ask_index.setdefault(read(prompt), len(ask_index))
-
-    Plan = tuple  # (metric, protocol, probe, ids)
-    plans: list[list[Plan]] = []
-    for case in cases:
-        plan: list[Plan] = []
-        edit = Probe("reliability", case.prompt, case.target, case.aliases)
-        rephrases = [Probe("rephrase", p, case.target, case.aliases) for p in case.rephrase]
-        scored: list[tuple[str, Probe]] = []
-        if "reliability" in wanted:
-            scored.append(("reliability", edit))
-        if "generalization" in wanted:
-            scored += [("generalization", p) for p in rephrases]
-        if "portability" in wanted:
-            scored += [("portability", p) for p in case.portability]
-        if "locality" in wanted:
-            scored += [("locality", p) for p in case.locality]
-        for metric, probe in scored:
-            if "teacher_forced" in protocols:
-                plan.append((metric, "teacher_forced", probe, (need(probe.prompt, probe.answer),)))
-            if "generation" in protocols:
-                plan.append((metric, "generation", probe, (ask(probe.prompt),)))
-            if "probability" in protocols and case.ground_truth is not None and metric != "portability":
-                if metric == "locality":  # CounterFact's NS: the true answer stays above the new target
-                    ids = (need(probe.prompt, probe.answer), need(probe.prompt, case.target))
-                else:
-                    ids = (need(probe.prompt, case.target), need(probe.prompt, case.ground_truth))
-                plan.append((metric, "probability", probe, ids))
-        if "generation" in protocols:
-            for probe in case.questions:
-                conditions = tuple(ask(c.prompt) for c in probe.conditions) if reference is None else ()
-                plan.append((probe.kind, "generation", probe, (ask(probe.prompt), *conditions)))
-        plans.append(plan)
-
-    # 2. Run: one batched teacher-forced pass over all distinct pairs, batched answers, batched generations.
-    pairs = list(pair_index)
-    tf: list[TFResult] = teacher_forced(model, tokenizer, pairs, batch_size=settings.batch_size)
-    asked = [frame(prompt, settings.context) for prompt in ask_index]
-    raw = generate_answers(model, tokenizer, asked, settings.answer_tokens, settings.batch_size)
-    answers = [cut_answer(text) for text in raw]
-
-    gen_prompts: list[list[str]] = []
-    for case in cases:
-        prompts = [case.prompt]
-        if "fluency" in wanted:
-            prompts += list(case.rephrase)
-        gen_prompts.append(prompts)
-    flat = [read(p) for prompts in gen_prompts for p in prompts]
-    texts = greedy_generate(model, tokenizer, flat, settings.max_new_tokens, settings.batch_size)
-
-    # 3. Assemble.
     out: list[CaseMeasurement] = []
-    cursor = 0
     for i, (case, plan) in enumerate(zip(cases, plans)):
-        ref: dict[tuple[str, str, str, str], ProbeResult] = {}
-        if reference is not None:
-            for r in reference[i].probes:
-                ref[(r.metric, r.protocol, r.prompt, r.answer)] = r
-        probes: list[ProbeResult] = []
-        for metric, protocol, probe, ids in plan:
-            prompt, answer = probe.prompt, probe.answer
-            if protocol == "probability":
-                value, extra = probability_test(tf[ids[0]], tf[ids[1]])
-                extra["ground_truth"] = case.ground_truth
-                if metric == "locality":
-                    extra["compared_with"] = case.target
-                probes.append(ProbeResult(metric, protocol, prompt, answer, value, None, extra, probe.group))
-            elif protocol == "generation":
-                said = answers[ids[0]]
-                expected = probe.answers()
-                extra = {"answer": said, "generated": raw[ids[0]], "expected": list(expected),
-                         "contains": float(contains_answer(said, expected))}
-                value: float | None = float(exact_match(said, expected))
-                before = ref.get((metric, protocol, prompt, answer))
-                if metric == "locality":
-                    extra["accuracy"] = extra["contains"]
-                    if reference is None:
-                        value = 1.0  # before the edit, the model agrees with itself
-                    else:
-                        _require(before, case, prompt, answer)
-                        value = float(normalize(said) == normalize(before.extra["answer"]))
-                        extra["reference_answer"] = before.extra["answer"]
-                elif probe.conditions or probe.test:
-                    if probe.test:
-                        extra["test"], extra["test_condition"] = probe.test, probe.test_condition
-                    if reference is None:
-                        passed = [contains_answer(answers[k], c.answers()) for k, c in zip(ids[1:], probe.conditions)]
-                        extra["conditions_passed"] = passed
-                        extra["executed"] = all(passed) if probe.condition_mode == "AND" else any(passed)
-                    else:
-                        _require(before, case, prompt, answer)
-                        extra["executed"] = bool(before.extra.get("executed", True))
-                    if not extra["executed"]:
-                        value = None
-                probes.append(ProbeResult(metric, protocol, prompt, answer, value, None, extra, probe.group))
-            elif metric == "locality":
-                first = tf[ids[0]]
-                extra = {"accuracy": first.accuracy, "answer_ids": first.answer_ids}
-                if reference is None:
-                    value = 1.0  # before the edit, the model agrees with itself
-                else:
-                    before = ref.get((metric, protocol, prompt, answer))
-                    _require(before, case, prompt, answer)
-                    same = sum(a == b for a, b in zip(first.predicted, before.predicted))
-                    value = same / len(first.predicted)
-                    extra["reference_predicted"] = before.predicted
-                probes.append(ProbeResult(metric, protocol, prompt, answer, value, first.predicted, extra, probe.group))
-            else:
-                first = tf[ids[0]]
-                extra = {"nll": first.nll, "answer_ids": first.answer_ids}
-                probes.append(ProbeResult(metric, protocol, prompt, answer, first.accuracy, first.predicted, extra, probe.group))
-        n = len(gen_prompts[i])
-        gens = [Generation(p, t) for p, t in zip(gen_prompts[i], texts[cursor : cursor + n])]
-        cursor += n
-        flu = fluency_of([g.text for g in gens]) if "fluency" in wanted else None
-        used = {p.prompt: framed[p.prompt] for p in probes} | {g.prompt: framed[g.prompt] for g in gens}
+        before = None if reference is None else _Reference(case.case_id, reference[i].probes)
+        probes = [_score(planned, case, tf, answers, before) for planned in plan]
+        gens = [Generation(prompt, next(generated)) for prompt in shown[i]]
+        flu = fluency_of([g.text for g in gens]) if "fluency" in settings.metrics else None
+        used = {p.prompt: work.framed[p.prompt] for p in probes} | {g.prompt: work.framed[g.prompt] for g in gens}
         out.append(CaseMeasurement(case.case_id, probes, gens, flu, {p: c for p, c in used.items() if c}))
     return out
-
-
-def _require(before: ProbeResult | None, case: EditCase, prompt: str, answer: str) -> None:
-    if before is None:
-        raise ValueError(f"case {case.case_id!r}: the reference has no probe {prompt!r} -> {answer!r}")

@@ -23,7 +23,7 @@ and each batch is a single forward pass under ``torch.inference_mode()``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,11 +69,14 @@ def teacher_forced(
     tokenizer: Any,
     pairs: Sequence[tuple[str, str]],
     batch_size: int = 16,
+    done: Callable[[int], Any] | None = None,
 ) -> list[TFResult]:
     """Teacher-forced accuracy, argmax ids and mean NLL for each ``(prompt, answer)`` pair.
 
     Results come back in the order of ``pairs``.  Batching does not change
-    them (beyond float noise in ``nll``).
+    them (beyond float noise in ``nll``).  ``done``, when given, is called with
+    the number of pairs of each batch once its forward pass is read (a progress
+    bar's ``update``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -104,4 +107,6 @@ def teacher_forced(
                     answer_ids=list(answer_ids),
                     nll=float(nll),
                 )
+            if done is not None:
+                done(len(chunk))
     return [r for r in results if r is not None]

@@ -24,7 +24,7 @@ import torch
 
 if TYPE_CHECKING:
     from keditlab.models.profile import ModelProfile
-    from keditlab.spec.types import EditCase
+    from keditlab.vocabulary import EditCase
 
 
 class MethodConfigError(ValueError):

@@ -14,13 +14,12 @@ import html
 from typing import Any
 
 from keditlab.runner.summary import metric_rows
+from keditlab.vocabulary import PROTOCOL_SHORT
 
 LEGEND = ("(tf = teacher-forced token accuracy; prob = P(target) > P(ground truth); gen = the greedy answer is the target\n"
           " (_contains: contains it; locality: answer unchanged; fluency: n-gram entropy of generations);\n"
           " target not said = edits after which greedy decoding from the prompt does not give the target;\n"
           " one-off set-up = statistics and context prefixes, computed once and cached, not part of the seconds per edit)")
-
-PROTOCOL_SHORT = {"teacher_forced": "tf", "probability": "prob", "generation": "gen"}
 
 
 def _cell(values: dict[str, Any]) -> str:

@@ -256,7 +256,7 @@ def run_spec(
             "(their locality probes; questions this run measures left out)")
     context = EditContext(seed=spec.run.seed, covariance=covariance, unrelated=unrelated)
     log(f"Measuring {len(cases)} cases before editing …")
-    before = measure(model, tokenizer, cases, spec.evaluate)
+    before = measure(model, tokenizer, cases, spec.evaluate, progress=True)
     pre_warnings = {case.case_id: ground_truth_warning(case, pre) for case, pre in zip(cases, before)}
     for warning in filter(None, pre_warnings.values()):
         log(f"warning: {warning['message']}")
@@ -285,7 +285,7 @@ def run_spec(
                         log(f"[{label}] measuring {len(step.cases)} edits with {step.edits_applied} on the model …")
                     eval_start = time.perf_counter()
                     posts = measure(model, tokenizer, [cases[i] for i in step.cases], spec.evaluate,
-                                    reference=[before[i] for i in step.cases], context=_reading_context(stack))
+                                    reference=[before[i] for i in step.cases], context=_reading_context(stack), progress=True)
                     eval_seconds = time.perf_counter() - eval_start
                     changed = _changed_parameters(model, stack)
                     tally.add_point(step.edits_applied, [post.scores() for post in posts], eval_seconds)

@@ -15,8 +15,8 @@ import io
 from typing import Any
 
 from keditlab.runner.summary import metric_rows
+from keditlab.vocabulary import PROTOCOLS as PROTOCOL_COLUMNS
 
-PROTOCOL_COLUMNS = ("teacher_forced", "probability", "generation")
 #: CounterFact's names for the probability protocol's values (Meng et al., 2022).
 COUNTERFACT = {"reliability": "ES", "generalization": "PS", "locality": "NS", "reliability_magnitude": "EM",
                "generalization_magnitude": "PM", "locality_magnitude": "NM", "score": "S"}

@@ -21,9 +21,11 @@ Typical use::
     for error in errors:
         print(error)   # specs/quickstart.yaml:12:5: edits[0].subject: ... Fix: ...
 
-This package imports no torch and no other keditlab layer (except the
-torch-free record readers of :mod:`keditlab.data`, when a spec reads its edits
-from a file), so validating is instant.  To check layer indices against a
+This package imports no torch.  It builds on the ground vocabulary,
+:mod:`keditlab.vocabulary` (:class:`EditCase`, :class:`Probe`, the metric and
+protocol names, re-exported here), and on no other keditlab layer except the
+torch-free record readers of :mod:`keditlab.data`, imported only when a spec
+reads its edits from a file; so validating is instant.  To check layer indices against a
 model, pass ``num_layers_of``
 (e.g. ``keditlab.models.peek_num_layers``): it is called with the model name
 and returns its number of layers, or None to skip the check.
@@ -43,6 +45,7 @@ from keditlab.spec.source import SourceMap, load_yaml
 from keditlab.spec.types import (
     EVALUATE_AT,
     METRIC_NAMES,
+    PROTOCOLS,
     RUN_MODES,
     EditCase,
     EditsFile,
@@ -148,6 +151,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_o
 __all__ = [
     "EVALUATE_AT",
     "METRIC_NAMES",
+    "PROTOCOLS",
     "RUN_MODES",
     "EditCase",
     "EditsFile",

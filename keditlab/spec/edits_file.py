@@ -21,9 +21,12 @@ so ``keditlab validate`` stays instant); resolving reads it
 :class:`~keditlab.spec.types.EditCase` list inline edits give, so nothing
 after the spec knows the difference.
 
-The readers live in :mod:`keditlab.data`, which builds on this layer's data
-classes (no torch); it is imported only when a spec reads a file, so loading
-this package stays light and the two never import each other at start-up.
+The readers live in :mod:`keditlab.data`.  The dependency points one way:
+this module imports :mod:`keditlab.data` (to read a spec's benchmark file),
+and :mod:`keditlab.data` never imports :mod:`keditlab.spec`: both build on the
+ground vocabulary, :mod:`keditlab.vocabulary` (``EditCase``, ``Probe``).  The
+import is taken only when a spec reads a file, so loading this package stays
+light (``tests/unit/test_layers_imports.py`` checks both).
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """Plain data classes that describe a run: what to edit, how, and what to measure.
 
-These classes cross every layer of keditlab (methods, evaluation, runner), so
-they hold data only: no torch, no I/O. A :class:`Spec` is what a validated YAML
-file becomes once every default is filled in.  ``Spec.to_spec_data()`` writes it
-back in the spec language, defaults included: that is what a run records as
-"the resolved spec", and it validates and resolves to the same ``Spec`` again.
+These classes hold data only (no torch, no I/O), so every layer can read them.
+The vocabulary the layers share, :class:`EditCase`, :class:`Probe` and the
+metric and protocol names, is declared in :mod:`keditlab.vocabulary` and
+re-exported here, where a spec's readers have always found it.
+
+A :class:`Spec` is what a validated YAML file becomes once every default is
+filled in.  ``Spec.to_spec_data()`` writes it back in the spec language,
+defaults included: that is what a run records as "the resolved spec", and it
+validates and resolves to the same ``Spec`` again.
 ``Spec.to_dict()`` is the plain dataclass view (``case_id``, probes with
 ``kind``, methods with ``params``), for Python code that mirrors these classes.
 """
@@ -14,95 +18,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PROBE_KINDS = ("rephrase", "locality", "portability", "multihop", "ripple")
-
-#: The protocols a value can come from (docs/protocols.md): ``teacher_forced``
-#: (KnowEdit's token accuracy), ``probability`` (CounterFact's comparisons) and
-#: ``generation`` (greedy decoding, scored on the text).
-PROTOCOLS = ("teacher_forced", "probability", "generation")
+# The shared vocabulary, declared in the ground module; re-exported so ``keditlab.spec.types.EditCase`` keeps working.
+from keditlab.vocabulary import METRIC_NAMES, PROBE_KINDS, PROTOCOLS, TRACE_KINDS, EditCase, Probe  # noqa: F401
 
 #: What the generation protocol puts around a question (``evaluate.context``).
 GENERATION_CONTEXTS = ("bare", "qa", "chat")
 #: ``model.chat_template``: whether prompts go through the tokenizer's chat template.
 CHAT_TEMPLATE = ("auto", "on", "off")
 
-#: The metric vocabulary of the spec language (``evaluate:``).  The evaluation
-#: layer implements each of them; the schema lists them.
-METRIC_NAMES = ("reliability", "generalization", "locality", "portability", "fluency")
-
 #: How edits are scheduled (``run.mode``); docs/runs.md describes each.
 RUN_MODES = ("single", "batch", "sequential")
 #: When a sequential run measures (``run.evaluate_at``), besides ``{every: k}``.
 EVALUATE_AT = ("after_each", "after_all")
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One prompt used to measure an edit.
-
-    ``kind`` says what the probe measures: ``rephrase`` (generalization: a
-    paraphrase of the edit prompt, answered with the new target),
-    ``locality`` (an unrelated fact that must not change) or ``portability``
-    (a fact that should follow from the edit).  ``answer`` is the expected
-    completion; for a rephrase it is the edit target.
-    """
-
-    kind: str
-    prompt: str
-    answer: str
-    #: Other spellings that count as the answer under the generation protocol (MQuAKE, RippleEdits).
-    aliases: tuple[str, ...] = ()
-    #: A named sub-kind reported under its own name: KnowEdit's ``Reasoning`` or
-    #: ``Relation_Specificity``, RippleEdits' criterion.  Empty: none.
-    group: str = ""
-    #: RippleEdits' condition queries: the probe is scored only where the
-    #: *unedited* model answers these (``condition_mode`` ``OR``: one of them, ``AND``: all).
-    conditions: tuple["Probe", ...] = ()
-    condition_mode: str = "AND"
-    #: RippleEdits' tests: the queries of one test share ``test`` (an id within
-    #: the case) and the test passes when ``test_condition`` holds: ``OR`` (any
-    #: query answered) or ``AND`` (all).  Empty ``test``: the probe is a test alone.
-    test: str = ""
-    test_condition: str = "OR"
-
-    def answers(self) -> tuple[str, ...]:
-        """The answer and its aliases, without repeats."""
-        return tuple(dict.fromkeys((self.answer, *self.aliases)))
-
-
-@dataclass(frozen=True)
-class EditCase:
-    """One requested edit: make ``prompt`` (which mentions ``subject``) complete with ``target``.
-
-    ``ground_truth`` is what the model is believed to say before the edit; when
-    given, the probability test P(target) > P(ground_truth) is also reported.
-    """
-
-    prompt: str
-    subject: str
-    target: str
-    ground_truth: str | None = None
-    rephrase: tuple[str, ...] = ()
-    locality: tuple[Probe, ...] = ()
-    portability: tuple[Probe, ...] = ()
-    case_id: str = "0"
-    #: Other spellings of the target that count under the generation protocol.
-    aliases: tuple[str, ...] = ()
-    #: Multi-hop questions (MQuAKE, kind ``multihop``) and ripple-effect queries
-    #: (RippleEdits, kind ``ripple``), scored under the generation protocol.
-    questions: tuple[Probe, ...] = ()
-    #: Further edits that belong to this case and are applied with it (an
-    #: MQuAKE case rewrites up to four facts before its questions are asked).
-    joint: tuple["EditCase", ...] = ()
-
-    def probes(self) -> list[Probe]:
-        """Every probe of this case, rephrases first (their answer is the target)."""
-        rephrases = [Probe("rephrase", p, self.target) for p in self.rephrase]
-        return rephrases + list(self.locality) + list(self.portability) + list(self.questions)
-
-    def requests(self) -> list["EditCase"]:
-        """The edits to apply for this case: itself, then its joint edits."""
-        return [self, *self.joint]
 
 
 @dataclass(frozen=True)
@@ -274,10 +201,6 @@ class EditsFile:
             window = f"record {self.offset}" if count == 1 else f"records {self.offset}-{self.offset + count - 1}"
         skipped = f", {len(self.skipped)} malformed skipped" if self.skipped else ""
         return f"{window} of {name}, read as {self.format}{skipped}"
-
-
-#: The states a causal trace restores (``trace.kinds``); :mod:`keditlab.trace` implements them.
-TRACE_KINDS = ("residual", "mlp", "attn")
 
 
 @dataclass(frozen=True)

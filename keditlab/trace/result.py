@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from keditlab.vocabulary import TRACE_KINDS
+
 #: The states a trace can restore: the residual stream (a block's output), the MLP output, the attention output.
-KINDS = ("residual", "mlp", "attn")
+KINDS = TRACE_KINDS
 
 #: The token positions an averaged trace reports.
 AVERAGE_POSITIONS = ("subject_last", "last")

@@ -16,9 +16,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from keditlab.vocabulary import PROTOCOL_SHORT
 from keditlab.widgets.data import METRIC_ORDER, PROTOCOL_ORDER
 
-PROTOCOL_SHORT = {"teacher_forced": "tf", "probability": "prob", "generation": "gen"}
 #: The metrics shown side by side first: the edit itself, then what it should and should not reach.
 BAR_METRICS = ("reliability", "generalization", "locality", "portability")
 

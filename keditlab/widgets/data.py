@@ -38,10 +38,12 @@ from typing import Any
 
 import pandas as pd
 
+from keditlab.vocabulary import METRIC_NAMES, PROTOCOLS
+
 #: Metrics in reading order; one a run has and this list lacks comes after them, by name.
-METRIC_ORDER = ("reliability", "generalization", "locality", "portability", "fluency")
+METRIC_ORDER = METRIC_NAMES
 #: Protocols in reading order; unknown ones come after them, by name.
-PROTOCOL_ORDER = ("teacher_forced", "probability", "generation")
+PROTOCOL_ORDER = PROTOCOLS
 #: The probe kind each metric is measured on, as the drill-down names it.
 PROBE_KIND = {"reliability": "edit prompt", "generalization": "rephrase", "locality": "locality", "portability": "portability"}
 #: A probe passes when its value after the edit reaches this.  Teacher-forced values are the fraction of answer

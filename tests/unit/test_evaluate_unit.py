@@ -171,3 +171,39 @@ def test_bad_inputs(tiny):
         measure(model, tok, cases(), EvalSpec(metrics=("reliabilty",)))
     with pytest.raises(ValueError, match="reference"):
         measure(model, tok, cases(), reference=[])
+
+
+class RecordingBar:
+    """Stands in for ``tqdm.auto.tqdm``: records its settings and every update."""
+
+    made: list["RecordingBar"] = []
+
+    def __init__(self, **settings):
+        self.settings, self.updates = settings, []
+        RecordingBar.made.append(self)
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_progress_advances_per_batch_changes_nothing_and_is_silent_when_off(tiny, monkeypatch):
+    import tqdm.auto
+
+    model, tok = tiny
+    RecordingBar.made = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    settings = EvalSpec(max_new_tokens=3, batch_size=2)
+    quiet = measure(model, tok, cases(), settings)
+    assert RecordingBar.made == []  # progress is off by default: no bar at all
+    shown = measure(model, tok, cases(), settings, progress=True)
+    assert [m.to_dict() for m in shown] == [m.to_dict() for m in quiet]
+    (bar,) = RecordingBar.made
+    # every teacher-forced pair, question and generation counted, a batch (of at most 2) at a time
+    assert sum(bar.updates) == bar.settings["total"] > 0 and max(bar.updates) <= 2 and len(bar.updates) > 3
+    assert bar.settings["desc"] == "measuring 2 cases" and bar.settings["delay"] >= 1  # shown only when measuring is slow

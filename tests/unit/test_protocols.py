@@ -129,7 +129,7 @@ class FixedAnswers:
     def __init__(self, table, default=" nothing."):
         self.table, self.default, self.seen = table, default, []
 
-    def __call__(self, model, tokenizer, prompts, max_new_tokens=50, batch_size=16):
+    def __call__(self, model, tokenizer, prompts, max_new_tokens=50, batch_size=16, done=None):
         self.seen.append((list(prompts), max_new_tokens))
         return [self.table.get(p, self.default) for p in prompts]
 
