@@ -58,6 +58,10 @@ def deferred_downloads() -> Iterator[list[PendingDownload]]:
     ``keditlab validate`` checks specs inside it, so validation never touches
     the network and reports a missing published file as a note, not an error.
     """
+    outer = _PENDING.get()
+    if outer is not None:  # already deferring (the CLI around a validator): the outer block collects the notes
+        yield outer
+        return
     pending: list[PendingDownload] = []
     token = _PENDING.set(pending)
     try:

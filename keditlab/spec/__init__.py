@@ -94,8 +94,13 @@ def _read(path: str | PathLike[str]) -> tuple[str | None, list[SpecError]]:
 
 
 def validate_text(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None) -> list[SpecError]:
-    """Every error in spec ``text`` (empty list when it is valid)."""
-    return _check_text(text, source, num_layers_of)[1]
+    """Every error in spec ``text`` (empty list when it is valid).
+
+    Validation downloads nothing: a published benchmark file that is not here
+    yet is left for the run to fetch (``keditlab validate`` prints it as a note).
+    """
+    with _no_downloads():
+        return _check_text(text, source, num_layers_of)[1]
 
 
 def validate_file(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None) -> list[SpecError]:
@@ -136,8 +141,16 @@ def _plain(value: Any) -> Any:
 
 
 def validate_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None) -> list[SpecError]:
-    """Every error in a spec given as Python data (errors name paths, not lines)."""
-    return _compile(_plain(data), source, num_layers_of)[1]
+    """Every error in a spec given as Python data (errors name paths, not lines); downloads nothing."""
+    with _no_downloads():
+        return _compile(_plain(data), source, num_layers_of)[1]
+
+
+def _no_downloads() -> Any:
+    """The validators' guard: published files a run would download are deferred, not fetched."""
+    from keditlab.data.download import deferred_downloads  # the one place spec reaches data (a leaf module)
+
+    return deferred_downloads()
 
 
 def spec_from_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None) -> Spec:

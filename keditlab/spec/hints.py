@@ -6,8 +6,9 @@ describes things the same way.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterable
+
+from keditlab.vocabulary import closest, did_you_mean  # noqa: F401  (re-exported: messages everywhere use them)
 
 #: How JSON Schema type names read in a message.
 TYPE_WORDS = {
@@ -19,22 +20,6 @@ TYPE_WORDS = {
     "boolean": "true or false",
     "null": "nothing (null)",
 }
-
-
-def closest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice most like ``word`` (a typo's likely intent), or None if none is close."""
-    choices = [c for c in choices if isinstance(c, str)]
-    lowered = {c.lower(): c for c in choices}
-    if isinstance(word, str) and word.lower() in lowered:  # wrong case only
-        return lowered[word.lower()]
-    matches = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` or an empty string."""
-    match = closest(word, choices)
-    return f" (did you mean '{match}'?)" if match else ""
 
 
 def quoted_list(items: Iterable[Any]) -> str:

@@ -150,3 +150,14 @@ def test_a_bad_published_file_is_reported(edits, expected):
 def test_trace_with_records_and_file_is_reported():
     found = [str(e) for e in validate_dict({"keditlab": 1, "trace": {"records": "a.json", "file": "knowns/known_1000.json"}})]
     assert any("trace has both `records` and `file`" in e for e in found), found
+
+
+def test_the_python_validators_download_nothing_either(nowhere):
+    """``validate_file``/``validate_dict`` in a notebook behave like ``keditlab validate``: no network, no error."""
+    from keditlab.spec import validate_file
+
+    for spec in SHIPPED:
+        assert validate_file(spec) == [], spec
+    assert validate_dict({"keditlab": 1, "name": "z", "method": "memit",
+                          "edits": {"dataset": "zsre", "file": "zsre/zsre_mend_train-1k.json", "limit": 2}}) == []
+    assert not nowhere.exists() or not any(nowhere.rglob("*.json"))
