@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from keditlab.runner.records import new_run_folder, write_json
-from keditlab.runner.report import html_table, text_table
+from keditlab.runner.folder import new_run_folder, write_json
+from keditlab.runner.render import html_table, text_table
 from keditlab.runner.summary import MethodTally, build_summary, metric_rows
 
 
