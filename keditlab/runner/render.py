@@ -17,11 +17,16 @@ from typing import Any
 
 from keditlab.runner.summary import metric_rows
 
-LEGEND = ("(tf = teacher-forced token accuracy; prob = P(target) > P(ground truth), _magnitude: P(target) - P(ground truth);\n"
-          " gen = the generated answer, up to its first sentence end or line break, is exactly the target\n"
-          " (_contains: contains it; locality: answer unchanged; fluency: n-gram entropy of generations);\n"
-          " target not said = edits whose greedy continuation of the edit prompt does not begin with the target.\n"
-          " So ' Rome, Italy.' is said, yet counts 0 in reliability (gen): exact match asks for 'Rome' alone;\n"
+#: Under the table.  Two rows can look contradictory and are not: ``reliability (gen)`` is exact match of the
+#: answer (the generation from the edit prompt, framed by ``evaluate.context``, cut at its first sentence end or
+#: line break, normalised; :mod:`keditlab.evaluate.answers`), while "target not said" counts edits whose greedy
+#: continuation of the edit prompt as written does not *begin* with the target
+#: (:meth:`keditlab.evaluate.CaseMeasurement.says`).  " Rome, Italy." begins with Rome and is not exactly Rome.
+LEGEND = ("(tf = teacher-forced token accuracy; prob = P(target) > P(ground truth) (locality: the true answer stays above\n"
+          " the target), _magnitude: by how much; gen = the generated answer, up to its first sentence end or line break,\n"
+          " is exactly the target (_contains: contains it; locality: answer unchanged; fluency: n-gram entropy);\n"
+          " target not said = edits whose greedy continuation of the edit prompt does not begin with the target,\n"
+          " so ' Rome, Italy.' is said, yet counts 0 in reliability (gen), which asks for 'Rome' alone;\n"
           " one-off set-up = statistics and context prefixes, computed once and cached, not part of the seconds per edit)")
 
 PROTOCOL_SHORT = {"teacher_forced": "tf", "probability": "prob", "generation": "gen"}
