@@ -42,6 +42,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from keditlab.spec.types import PROTOCOLS
+
 SUMMARY_FORMAT = "keditlab.summary/1"
 
 #: Warning codes counted per method (see :mod:`keditlab.runner.edit_warnings`): how many
@@ -185,8 +187,8 @@ def build_summary(spec_name: str, model: str, num_cases: int, tallies: dict[str,
 #: ``ripple_executed:...``) follow its own rows; a family not listed comes after these, by name, and ``score``
 #: (CounterFact's S, made of the others) is always last.
 FAMILY_ORDER = ("reliability", "generalization", "locality", "portability", "multihop", "ripple", "fluency")
-#: Protocols in reading order; one not listed comes after these, by name.
-PROTOCOL_ORDER = ("teacher_forced", "probability", "generation")
+#: Protocols in reading order (as declared: teacher-forced, probability, generation); others after these, by name.
+PROTOCOL_ORDER = PROTOCOLS
 #: Suffixes that make a variant of a metric, in the order its variant rows are shown.
 VARIANT_ORDER = ("_magnitude", "_contains", "_accuracy", "_original", "_executed")
 

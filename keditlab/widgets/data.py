@@ -39,10 +39,11 @@ import pandas as pd
 from keditlab.runner.render import last_records
 from keditlab.runner.result import Run, load_run
 from keditlab.runner.summary import PROTOCOL_ORDER, metric_order_key
+from keditlab.spec.types import METRIC_NAMES
 
 #: Metrics in reading order; a metric's variants (``reliability_contains``) follow it, and one this list lacks
 #: comes after them (:func:`keditlab.runner.summary.metric_order_key`, the order of the text table too).
-METRIC_ORDER = ("reliability", "generalization", "locality", "portability", "fluency")
+METRIC_ORDER = METRIC_NAMES
 #: The probe kind each metric is measured on, as the drill-down names it.
 PROBE_KIND = {"reliability": "edit prompt", "generalization": "rephrase", "locality": "locality", "portability": "portability"}
 #: A probe passes when its value after the edit reaches this.  Teacher-forced values are the fraction of answer
