@@ -5,6 +5,7 @@ The usual entry points::
     import keditlab
     run = keditlab.run("specs/quickstart.yaml")   # validate, edit, measure, save
     run                                            # a results table in a notebook
+    run = keditlab.load_run("runs/quickstart-…")   # reopen a saved run folder (no model, no torch)
 
     model, tokenizer, profile = keditlab.load_model("smollm2-135m")
 
@@ -52,6 +53,21 @@ def check_text(text: str, source: str = "<cell>") -> Any:
 
     remember_source(source, text)
     return parse_spec(text, source, num_layers_of=peek_num_layers)
+
+
+def load_run(path: Any) -> Any:
+    """Reopen a saved run folder as the :class:`~keditlab.runner.result.Run` the run returned.
+
+    ``path`` is the folder a run wrote (``keditlab run`` prints it last, as
+    ``results: runs/quickstart-20250101-120000``).  Nothing is recomputed and no
+    model (nor torch) is loaded: ``print(run)`` is the results table,
+    ``run.metric("rome", "reliability")`` one mean, ``run.cases`` the per-edit
+    records, ``keditlab.show(run)`` the dashboard.  A folder that is not a
+    finished run raises ``FileNotFoundError`` naming the missing file and the fix.
+    """
+    from keditlab.runner.result import load_run as _load_run
+
+    return _load_run(path)
 
 
 def show(run: Any) -> Any:
@@ -118,12 +134,35 @@ def load_model(name_or_path: str = "smollm2-135m", **kwargs: Any) -> Any:
 
 
 def apply_edit(method: str, model: Any, tokenizer: Any, profile: Any, cases: Any, settings: dict | None = None, **context: Any) -> Any:
-    """Apply ``method`` to ``cases`` (``EditCase`` objects); return the handle whose ``restore()`` undoes it."""
+    """Apply ``method`` to ``cases`` (``EditCase`` objects); return the handle whose ``restore()`` undoes it.
+
+    ``context`` holds :class:`~keditlab.methods.EditContext` fields (``seed``,
+    ``covariance``, ``progress``, ...).  A progress bar (``tqdm.auto``: text in a
+    terminal, a widget in a notebook) names each phase as it begins, settings,
+    then the edit (with the statistics a method computes once per model, under
+    their own bars), and ends with the seconds taken; ``progress=False``
+    silences it and the methods' own bars.
+    """
+    from tqdm.auto import tqdm
+
     from keditlab.methods import EditContext, get_method
     from keditlab.stats import CovarianceProvider
 
-    context.setdefault("covariance", CovarianceProvider(model, tokenizer, profile, seed=context.get("seed", 0)))
-    return get_method(method).apply(model, tokenizer, profile, list(cases), settings or {}, EditContext(**context))
+    cases = list(cases)
+    editor = get_method(method)
+    edits = f"{len(cases)} edit{'s' if len(cases) != 1 else ''}"
+    with tqdm(total=2, desc=f"{method}: checking its settings", unit="phase", disable=not context.get("progress", True),
+              bar_format="{desc} [{elapsed}]") as bar:
+        config = editor.config_class.from_params(settings or {})
+        config.check_layers(profile.num_layers)
+        context.setdefault("covariance", CovarianceProvider(model, tokenizer, profile, seed=context.get("seed", 0)))
+        bar.update(1)
+        bar.set_description(f"{method}: applying {edits} (one-off statistics, when the method needs them, come first)")
+        handle = editor.apply(model, tokenizer, profile, cases, config, EditContext(**context))
+        bar.update(1)
+        setup = f" + {handle.setup_seconds:.1f} s one-off set-up" if handle.setup_seconds else ""
+        bar.set_description(f"{method}: {edits} applied in {handle.seconds:.1f} s{setup}")
+    return handle
 
 
 _register_notebook_display()

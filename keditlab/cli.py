@@ -14,8 +14,8 @@ Output piped into a command that stops reading early (``keditlab methods |
 head``) ends quietly, with exit code 141 like other Unix tools cut off by a
 closed pipe.
 
-The commands that need no model (``validate``, ``methods``, ``--version``)
-never import torch, so they answer at once.
+The commands that need no model (``validate``, ``show``, ``methods``,
+``--version``) never import torch, so they answer at once.
 """
 
 from __future__ import annotations
@@ -129,10 +129,11 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from keditlab.runner import Run
-    from keditlab.runner.tables import table_markdown
+    # Reading a run needs no model: result, render and table_files import no torch (tests/unit/test_cli.py checks).
+    from keditlab.runner.result import load_run
+    from keditlab.runner.table_files import table_markdown
 
-    run = Run.load(args.folder)
+    run = load_run(args.folder)
     print(run)
     print()
     print(table_markdown(run.summary), end="")  # method x dataset x metric, one column per protocol (table.md)

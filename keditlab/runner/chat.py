@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from keditlab.spec.types import EditCase, Probe
+from keditlab.vocabulary import EditCase, Probe
 
 
 class ChatTemplateError(ValueError):

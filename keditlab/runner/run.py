@@ -22,36 +22,42 @@ Settings a method cannot honour (``mode: batch`` with ROME, say) are a
 run folder is created.  The covariance statistics a method asks for are
 computed once per layer and cached on disk (:mod:`keditlab.stats`); methods
 ask for them in their first call, on the unedited model.
+
+The result is a :class:`~keditlab.runner.result.Run` (the object a saved run
+folder is read back as, :func:`keditlab.load_run`); what goes into
+``manifest.json`` is :mod:`keditlab.runner.manifest`, the folder's files
+:mod:`keditlab.runner.folder`.  ``Run``, ``MetricLookupError`` and
+``MANIFEST_FORMAT`` are importable from here as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from keditlab.data.datasets import dataset_cases
-from keditlab.evaluate import PROTOCOLS, CaseMeasurement, measure
+from keditlab.evaluate import CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, get_method, method_names
 from keditlab.models import LoadedModel, load_model
-from keditlab.runner import records
+from keditlab.runner import folder as run_folder
 from keditlab.runner.chat import ChatTemplateError, chat_on, chat_prompt, map_prompts
-from keditlab.runner.tables import table_csv, table_markdown
-from keditlab.runner.checks import ground_truth_warning, target_warning, unchanged_warning
-from keditlab.runner.report import PROTOCOL_SHORT, html_generations, html_table, text_table
-from keditlab.runner.schedule import Apply, Measure, Restore, Step, last_measurements, plan
+from keditlab.runner.edit_warnings import ground_truth_warning, target_warning, unchanged_warning
+from keditlab.runner.manifest import MANIFEST_FORMAT, finish_manifest, start_manifest
+from keditlab.runner.result import MetricLookupError, Run
+from keditlab.runner.schedule import Apply, Measure, Restore, RunError, Step, last_measurements, plan
 from keditlab.runner.summary import MethodTally, build_summary
-from keditlab.spec import METRIC_NAMES, EditCase, MethodSpec, Spec
-from keditlab.spec.checks import capability_problem, run_settings_problems
-from keditlab.spec.hints import did_you_mean
+from keditlab.runner.table_files import table_csv, table_markdown
+from keditlab.spec import EditCase, MethodSpec, Spec
+from keditlab.spec.checks import capability_problem
 from keditlab.stats import CovarianceProvider
+
+__all__ = ["MANIFEST_FORMAT", "MetricLookupError", "Run", "RunError", "resolve_auto_layers", "run_spec", "unrelated_pairs"]
 
 
 def unrelated_pairs(spec: Spec, cases: Sequence[EditCase]) -> tuple[tuple[str, str], ...]:
@@ -70,116 +76,6 @@ def unrelated_pairs(spec: Spec, cases: Sequence[EditCase]) -> tuple[tuple[str, s
                 for text in (request.prompt, *(probe.prompt for probe in request.probes()))}
     pairs = [(probe.prompt, probe.answer) for record in records for probe in record.locality if probe.prompt not in measured]
     return tuple(dict.fromkeys(pairs))
-
-
-#: Version 2: ``spec`` is written in the spec language (version 1 held the dataclass fields).
-MANIFEST_FORMAT = "keditlab.manifest/2"
-
-#: The moments a value is measured at: before and after the edit.
-WHEN = ("pre", "post")
-#: The table's short protocol names (``tf``), back to the protocols they stand for.
-PROTOCOL_LONG = {short: name for name, short in PROTOCOL_SHORT.items()}
-
-
-@dataclass(repr=False)
-class Run:
-    """A finished run: its resolved spec, summary, per-case records and folder.
-
-    In a notebook, a ``Run`` shows itself as a results table with the before/after
-    generations; ``Run.load(folder)`` reopens a saved run the same way.
-    """
-
-    summary: dict[str, Any]
-    cases: list[dict[str, Any]]
-    manifest: dict[str, Any]
-    path: Path | None = None
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "Run":
-        folder = Path(folder)
-        missing = [n for n in ("summary.json", "cases.jsonl", "manifest.json") if not (folder / n).exists()]
-        if missing:
-            raise FileNotFoundError(f"{folder} is not a complete keditlab run folder (missing {', '.join(missing)})")
-        return cls(
-            summary=json.loads((folder / "summary.json").read_text(encoding="utf-8")),
-            cases=records.read_jsonl(folder / "cases.jsonl"),
-            manifest=json.loads((folder / "manifest.json").read_text(encoding="utf-8")),
-            path=folder,
-        )
-
-    def metric(self, method: str, metric: str, protocol: str = "teacher_forced", when: str = "post") -> float | None:
-        """One mean from the summary, e.g. ``run.metric("rome", "reliability")``.
-
-        ``method`` is a method's label, ``protocol`` one of ``teacher_forced``,
-        ``probability``, ``generation``, and ``when`` is ``"pre"`` (before the
-        edit) or ``"post"`` (after it).  Asking for something this run does not
-        have raises :class:`MetricLookupError` naming what it does have, so a
-        typo is never read as a missing value.
-        """
-        methods = self.summary["methods"]
-        if method not in methods:
-            raise MetricLookupError(
-                f"this run has no method {method!r}{did_you_mean(method, methods)}; its methods (labels) are: {', '.join(methods)}"
-            )
-        if when not in WHEN:
-            raise MetricLookupError(
-                f"when must be 'pre' (before the edit) or 'post' (after it), got {when!r}{did_you_mean(str(when), WHEN)}"
-            )
-        measured = methods[method]["metrics"]
-        if metric not in measured:
-            requested = self.manifest.get("spec", {}).get("evaluate", {}).get("metrics", [])
-            if metric in METRIC_NAMES and metric in requested:
-                probe = {"generalization": "rephrase", "locality": "locality", "portability": "portability"}.get(metric, metric)
-                problem = f"metric {metric!r} has no value in this run: it was asked for, but no edit has {probe} probes"
-            elif metric in METRIC_NAMES:
-                problem = f"metric {metric!r} was not measured in this run (it is chosen by the spec's `evaluate:`)"
-            else:
-                problem = f"unknown metric {metric!r}{did_you_mean(str(metric), METRIC_NAMES)}"
-            listed = sorted(measured, key=lambda m: METRIC_NAMES.index(m) if m in METRIC_NAMES else len(METRIC_NAMES))
-            raise MetricLookupError(f"{problem}; measured for {method!r}: {', '.join(listed) or 'nothing'}")
-        protocols = measured[metric]
-        if protocol not in protocols:
-            has = f"{metric!r} was measured under: {', '.join(protocols)}"
-            if protocol in PROTOCOLS:
-                problem = f"{metric!r} was not measured under the protocol {protocol!r} for {method!r}"
-                if protocol == "probability":
-                    problem += " (that protocol needs a ground_truth in the edits)"
-            elif protocol in PROTOCOL_LONG:
-                problem = f"{protocol!r} is the table's short name; write protocol={PROTOCOL_LONG[protocol]!r}"
-            else:
-                problem = f"unknown protocol {protocol!r}{did_you_mean(str(protocol), PROTOCOLS)}; protocols are: {', '.join(PROTOCOLS)}"
-            raise MetricLookupError(f"{problem}. {has}")
-        return protocols[protocol].get(when)
-
-    def table(self) -> str:
-        return text_table(self.summary)
-
-    def __str__(self) -> str:
-        where = f"\nresults: {self.path}" if self.path else ""
-        return self.table() + where
-
-    def __repr__(self) -> str:
-        methods = ", ".join(self.summary["methods"])
-        return f"Run({self.summary['spec']!r}, {self.summary['num_cases']} edits, methods=[{methods}], path={str(self.path) if self.path else None!r})"
-
-    def _repr_html_(self) -> str:
-        where = f"<p><small>results: <code>{self.path}</code></small></p>" if self.path else ""
-        return html_table(self.summary) + "<h4>Before / after (greedy generation from the edit prompt)</h4>" + html_generations(self.cases) + where
-
-
-class MetricLookupError(KeyError):
-    """``Run.metric`` was asked for a method, metric, protocol or moment the run does not have.
-
-    A ``KeyError`` (so ``except KeyError`` still catches it) whose message reads
-    as a sentence rather than a quoted key.
-    """
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class RunError(ValueError):
-    """A spec that cannot run: it does not fit the model it names, or asks a method for a mode it cannot do."""
 
 
 def run_spec(
@@ -224,27 +120,13 @@ def run_spec(
         except ChatTemplateError as exc:
             raise RunError(str(exc)) from None
 
-    folder = records.new_run_folder(out, spec.name) if out is not None else None
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "status": "running",
-        "spec": spec.to_spec_data(),
-        "edits": spec.edits_origin(),  # inline, or which benchmark file, window and how many
-        "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict(),
-                  "chat_template": "on" if chat else "off",
-                  "dtype": str(next(model.parameters()).dtype)},
-        "methods": {label: {"name": config_name, "settings": configs[label].to_dict(),
-                            **({"traced_layer": traced[label]} if label in traced else {})}
-                    for label, config_name in ((m.label, m.name) for m, _ in methods)},
-        "seed": spec.run.seed,
-        "device": str(next(model.parameters()).device),
-        "versions": records.package_versions(),
-        "command": records.command_line(),
-        "started": _timestamp(started),
-        "statistics": [],
-    }
+    folder = run_folder.new_run_folder(out, spec.name) if out is not None else None
+    manifest = start_manifest(spec, loaded, {
+        m.label: {"name": m.name, "settings": configs[m.label].to_dict(),
+                  **({"traced_layer": traced[m.label]} if m.label in traced else {})} for m, _ in methods},
+        chat=chat, started=started)
     if folder:
-        records.write_json(folder / "manifest.json", manifest)
+        run_folder.write_json(folder / "manifest.json", manifest)
 
     covariance = CovarianceProvider(model, tokenizer, profile, spec.stats.corpus, spec.stats.samples,
                                     spec.stats.max_length, seed=spec.run.seed)
@@ -257,7 +139,7 @@ def run_spec(
     context = EditContext(seed=spec.run.seed, covariance=covariance, unrelated=unrelated)
     log(f"Measuring {len(cases)} cases before editing …")
     before = measure(model, tokenizer, cases, spec.evaluate, progress=True)
-    pre_warnings = {case.case_id: ground_truth_warning(case, pre) for case, pre in zip(cases, before)}
+    pre_warnings = {case.case_id: ground_truth_warning(case, pre, spec.evaluate.protocols) for case, pre in zip(cases, before)}
     for warning in filter(None, pre_warnings.values()):
         log(f"warning: {warning['message']}")
 
@@ -304,7 +186,7 @@ def run_spec(
                         record["warnings"] = warnings
                         case_records.append(record)
                         if folder:
-                            records.append_jsonl(folder / "cases.jsonl", record)
+                            run_folder.append_jsonl(folder / "cases.jsonl", record)
                 elif isinstance(step, Restore):
                     _restore(stack)
         finally:
@@ -313,13 +195,12 @@ def run_spec(
     summary = build_summary(spec.name, spec.model.name, len(cases), tallies,
                             spec.edits_from.describe(len(cases)) if spec.edits_from else None,
                             spec.edits_from.format if spec.edits_from else None)
-    manifest["statistics"] = covariance.described
-    manifest.update(status="complete", finished=_timestamp(time.time()), seconds=round(time.time() - started, 3))
+    finish_manifest(manifest, covariance.described, started)
     if folder:
-        records.write_json(folder / "summary.json", summary)
+        run_folder.write_json(folder / "summary.json", summary)
         (folder / "table.csv").write_text(table_csv(summary), encoding="utf-8")
         (folder / "table.md").write_text(table_markdown(summary), encoding="utf-8")
-        records.write_json(folder / "manifest.json", manifest)
+        run_folder.write_json(folder / "manifest.json", manifest)
     return Run(summary=summary, cases=case_records, manifest=manifest, path=folder)
 
 
@@ -341,16 +222,17 @@ def _joined(handles: list[EditHandle]) -> EditHandle:
 
 
 def _schedule(spec: Spec, methods: list[tuple[MethodSpec, EditMethod]]) -> list[Step]:
-    """The run's plan, after checking that its settings fit together and every method can follow them.
+    """The run's plan, after checking that every method can follow it.
 
-    The spec validator asks the same questions of a spec file (with line
-    numbers); a ``Spec`` built in Python gets the same words here, as a
-    :class:`RunError`.
+    A spec file's run settings were checked by the validator, with line
+    numbers (:func:`keditlab.spec.checks.check_run_settings`); a ``Spec`` built
+    in Python skips the validator, so the runner asks the same two questions
+    once, with the same words, as a :class:`RunError`: :func:`plan` refuses
+    settings that do not fit together (its :class:`ScheduleError` is a
+    ``RunError``), then each method must be capable of the mode.
     """
     run = spec.run
-    problems = run_settings_problems(run.mode, run.batch_size, run.evaluate_at)
-    if problems:
-        raise RunError("; ".join(f"run.{'.'.join(map(str, p.key))}: {p.message}. Fix: {p.fix}." for p in problems))
+    steps = plan(len(spec.edits), run.mode, run.batch_size, run.evaluate_at)
     capable = {c: [n for n in method_names() if getattr(get_method(n).capabilities, c)] for c in ("batch", "sequential")}
     for method_spec, method in methods:
         shown = f"'{method_spec.label}'" + (f" ({method_spec.name})" if method_spec.label != method_spec.name else "")
@@ -358,7 +240,7 @@ def _schedule(spec: Spec, methods: list[tuple[MethodSpec, EditMethod]]) -> list[
                                      capable=capable, shown=shown)
         if problem:
             raise RunError(f"{problem.message}. Fix: {problem.fix}.")
-    return plan(len(spec.edits), run.mode, run.batch_size, run.evaluate_at)
+    return steps
 
 
 def resolve_auto_layers(params: dict[str, Any], model: Any, tokenizer: Any, profile: Any, *, seed: int = 0,
@@ -488,7 +370,3 @@ def _seed_everything(seed: int) -> None:
         numpy.random.seed(seed)
     except ImportError:  # pragma: no cover
         pass
-
-
-def _timestamp(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))

@@ -66,8 +66,21 @@ class Restore:
 Step = Union[Apply, Measure, Restore]
 
 
-class ScheduleError(ValueError):
-    """The run settings do not describe a schedule (an unknown mode, ``batch_size`` 4 in mode single, ...)."""
+class RunError(ValueError):
+    """A spec that cannot run: it does not fit the model it names, or asks a method for a mode it cannot do.
+
+    Raised by :func:`keditlab.runner.run.run_spec` before any work (importable
+    from there); defined here, with no torch, so that the schedule's own error
+    can be one.
+    """
+
+
+class ScheduleError(RunError):
+    """The run settings do not describe a schedule (an unknown mode, ``batch_size`` 4 in mode single, ...).
+
+    A :class:`RunError`: the runner lets it through unchanged, so a ``Spec``
+    built in Python gets the validator's words once, from here.
+    """
 
 
 def plan(num_cases: int, mode: str = "single", batch_size: int = 1, evaluate_at: Any = None) -> list[Step]:

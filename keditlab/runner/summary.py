@@ -42,9 +42,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from keditlab.vocabulary import PROTOCOLS
+
 SUMMARY_FORMAT = "keditlab.summary/1"
 
-#: Warning codes counted per method (see :mod:`keditlab.runner.checks`): how many
+#: Warning codes counted per method (see :mod:`keditlab.runner.edit_warnings`): how many
 #: edits did not make the model say the target, and how many edits' ground truth
 #: the unedited model did not say.
 WARNING_CODES = ("outputs_unchanged", "target_not_said", "ground_truth_not_said")
@@ -181,11 +183,65 @@ def build_summary(spec_name: str, model: str, num_cases: int, tallies: dict[str,
     return summary
 
 
+#: Metric families in reading order: a family's variants (``reliability_contains``, ``portability:Reasoning``,
+#: ``ripple_executed:...``) follow its own rows; a family not listed comes after these, by name, and ``score``
+#: (CounterFact's S, made of the others) is always last.
+FAMILY_ORDER = ("reliability", "generalization", "locality", "portability", "multihop", "ripple", "fluency")
+#: Protocols in reading order (as declared: teacher-forced, probability, generation); others after these, by name.
+PROTOCOL_ORDER = PROTOCOLS
+#: Suffixes that make a variant of a metric, in the order its variant rows are shown.
+VARIANT_ORDER = ("_magnitude", "_contains", "_accuracy", "_original", "_executed")
+
+
+def metric_family(metric: str) -> str:
+    """The metric a row belongs with: ``reliability_contains`` and ``reliability`` → ``reliability``,
+    ``portability:Reasoning`` → ``portability``, ``ripple_executed:Relation_Specificity`` → ``ripple``."""
+    head = metric.split(":", 1)[0]
+    for family in FAMILY_ORDER:
+        if head == family or head.startswith(family + "_"):
+            return family
+    return head
+
+
+def metric_order_key(metric: str) -> tuple[Any, ...]:
+    """Sort key of a metric: by family (:data:`FAMILY_ORDER`), the family's own metric before its variants."""
+    family = metric_family(metric)
+    if family == "score":
+        rank: tuple[int, str] = (len(FAMILY_ORDER) + 1, "")
+    else:
+        rank = (FAMILY_ORDER.index(family), "") if family in FAMILY_ORDER else (len(FAMILY_ORDER), family)
+    rest = metric[len(family):]
+    if not rest:
+        variant = 0
+    elif rest.startswith(":"):  # a group of the metric itself (portability:Reasoning)
+        variant = 1
+    else:
+        variant = next((i + 2 for i, suffix in enumerate(VARIANT_ORDER) if rest.startswith(suffix)), len(VARIANT_ORDER) + 2)
+    return (*rank, variant, metric)
+
+
+def protocol_order_key(protocol: str) -> tuple[int, str]:
+    """Sort key of a protocol: :data:`PROTOCOL_ORDER`, then others by name."""
+    return (PROTOCOL_ORDER.index(protocol), "") if protocol in PROTOCOL_ORDER else (len(PROTOCOL_ORDER), protocol)
+
+
 def metric_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """The (metric, protocol) rows of a summary in a stable, readable order."""
-    order = ["reliability", "generalization", "locality", "portability", "fluency"]
+    """The (metric, protocol) rows of a summary, grouped by metric, in reading order.
+
+    Families follow :data:`FAMILY_ORDER` (``score`` last).  Inside a family the
+    protocols follow :data:`PROTOCOL_ORDER`, and each protocol's row of the
+    metric itself comes first, then its variants under it: ``reliability (tf)``,
+    ``reliability (prob)``, ``reliability_magnitude (prob)``, ``reliability (gen)``,
+    ``reliability_contains (gen)``, then ``generalization ...``.
+    """
     seen: set[tuple[str, str]] = set()
     for method in summary["methods"].values():
         for metric, protocols in method["metrics"].items():
             seen.update((metric, protocol) for protocol in protocols)
-    return sorted(seen, key=lambda mp: (order.index(mp[0]) if mp[0] in order else len(order), mp[0], mp[1]))
+
+    def key(row: tuple[str, str]) -> tuple[Any, ...]:
+        metric, protocol = row
+        family, variant = metric_order_key(metric)[:2], metric_order_key(metric)[2:]
+        return (*family, protocol_order_key(protocol), *variant)
+
+    return sorted(seen, key=key)

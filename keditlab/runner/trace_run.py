@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.models import LoadedModel, load_model
-from keditlab.runner import records
+from keditlab.runner import folder as run_folder
+from keditlab.runner.manifest import command_line, package_versions, timestamp
 from keditlab.spec import Spec
 from keditlab.trace import AverageTrace, TraceResult, read_known_facts, trace_facts, trace_kinds
 from keditlab.trace.plot import plot_kinds, save_figure
@@ -73,7 +74,7 @@ def trace_spec(spec: Spec, out: str | Path | None = "runs", *, loaded: LoadedMod
         log(f"Loading {spec.model.name} …")
         loaded = load_model(spec.model.name, device=spec.run.device, dtype=spec.model.dtype, profile=spec.model.profile)
     model, tokenizer, profile = loaded
-    folder = records.new_run_folder(out, spec.name) if out is not None else None
+    folder = run_folder.new_run_folder(out, spec.name) if out is not None else None
     manifest = {
         "format": TRACE_FORMAT,
         "status": "running",
@@ -81,12 +82,12 @@ def trace_spec(spec: Spec, out: str | Path | None = "runs", *, loaded: LoadedMod
         "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict()},
         "seed": spec.run.seed,
         "device": str(next(model.parameters()).device),
-        "versions": records.package_versions(),
-        "command": records.command_line(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "versions": package_versions(),
+        "command": command_line(),
+        "started": timestamp(started),
     }
     if folder:
-        records.write_json(folder / "manifest.json", manifest)
+        run_folder.write_json(folder / "manifest.json", manifest)
     noise = None if settings.noise == "auto" else float(settings.noise)
     run = TraceRun(manifest=manifest, path=folder)
     for index, item in enumerate(settings.prompts):
@@ -106,12 +107,12 @@ def trace_spec(spec: Spec, out: str | Path | None = "runs", *, loaded: LoadedMod
                                   spec.run.seed, settings.known_only, settings.limit, profile=profile, source=settings.records)
         if folder:
             save_figure(run.average.plot(), folder / "average.png")
-    manifest.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(time.time() - started, 3))
+    manifest.update(status="complete", finished=timestamp(time.time()), seconds=round(time.time() - started, 3))
     if folder:
-        records.write_json(folder / "trace.json", {
+        run_folder.write_json(folder / "trace.json", {
             "format": TRACE_FORMAT,
             "prompts": [{kind: result.to_dict() for kind, result in results.items()} for results in run.prompts],
             "average": run.average.to_dict() if run.average is not None else None,
         })
-        records.write_json(folder / "manifest.json", manifest)
+        run_folder.write_json(folder / "manifest.json", manifest)
     return run

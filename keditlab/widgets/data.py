@@ -31,19 +31,19 @@ Three frames:
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from keditlab.vocabulary import METRIC_NAMES, PROTOCOLS
+from keditlab.runner.render import last_records
+from keditlab.runner.result import Run, load_run
+from keditlab.runner.summary import PROTOCOL_ORDER, metric_order_key
+from keditlab.vocabulary import METRIC_NAMES
 
-#: Metrics in reading order; one a run has and this list lacks comes after them, by name.
+#: Metrics in reading order; a metric's variants (``reliability_contains``) follow it, and one this list lacks
+#: comes after them (:func:`keditlab.runner.summary.metric_order_key`, the order of the text table too).
 METRIC_ORDER = METRIC_NAMES
-#: Protocols in reading order; unknown ones come after them, by name.
-PROTOCOL_ORDER = PROTOCOLS
 #: The probe kind each metric is measured on, as the drill-down names it.
 PROBE_KIND = {"reliability": "edit prompt", "generalization": "rephrase", "locality": "locality", "portability": "portability"}
 #: A probe passes when its value after the edit reaches this.  Teacher-forced values are the fraction of answer
@@ -52,43 +52,21 @@ PROBE_KIND = {"reliability": "edit prompt", "generalization": "rephrase", "local
 PASS_AT = 1.0
 
 
-@dataclass(frozen=True)
-class RunRecords:
-    """The three parts of a run the dashboard reads: summary, per-case records, manifest."""
+def records_of(run: Any) -> Run:
+    """``run`` as a :class:`~keditlab.runner.result.Run`: a ``Run`` itself, a run folder, or a ``{"summary", "cases"}`` dict.
 
-    summary: dict[str, Any]
-    cases: list[dict[str, Any]]
-    manifest: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def title(self) -> str:
-        s = self.summary
-        origin = f" ({s['edits_from']})" if s.get("edits_from") else ""
-        return f"{s.get('spec', 'run')} on {s.get('model', '?')}: {s.get('num_cases', '?')} edits{origin}"
-
-
-def records_of(run: Any) -> RunRecords:
-    """The records of ``run``: a :class:`~keditlab.runner.Run`, a run folder, or a ``{"summary", "cases"}`` dict.
-
-    Raises ``TypeError``/``FileNotFoundError`` naming what was given and what is expected.
+    A folder is read by :func:`keditlab.load_run`, the one reader of run
+    folders.  Raises ``TypeError``/``FileNotFoundError`` naming what was given
+    and what is expected.
     """
-    if isinstance(run, RunRecords):
+    if isinstance(run, Run):
         return run
     if isinstance(run, (str, Path)):
-        folder = Path(run)
-        missing = [n for n in ("summary.json", "cases.jsonl") if not (folder / n).exists()]
-        if missing:
-            raise FileNotFoundError(f"{folder} is not a keditlab run folder (missing {', '.join(missing)}); "
-                                    "pass the folder a run wrote (printed as 'results: ...') or the Run itself")
-        manifest = folder / "manifest.json"
-        cases = [json.loads(line) for line in (folder / "cases.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-        return RunRecords(json.loads((folder / "summary.json").read_text(encoding="utf-8")), cases,
-                          json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}, folder)
+        return load_run(run)
     if isinstance(run, dict) and "summary" in run:
-        return RunRecords(run["summary"], list(run.get("cases", [])), run.get("manifest", {}), None)
+        return Run(run["summary"], list(run.get("cases", [])), run.get("manifest", {}), None)
     if all(hasattr(run, a) for a in ("summary", "cases")):
-        return RunRecords(run.summary, list(run.cases), getattr(run, "manifest", {}) or {}, getattr(run, "path", None))
+        return Run(run.summary, list(run.cases), getattr(run, "manifest", {}) or {}, getattr(run, "path", None))
     raise TypeError(f"cannot show a {type(run).__name__}: pass a keditlab Run (what keditlab.run returns), "
                     "the path of a run folder, or a dict with 'summary' and 'cases'")
 
@@ -100,8 +78,9 @@ def _order(value: str, order: tuple[str, ...]) -> tuple[int, str]:
 def metrics_frame(run: Any) -> pd.DataFrame:
     """One row per (method, metric, protocol): ``pre`` and ``post`` means, ``change = post - pre``, ``n`` edits.
 
-    Methods keep the spec's order; metrics and protocols follow :data:`METRIC_ORDER`
-    and :data:`PROTOCOL_ORDER`, unknown ones after them.
+    Methods keep the spec's order; protocols follow :data:`PROTOCOL_ORDER` and
+    metrics are grouped as in the text table (each metric, then its variants:
+    :func:`keditlab.runner.summary.metric_order_key`), unknown ones after them.
     """
     summary = records_of(run).summary
     rows = []
@@ -118,7 +97,7 @@ def metrics_frame(run: Any) -> pd.DataFrame:
         return frame
     labels = list(summary["methods"])
     frame["_m"] = frame["method"].map(labels.index)
-    frame["_k"] = frame["metric"].map(lambda m: _order(m, METRIC_ORDER))
+    frame["_k"] = frame["metric"].map(metric_order_key)
     frame["_p"] = frame["protocol"].map(lambda p: _order(p, PROTOCOL_ORDER))
     frame = frame.sort_values(["_m", "_p", "_k"]).drop(columns=["_m", "_k", "_p"]).reset_index(drop=True)
     return frame.astype({"pre": float, "post": float, "change": float})
@@ -131,21 +110,11 @@ def metrics_table(run: Any) -> pd.DataFrame:
         return pd.DataFrame()
     wide = frame.pivot_table(index="method", columns=["protocol", "metric"], values=["pre", "post", "change"], sort=False, dropna=False)
     wide = wide.reorder_levels([1, 2, 0], axis=1)
-    columns = sorted(wide.columns, key=lambda c: (_order(c[0], PROTOCOL_ORDER), _order(c[1], METRIC_ORDER), ("pre", "post", "change").index(c[2])))
+    columns = sorted(wide.columns, key=lambda c: (_order(c[0], PROTOCOL_ORDER), metric_order_key(c[1]), ("pre", "post", "change").index(c[2])))
     wide = wide[columns].dropna(axis=1, how="all")
     wide = wide.reindex([m for m in records_of(run).summary["methods"] if m in wide.index])
     wide.columns.names = ["protocol", "metric", "value"]
     return wide
-
-
-def last_records(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each (method, case)'s record at its last measurement, in run order (what the summary's means count)."""
-    last: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in cases:
-        key = (record["method"], str(record["case_id"]))
-        if key not in last or record.get("point", 0) >= last[key].get("point", 0):
-            last[key] = record
-    return list(last.values())
 
 
 def _generations(measurement: dict[str, Any]) -> dict[str, str]:
@@ -237,7 +206,7 @@ def retention_frame(run: Any) -> pd.DataFrame:
 
 def run_notes(run: Any) -> list[str]:
     """Short lines under the title: the mode, edits whose target was not said, seconds per edit."""
-    from keditlab.runner.report import mode_line  # the same words as the text table
+    from keditlab.runner.render import mode_line  # the same words as the text table
 
     summary = records_of(run).summary
     notes = [line for line in [mode_line(summary)] if line]

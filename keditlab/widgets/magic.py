@@ -104,7 +104,7 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
 
 def register_display(shell: Any) -> None:
     """Show every ``Run`` as its dashboard (with the static page for front ends without widgets)."""
-    shell.display_formatter.mimebundle_formatter.for_type_by_name("keditlab.runner.run", "Run", _run_bundle)
+    shell.display_formatter.mimebundle_formatter.for_type_by_name("keditlab.runner.result", "Run", _run_bundle)
 
 
 def _run_bundle(run: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,44 @@ def test_show_on_a_folder_that_is_not_a_run(tmp_path):
     assert result.returncode == 1
     assert "not a complete keditlab run folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _saved_run(folder: Path) -> Path:
+    """A small run folder written by hand, as a run writes it: one method, two edits, metric variants, warnings."""
+    import json
+
+    from keditlab.runner.summary import MethodTally, build_summary
+
+    tally = MethodTally("rome", {"layer": 5})
+    for said in (True, False):
+        pre = {("reliability", "teacher_forced"): 0.0, ("reliability", "generation"): 0.0,
+               ("reliability_contains", "generation"): 0.0, ("generalization", "teacher_forced"): 0.0,
+               ("locality", "teacher_forced"): 1.0, ("fluency", "generation"): 3.5}
+        post = {**pre, ("reliability", "teacher_forced"): 1.0, ("reliability_contains", "generation"): 1.0,
+                ("generalization", "teacher_forced"): 0.5}
+        tally.add(pre, post, 2.0, 1.0, warnings=[] if said else ["target_not_said"])
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps(build_summary("saved", "smollm2-135m", 2, {"rome": tally})))
+    (folder / "cases.jsonl").write_text("")
+    (folder / "manifest.json").write_text(json.dumps({"format": "keditlab.manifest/2", "status": "complete"}))
+    return folder
+
+
+def test_show_prints_a_saved_run_grouped_by_metric_without_importing_torch(tmp_path):
+    folder = _saved_run(tmp_path / "saved-run")
+    code = ("import sys\n"
+            "from keditlab.cli import main\n"
+            f"assert main(['show', {str(folder)!r}]) == 0\n"
+            "assert 'torch' not in sys.modules, 'keditlab show imported torch'\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("  ")[0] for line in result.stdout.splitlines()]
+    table = rows[rows.index("metric (protocol)") + 2:]
+    assert table[:5] == ["reliability (tf)", "reliability (gen)", "reliability_contains (gen)", "generalization (tf)",
+                         "locality (tf)"], table
+    assert table[5] == "fluency (gen)"
+    assert re.search(r"target not said \(edits\) +1/2", result.stdout)
+    assert "| rome | spec | reliability_contains |" in result.stdout  # table.md's rows in the same order
 
 
 def test_methods_lists_settings():

@@ -17,7 +17,7 @@ import torch
 
 from keditlab.methods import Capabilities, EditHandle, EditMethod, MethodConfig
 from keditlab.runner import Run, RunError, run_spec
-from keditlab.runner.report import text_table
+from keditlab.runner.render import text_table
 from keditlab.spec import EditCase, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, spec_from_dict
 from tests.conftest import make_tiny_model
 

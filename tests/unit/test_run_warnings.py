@@ -6,10 +6,10 @@ import re
 
 from keditlab.evaluate import CaseMeasurement, Generation, starts_with_answer
 from keditlab.evaluate.measurement import ProbeResult
-from keditlab.runner.checks import (
+from keditlab.runner.edit_warnings import (
     GROUND_TRUTH_NOT_SAID, OUTPUTS_UNCHANGED, TARGET_NOT_SAID, ground_truth_warning, target_warning, unchanged_warning,
 )
-from keditlab.runner.report import html_table, text_table
+from keditlab.runner.render import html_table, text_table
 from keditlab.runner.summary import MethodTally, build_summary
 from keditlab.spec.types import EditCase
 
@@ -50,6 +50,25 @@ def test_edit_that_did_not_take_is_flagged():
     assert warning["code"] == TARGET_NOT_SAID
     assert warning["message"].startswith("[rome] edit 'eiffel' did not take")
     assert warning["said"].endswith("…") and len(warning["said"]) <= 60
+
+
+def test_an_answer_that_starts_a_new_line_is_shown_as_such_never_as_empty():
+    warning = ground_truth_warning(CASE, said("\n\nThe Eiffel Tower is in Paris, France."))
+    assert "it starts a new line, then says 'The Eiffel Tower is in Paris, France.'" in warning["message"]
+    assert "''" not in warning["message"]
+    blank = target_warning("rome", CASE, said("\n\n"))
+    assert "the model says nothing but white space ('\\n\\n'), not 'Rome'" in blank["message"]
+    assert "''" not in blank["message"]
+    plain = target_warning("rome", CASE, said(" Paris, France."))
+    assert "after it the model says 'Paris, France.', not 'Rome'" in plain["message"]
+
+
+def test_the_probability_sentence_only_when_the_spec_asks_for_that_protocol():
+    asked = ground_truth_warning(CASE, said(" London"), ("teacher_forced", "probability"))
+    assert "The probability test still compares the target with 'Paris'" in asked["message"]
+    not_asked = ground_truth_warning(CASE, said(" London"), ("teacher_forced", "generation"))
+    assert "probability" not in not_asked["message"]
+    assert not_asked["message"].endswith("it says 'London'. Give the ground truth the model holds, or leave ground_truth out.")
 
 
 def reads(nll: float) -> CaseMeasurement:

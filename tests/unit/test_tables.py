@@ -8,7 +8,7 @@ import json
 
 from keditlab.cli import main
 from keditlab.runner.summary import MethodTally, build_summary
-from keditlab.runner.tables import table_csv, table_markdown, table_rows
+from keditlab.runner.table_files import table_csv, table_markdown, table_rows
 
 
 def summary():

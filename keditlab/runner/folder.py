@@ -10,22 +10,23 @@ A run writes a fresh folder ``<out>/<spec name>-<YYYYmmdd-HHMMSS>[-N]``
                    every probe's pre and post values, the generations, timings
                    and method details;
 ``summary.json``   per method and metric, pre and post means (see
-                   :mod:`keditlab.runner.summary`).
+                   :mod:`keditlab.runner.summary`);
+``table.csv``, ``table.md``  the same means as files (:mod:`keditlab.runner.table_files`).
+
+This module only creates the folder and reads and writes its files; what
+goes into the manifest is :mod:`keditlab.runner.manifest`, and a saved run is
+read back as a :class:`~keditlab.runner.result.Run` by
+:func:`keditlab.runner.result.load_run`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-PACKAGES = ("keditlab", "torch", "transformers", "accelerate", "gguf", "safetensors", "jsonschema", "numpy")
 
 
 def new_run_folder(out: str | os.PathLike[str], name: str) -> Path:
@@ -42,17 +43,6 @@ def new_run_folder(out: str | os.PathLike[str], name: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new run folder under {parent}")
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    versions["python"] = platform.python_version()
-    return versions
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -76,10 +66,6 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def command_line() -> list[str]:
-    return list(sys.argv)
 
 
 def _jsonable(value: Any) -> Any:

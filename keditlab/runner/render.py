@@ -1,6 +1,8 @@
-"""Results as tables: plain text for the terminal, HTML for notebooks.
+"""The results table rendered: plain text for the terminal, HTML for notebooks.
 
-Both read only a summary dict (see :mod:`keditlab.runner.summary`), so a run
+(The same means written as files, ``table.csv`` and ``table.md``, are
+:mod:`keditlab.runner.table_files`.)  Rows are grouped by metric, in the order
+of :func:`keditlab.runner.summary.metric_rows`.  Both read only a summary dict (see :mod:`keditlab.runner.summary`), so a run
 folder saved yesterday renders the same as a run that just finished.  Under
 the title a line says the run's mode (``mode: sequential, batches of 10, ...``:
 which model the post values were measured on); a sequential run measured at
@@ -16,9 +18,16 @@ from typing import Any
 from keditlab.runner.summary import metric_rows
 from keditlab.vocabulary import PROTOCOL_SHORT
 
-LEGEND = ("(tf = teacher-forced token accuracy; prob = P(target) > P(ground truth); gen = the greedy answer is the target\n"
-          " (_contains: contains it; locality: answer unchanged; fluency: n-gram entropy of generations);\n"
-          " target not said = edits after which greedy decoding from the prompt does not give the target;\n"
+#: Under the table.  Two rows can look contradictory and are not: ``reliability (gen)`` is exact match of the
+#: answer (the generation from the edit prompt, framed by ``evaluate.context``, cut at its first sentence end or
+#: line break, normalised; :mod:`keditlab.evaluate.answers`), while "target not said" counts edits whose greedy
+#: continuation of the edit prompt as written does not *begin* with the target
+#: (:meth:`keditlab.evaluate.CaseMeasurement.says`).  " Rome, Italy." begins with Rome and is not exactly Rome.
+LEGEND = ("(tf = teacher-forced token accuracy; prob = P(target) > P(ground truth) (locality: the true answer stays above\n"
+          " the target), _magnitude: by how much; gen = the generated answer, up to its first sentence end or line break,\n"
+          " is exactly the target (_contains: contains it; locality: answer unchanged; fluency: n-gram entropy);\n"
+          " target not said = edits whose greedy continuation of the edit prompt does not begin with the target,\n"
+          " so ' Rome, Italy.' is said, yet counts 0 in reliability (gen), which asks for 'Rome' alone;\n"
           " one-off set-up = statistics and context prefixes, computed once and cached, not part of the seconds per edit)")
 
 
@@ -199,7 +208,7 @@ def last_records(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each (method, case)'s record from its last measurement, in run order (one per pair, as the summary counts)."""
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for record in cases:
-        key = (record["method"], record["case_id"])
+        key = (record["method"], str(record["case_id"]))
         if key not in last or record.get("point", 0) >= last[key].get("point", 0):
             last[key] = record
     return list(last.values())

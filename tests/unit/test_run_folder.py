@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from keditlab.runner.records import new_run_folder, write_json
-from keditlab.runner.report import html_table, text_table
+from keditlab.runner.folder import new_run_folder, write_json
+from keditlab.runner.render import html_table, text_table
 from keditlab.runner.summary import MethodTally, build_summary, metric_rows
 
 
@@ -55,3 +55,25 @@ def test_tables_show_pre_and_post():
     assert "reliability (tf)" in text and "0.25 → 0.75" in text and "reliability (prob)" in text
     html = html_table(summary)
     assert "<table" in html and "0.25 → 0.75" in html
+
+
+def test_rows_are_grouped_by_metric_each_variant_under_its_protocols_row_and_score_last():
+    from keditlab.runner.table_files import table_csv
+
+    keys = [("score", "probability"), ("reliability_contains", "generation"), ("fluency", "generation"),
+            ("generalization", "teacher_forced"), ("reliability", "generation"), ("reliability_magnitude", "probability"),
+            ("portability:Reasoning", "generation"), ("reliability", "teacher_forced"), ("portability", "generation"),
+            ("reliability", "probability"), ("locality_accuracy", "teacher_forced"), ("locality", "teacher_forced")]
+    tally = MethodTally("rome")
+    tally.add({k: 0.0 for k in keys}, {k: 1.0 for k in keys}, 1.0, 1.0)
+    summary = build_summary("demo", "m", 1, {"rome": tally})
+    expected = [("reliability", "teacher_forced"), ("reliability", "probability"), ("reliability_magnitude", "probability"),
+                ("reliability", "generation"), ("reliability_contains", "generation"), ("generalization", "teacher_forced"),
+                ("locality", "teacher_forced"), ("locality_accuracy", "teacher_forced"), ("portability", "generation"),
+                ("portability:Reasoning", "generation"), ("fluency", "generation"), ("score", "probability")]
+    assert metric_rows(summary) == expected
+    assert [line.split("  ")[0] for line in text_table(summary).splitlines()[4:16]] == [
+        f"{m} ({ {'teacher_forced': 'tf', 'probability': 'prob', 'generation': 'gen'}[p]})" for m, p in expected]
+    assert [tuple(line.split(",")[2:4]) for line in table_csv(summary).splitlines()[1:]] == expected
+    html = html_table(summary)
+    assert [html.index(f">{m} (") for m, _ in expected[::4]] == sorted(html.index(f">{m} (") for m, _ in expected[::4])
