@@ -115,7 +115,7 @@ def base_schema() -> dict[str, Any]:
         "description": "A knowledge-editing experiment: the model, the edits to make, the method(s) that make them, and what to measure.",
         "type": "object",
         "additionalProperties": False,
-        "required": ["keditlab"],  # and `edits` or `trace`: checked in keditlab.spec.checks (check_has_work)
+        "required": ["keditlab"],  # and `edits` or `trace`: checked in keditlab.spec.rules (check_has_work)
         "properties": {
             "keditlab": {
                 "title": "Spec language version",

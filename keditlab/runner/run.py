@@ -54,7 +54,7 @@ from keditlab.runner.schedule import Apply, Measure, Restore, RunError, Step, la
 from keditlab.runner.summary import MethodTally, build_summary
 from keditlab.runner.table_files import table_csv, table_markdown
 from keditlab.spec import EditCase, MethodSpec, Spec
-from keditlab.spec.checks import capability_problem
+from keditlab.spec.rules import capability_problem
 from keditlab.stats import CovarianceProvider
 
 __all__ = ["MANIFEST_FORMAT", "MetricLookupError", "Run", "RunError", "resolve_auto_layers", "run_spec", "unrelated_pairs"]
@@ -225,7 +225,7 @@ def _schedule(spec: Spec, methods: list[tuple[MethodSpec, EditMethod]]) -> list[
     """The run's plan, after checking that every method can follow it.
 
     A spec file's run settings were checked by the validator, with line
-    numbers (:func:`keditlab.spec.checks.check_run_settings`); a ``Spec`` built
+    numbers (:func:`keditlab.spec.rules.check_run_settings`); a ``Spec`` built
     in Python skips the validator, so the runner asks the same two questions
     once, with the same words, as a :class:`RunError`: :func:`plan` refuses
     settings that do not fit together (its :class:`ScheduleError` is a

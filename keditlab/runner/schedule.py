@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from keditlab.spec.checks import run_settings_problems
+from keditlab.spec.rules import run_settings_problems
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def plan(num_cases: int, mode: str = "single", batch_size: int = 1, evaluate_at:
     ``after_each``) is ``"after_each"``, ``"after_all"`` or ``{"every": k}``.
     Settings that do not fit together raise :class:`ScheduleError` with the
     same words as the spec validator
-    (:func:`keditlab.spec.checks.run_settings_problems`).
+    (:func:`keditlab.spec.rules.run_settings_problems`).
     """
     problems = run_settings_problems(mode, batch_size, evaluate_at)
     if problems:

@@ -136,7 +136,7 @@ class RunSettings:
     far measured after every ``k`` edits, and at the end: a retention curve).
     In the other modes it is ``None``.  Which combinations are allowed is checked
     by the spec validator and, for Python callers, by the runner
-    (:func:`keditlab.spec.checks.run_settings_problems` serves both).
+    (:func:`keditlab.spec.rules.run_settings_problems` serves both).
     """
 
     seed: int = 0

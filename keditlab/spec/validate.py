@@ -10,7 +10,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 
-from keditlab.spec.checks import NumLayersOf, run_checks
+from keditlab.spec.rules import NumLayersOf, run_checks
 from keditlab.spec.errors import SpecError, format_path
 from keditlab.spec.report import Reporter
 from keditlab.spec.schema import load_schema

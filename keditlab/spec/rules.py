@@ -1,4 +1,4 @@
-"""Checks JSON Schema cannot express: relations between fields, and facts about the model.
+"""The spec rules JSON Schema cannot express: relations between fields, and facts about the model.
 
 * a subject must occur in its prompt (ROME edits at the subject's last token);
 * method labels must be unique (they name result columns);
