@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keditlab.widgets import require_notebook_extra
+
+require_notebook_extra("keditlab.widgets.data", ("pandas",))
 import pandas as pd
 
 #: Metrics in reading order; one a run has and this list lacks comes after them, by name.

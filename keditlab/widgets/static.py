@@ -19,7 +19,11 @@ import html
 import math
 from typing import Any
 
-import pandas as pd
+from keditlab.widgets import require_notebook_extra
+
+require_notebook_extra("keditlab.widgets.static_html", ("pandas", "matplotlib"))
+
+import pandas as pd  # noqa: E402 - after the check, so a missing pandas is named with its fix
 
 from keditlab.widgets import charts
 from keditlab.widgets.data import METRIC_ORDER, edit_list, edit_rows, metrics_frame, metrics_table, records_of, retention_frame, run_notes
