@@ -190,7 +190,7 @@ def test_notebook_01_dashboard_in_jupyterlab(lab):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.set_default_timeout(UI_TIMEOUT_MS)
             steps = Steps(page, home)
             start = time.monotonic()

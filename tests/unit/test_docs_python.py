@@ -134,3 +134,26 @@ def test_runs_md_methods_excerpt_is_the_real_listing():
     excerpt = re.search(r"```\n(rome: .*?)```", page, re.S).group(1).splitlines()
     start = listing.index(excerpt[0])
     assert listing[start:start + len(excerpt)] == excerpt, "docs/runs.md's `keditlab methods` excerpt differs from the real listing"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_docs_resolve():
+    """Every relative link of README.md and docs/*.md to a .md file (and its #anchor) points at something that exists."""
+    from doc_blocks import doc_files
+
+    broken = []
+    for path in doc_files():
+        for target, anchor in re.findall(r"\]\(([^)#:\s]+\.md)(?:#([^)\s]+))?\)", path.read_text(encoding="utf-8")):
+            linked = (path.parent / target).resolve()
+            if not linked.exists():
+                broken.append(f"{path.name}: {target}")
+            elif anchor:
+                text = linked.read_text(encoding="utf-8")
+                anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)} | set(re.findall(r'<a id="([^"]+)"', text))
+                if anchor not in anchors:
+                    broken.append(f"{path.name}: {target}#{anchor}")
+    assert not broken, f"links to nothing: {broken}"
