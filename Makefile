@@ -42,7 +42,7 @@ help:
 	@echo "make test   set up .venv and run tests/ and the notebooks (nbval)"
 	@echo "make lab    set up .venv with the notebook extra and open notebooks/ in JupyterLab (no GPU needed)"
 	@echo "make assignment   write build/assignment/07_assignment.ipynb, the student version of notebooks/07_assignment.ipynb"
-	@echo "make bench  ROME on the ten reference edits and 50 CounterFact records (about 15 minutes)"
+	@echo "make bench  ROME on the ten reference edits and 50 CounterFact records (about 20 minutes on 2 cores)"
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=speed   MEMIT, EMMET, AlphaEdit: seconds per edit for batches of 1, 10, 100"
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=runs    the batch and sequential acceptance runs on CounterFact"
 	@echo "make bench BENCH=lifelong BENCH_ARGS=\"--methods ultraedit --limit 1000\"   specs/lifelong.yaml, one method at a time, with its curve"
