@@ -263,5 +263,8 @@ def test_notebook_01_dashboard_in_jupyterlab(lab):
         finally:
             browser.close()
     timings["total"] = time.monotonic() - start
+    for name in ("table", "charts", "per-edit"):
+        shot = OUT / f"lab-{name}.png"
+        assert shot.exists() and shot.stat().st_size > 10_000, f"the {name} screenshot {shot} is missing or blank"
     (OUT / "lab-timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1))
     print("JupyterLab browser test:", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
