@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import os
 import re
-from pathlib import Path
 
 import pytest
 from doc_blocks import ROOT, Block, python_blocks

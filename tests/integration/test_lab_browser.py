@@ -149,6 +149,14 @@ class Steps:
         self.last = path
         return path
 
+    def wait(self, locator, state: str, failure: str):
+        """``locator`` once it is ``state`` (attached, visible), or the test fails with ``failure``."""
+        try:
+            locator.wait_for(state=state)
+        except sync_api.TimeoutError:
+            self.fail(failure)
+        return locator
+
     def fail(self, message: str) -> None:
         try:
             self.shot("failure")
@@ -206,19 +214,15 @@ def test_notebook_01_dashboard_in_jupyterlab(lab):
             timings["run all cells"] = _run_all_cells(page, steps)
             steps.shot("ran")
 
-            dashboard = page.locator(".keditlab-dashboard").first
-            try:
-                dashboard.wait_for(state="attached")
-                dashboard.scroll_into_view_if_needed()
-            except sync_api.TimeoutError:
-                steps.fail("the run's output has no dashboard (.keditlab-dashboard): the widget did not render")
+            dashboard = steps.wait(page.locator(".keditlab-dashboard").first, "attached",
+                                   "the run's output has no dashboard (.keditlab-dashboard): the widget did not render")
+            dashboard.scroll_into_view_if_needed()
             titles = [t.strip() for t in dashboard.locator(".lm-TabBar-tabLabel").all_inner_texts()]
             if titles[:3] != ["Table", "Charts", "Per edit"]:
                 steps.fail(f"the dashboard's tabs are {titles}, not Table, Charts, Per edit")
 
-            def open_tab(title: str):
+            def open_tab(title: str) -> None:
                 dashboard.locator(".lm-TabBar-tab", has_text=re.compile(f"^{title}$")).click()
-                return dashboard.locator(".widget-tab-contents > :not(.lm-mod-hidden), .jupyter-widget-tab-contents > :not(.lm-mod-hidden)").first
 
             table = dashboard.locator("table.keditlab-table")
             open_tab("Table")
@@ -231,22 +235,16 @@ def test_notebook_01_dashboard_in_jupyterlab(lab):
             steps.shot("table", dashboard)
 
             open_tab("Charts")
-            chart = dashboard.locator("img.keditlab-chart").first
-            try:
-                chart.wait_for(state="visible")
-            except sync_api.TimeoutError:
-                steps.fail("the Charts tab shows no chart image (img.keditlab-chart)")
+            chart = steps.wait(dashboard.locator("img.keditlab-chart").first, "visible",
+                               "the Charts tab shows no chart image (img.keditlab-chart)")
             width = chart.evaluate("img => img.complete ? img.naturalWidth : 0")
             if not width:
                 steps.fail("the chart image did not decode (naturalWidth 0)")
             steps.shot("charts", dashboard)
 
             open_tab("Per edit")
-            drill = dashboard.locator(".keditlab-drilldown").first
-            try:
-                drill.wait_for(state="visible")
-            except sync_api.TimeoutError:
-                steps.fail("the Per edit tab shows no drill-down (.keditlab-drilldown)")
+            drill = steps.wait(dashboard.locator(".keditlab-drilldown").first, "visible",
+                               "the Per edit tab shows no drill-down (.keditlab-drilldown)")
             kinds = set(drill.locator("tr[data-kind]").evaluate_all("rows => rows.map(r => r.dataset.kind)"))
             if not {"edit prompt", "rephrase", "locality", "portability"} <= kinds:
                 steps.fail(f"the drill-down lists the probes {sorted(kinds)}, not the edit prompt, rephrase, locality and portability")
