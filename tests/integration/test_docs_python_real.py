@@ -3,10 +3,12 @@
 Each block runs as written, in a fresh namespace, in a temporary folder that
 holds the checkout's ``specs/`` (as a user's clone does), statement by
 statement: a statement whose line carries a comment naming an error (``#
-MetricLookupError: ...``) must raise that error, every other must not.  One
-allowance for time: ``keditlab.run`` keeps the first two edits of the spec it
-is given (the README's quickstart has six; the quickstart itself is run whole
-by ``test_quickstart.py``).  The checks that need no model (every block parses,
+MetricLookupError: ...``) must raise that error, every other must not.  Two
+allowances for time, the code of the blocks unchanged: ``keditlab.run`` keeps
+the first edit of the spec it is given (the README's quickstart has six;
+the quickstart itself is run whole by ``test_quickstart.py``), and causal
+tracing takes two noise draws at two token positions (a full trace is
+thousands of forward passes; ``test_trace_real.py`` checks its figures).  The checks that need no model (every block parses,
 every ``keditlab`` name exists, the ``>>>`` blocks) are in
 ``tests/unit/test_docs_python.py``; every block that is neither a doctest nor a
 notebook cell must be listed here, so none is left unrun.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
 
 import pytest
@@ -25,9 +28,9 @@ pytestmark = pytest.mark.integration
 
 #: block (file, text it contains) -> why it is cheap enough here
 RUN = {
-    ("README.md", 'keditlab.run("specs/quickstart.yaml")'): "the quickstart, two edits kept; a ROME edit by hand",
+    ("README.md", 'keditlab.run("specs/quickstart.yaml")'): "the quickstart, its first edit kept; a ROME edit by hand",
     ("docs/runs.md", 'keditlab.apply_edit("ft-m"'): "FT-M, six edits in two calls, undone",
-    ("docs/tracing.md", "trace_kinds("): "causal tracing of one fact",
+    ("docs/tracing.md", "trace_kinds("): "causal tracing of one fact, two noise draws at two token positions",
 }
 EXPECTED_ERROR = re.compile(r"#\s*([A-Z]\w*(?:Error|Exception))\b")
 
@@ -51,11 +54,15 @@ def in_checkout_like_folder(tmp_path, monkeypatch):
 
     original = keditlab.run
 
-    def two_edits(spec, out="runs", **kwargs):
+    def first_edit(spec, out="runs", **kwargs):
         spec = keditlab.load(spec)
-        return original(dataclasses.replace(spec, edits=spec.edits[:2]), out, **kwargs)
+        return original(dataclasses.replace(spec, edits=spec.edits[:1]), out, **kwargs)
 
-    monkeypatch.setattr(keditlab, "run", two_edits)
+    monkeypatch.setattr(keditlab, "run", first_edit)
+    import keditlab.trace
+
+    for name in ("trace", "trace_kinds"):  # the blocks import them from keditlab.trace when they run
+        monkeypatch.setattr(keditlab.trace, name, functools.partial(getattr(keditlab.trace, name), samples=2, tokens=[3, -1]))
     return tmp_path
 
 
