@@ -56,7 +56,7 @@ test: $(TEST_STAMP)
 # JupyterLab on notebooks/, on this machine: the same .venv as `make demo` (CPU torch, the embedded
 # model) plus the notebook extra (JupyterLab, ipywidgets, pandas).  LAB_ARGS="--no-browser --port 8899" etc.
 lab: $(LAB_STAMP)
-	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(BIN)/python -m jupyterlab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The student version of the classroom assignment: solutions (### BEGIN/END SOLUTION) removed.
 assignment: $(TEST_STAMP)
