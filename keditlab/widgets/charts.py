@@ -12,7 +12,11 @@ from __future__ import annotations
 import base64
 import io
 
-import pandas as pd
+from keditlab.widgets import require_notebook_extra
+
+require_notebook_extra("keditlab.widgets.charts", ("pandas", "matplotlib"))
+
+import pandas as pd  # noqa: E402 - after the check, so a missing pandas is named with its fix
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from keditlab.widgets import static
+from keditlab.widgets import require_notebook_extra
+
+require_notebook_extra("keditlab.show", ("pandas", "matplotlib"))
+
+from keditlab.widgets import static  # noqa: E402 - after the check, so a missing pandas is named with its fix
 from keditlab.widgets.data import edit_list, edit_rows, records_of
 
 
 def _ipywidgets() -> Any:
-    try:
-        import ipywidgets
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("keditlab.show needs ipywidgets 8: pip install 'keditlab[notebook]' "
-                          "(or use keditlab.widgets.static_html(run) for a page without widgets)") from None
+    require_notebook_extra("keditlab.show", ("ipywidgets",),
+                           hint="; without widgets, keditlab.widgets.static_html(run) gives the same page as HTML")
+    import ipywidgets
+
     return ipywidgets
 
 

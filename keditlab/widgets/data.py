@@ -34,6 +34,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from keditlab.widgets import require_notebook_extra
+
+require_notebook_extra("keditlab.widgets.data", ("pandas",))
 import pandas as pd
 
 from keditlab.runner.render import last_records

@@ -29,6 +29,7 @@ import os
 import shlex
 from typing import Any
 
+from keditlab.widgets import NotebookExtraMissing, require_notebook_extra
 from keditlab.widgets.errors import error_html, spec_errors_html
 
 CELL_SOURCE = "<cell>"
@@ -66,6 +67,7 @@ def keditlab_cell(line: str, cell: str, shell: Any = None) -> Any:
         if args.validate:
             _display_html("<p class='keditlab' style='color:#1a7f37'><b>✓ the spec is valid</b></p>")
             return None
+        require_notebook_extra("%%keditlab")  # before the run, not after minutes of editing
         run = keditlab.run(spec, out=None if args.out.lower() == "none" else args.out)
     except SpecValidationError as exc:
         _display_html(spec_errors_html(exc, cell))
@@ -107,9 +109,12 @@ def register_display(shell: Any) -> None:
     shell.display_formatter.mimebundle_formatter.for_type_by_name("keditlab.runner.result", "Run", _run_bundle)
 
 
-def _run_bundle(run: Any) -> dict[str, Any]:
-    from keditlab.widgets.dashboard import run_mimebundle  # pandas and matplotlib load on the first display only
-
+def _run_bundle(run: Any) -> dict[str, Any] | None:
+    """The dashboard bundle; without the notebook extra, None, so IPython shows the ``Run``'s own HTML table."""
+    try:
+        from keditlab.widgets.dashboard import run_mimebundle  # pandas and matplotlib load on the first display only
+    except NotebookExtraMissing:
+        return None
     return run_mimebundle(run)
 
 

@@ -27,7 +27,11 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from keditlab.widgets.static import STYLE, _fmt, _mark
+from keditlab.widgets import require_notebook_extra
+
+require_notebook_extra("keditlab.EditPlayground")
+
+from keditlab.widgets.static import STYLE, _fmt, _mark  # noqa: E402 - after the check, so a missing package is named with its fix
 
 #: The default edit shown in a new playground: a fact SmolLM2-135M knows.
 DEFAULT_EDIT = {

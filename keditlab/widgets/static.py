@@ -19,7 +19,11 @@ import html
 import math
 from typing import Any
 
-import pandas as pd
+from keditlab.widgets import require_notebook_extra
+
+require_notebook_extra("keditlab.widgets.static_html", ("pandas", "matplotlib"))
+
+import pandas as pd  # noqa: E402 - after the check, so a missing pandas is named with its fix
 
 from keditlab.widgets import charts
 from keditlab.widgets.data import METRIC_ORDER, edit_list, edit_rows, metrics_frame, metrics_table, records_of, retention_frame, run_notes
@@ -122,15 +126,20 @@ def _text(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _given(value: Any) -> bool:
+    """A value the records hold: not None, and not the NaN pandas puts where a record had none (a generation row's answer)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def edit_html(rows: pd.DataFrame) -> str:
     """One edit's probes as a table: kind, prompt → answer, value before → after, pass/fail, generations."""
     if rows.empty:
         return "<p>No records for this edit.</p>"
     first = rows.iloc[0]
-    truth = f"{html.escape(str(first['ground_truth']))} → " if first["ground_truth"] is not None else ""
+    truth = f"{html.escape(str(first['ground_truth']))} → " if _given(first["ground_truth"]) else ""
     body = "".join(
         f"<tr data-kind='{html.escape(str(r['kind']))}'><td>{html.escape(str(r['kind']))}<br><small>{html.escape(charts.PROTOCOL_SHORT.get(r['protocol'], r['protocol']))}</small></td>"
-        f"<td class='text'>{html.escape(str(r['prompt']))}" + (f" <b>{html.escape(str(r['answer']))}</b>" if r["answer"] is not None else "") + "</td>"
+        f"<td class='text'>{html.escape(str(r['prompt']))}" + (f" <b>{html.escape(str(r['answer']))}</b>" if _given(r["answer"]) else "") + "</td>"
         f"<td>{_fmt(r['pre'])} → {_fmt(r['post'])}</td><td>{_mark(r['passed'])}</td>"
         f"<td class='text'>{_text(r['generation_before'])}</td><td class='text'>{_text(r['generation_after'])}</td></tr>"
         for _, r in rows.iterrows())

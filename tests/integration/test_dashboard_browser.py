@@ -19,6 +19,9 @@ Chromium comes from the system's packages (``apt-get install chromium``, run
 here when it is absent and this user may); the test is skipped, saying why,
 only where it cannot be installed.  Screenshots go to ``build/browser/``
 (``docs/dashboard.png`` is one of them).
+
+The dashboard in a live JupyterLab (a server started by the test, notebook 01
+run from the Lab's own menu, the tabs clicked) is ``test_lab_browser.py``.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ run = keditlab.run(spec, out=tempfile.mkdtemp(), log=lambda message: None)""",
 ]
 
 
-def _chromium() -> str:
+def chromium_path() -> str:
+    """The system's Chromium, installed with apt-get when absent and this user may (also used by test_lab_browser.py)."""
     for name in BROWSERS:
         if shutil.which(name):
             return shutil.which(name)
@@ -138,7 +142,7 @@ def _assert_dashboard(dom) -> None:
 
 
 def test_static_dashboard_in_chromium(executed):
-    chromium = _chromium()
+    chromium = chromium_path()
     static = nbformat.from_dict(executed)
     static.metadata.pop("widgets", None)  # as GitHub's viewer sees it: no widget state, the text/html fallback
     dom = _render(chromium, _export(static, "dashboard-static"), OUT / "dashboard-static.png")
@@ -149,7 +153,7 @@ def test_static_dashboard_in_chromium(executed):
 
 
 def test_widget_dashboard_in_chromium(executed):
-    chromium = _chromium()
+    chromium = chromium_path()
     assert "application/vnd.jupyter.widget-state+json" in executed.metadata.get("widgets", {}), "no widget state stored"
     widgets_js = _widgets_js()
     if widgets_js is None:
