@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import torch
 
 from keditlab.methods.base import EditHandle
+from keditlab.models.hooks import HookHandle, add_hook, hooks
 from keditlab.models.sampling import right_padded, sample_ids, seeded
 from keditlab.models.tokens import encode_prompt, encode_prompt_answer
 
@@ -51,7 +52,7 @@ class Adaptor(torch.nn.Module):
         self.layer = layer
         self.undo_stack: list[tuple[int, Callable[[], None]]] = []
         self._next_token = 0
-        self._hooks: list[Any] = []
+        self._hooks: list[HookHandle] = []
         self._host: torch.nn.Module | None = None
         self._child_name = ""
 
@@ -61,7 +62,7 @@ class Adaptor(torch.nn.Module):
         raise NotImplementedError
 
     def installed(self, model: torch.nn.Module) -> None:
-        """Called once the adaptor is on its module; a subclass may register more hooks (append them to ``_hooks``)."""
+        """Called once the adaptor is on its module; a subclass may hang more hooks (``add_hook`` handles appended to ``_hooks``)."""
 
     # -- installation -------------------------------------------------------------------------
     def _call(self, _module, inputs, output):
@@ -109,7 +110,7 @@ def find_or_install(model: torch.nn.Module, module_name: str, child: str, layer:
     adaptor = make()
     host.add_module(child, adaptor)
     adaptor._host, adaptor._child_name = host, child
-    adaptor._hooks.append(host.register_forward_hook(adaptor._call))
+    adaptor._hooks.append(add_hook(host, adaptor._call))
     adaptor.installed(model)
     return adaptor, True
 
@@ -183,13 +184,8 @@ def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple
         def grab(_m, inputs, _o):
             found[layer].append(inputs[0][where.bool()].detach().to(torch.float64))
         return grab
-    hs = [m.register_forward_hook(hook(layer)) for layer, m in modules.items()]
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask)
-    finally:
-        for h in hs:
-            h.remove()
+    with hooks(forward=[(m, hook(layer)) for layer, m in modules.items()]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
     return {layer: (lambda p: p.T @ p / len(p))(torch.cat(v)).float() for layer, v in found.items()}
 
 
@@ -215,13 +211,9 @@ def upper_passes(model: torch.nn.Module, blocks_path: str, layer: int, ids: torc
         yield plain
         return
     pieces: list[Any] = []
-    hook = blocks[layer - 1].register_forward_hook(lambda _m, _i, out: pieces.append(out))
-    try:
-        with torch.no_grad():
-            for start in range(0, len(ids), chunk):
-                model.base_model(input_ids=ids[start:start + chunk], attention_mask=mask[start:start + chunk], use_cache=False)
-    finally:
-        hook.remove()
+    with hooks(forward=[(blocks[layer - 1], lambda _m, _i, out: pieces.append(out))]), torch.no_grad():
+        for start in range(0, len(ids), chunk):
+            model.base_model(input_ids=ids[start:start + chunk], attention_mask=mask[start:start + chunk], use_cache=False)
     recorded = _concatenated(pieces)
     stand_in = _Replay(recorded)
     originals = [blocks[i] for i in range(layer)]

@@ -59,6 +59,7 @@ import torch
 from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewhere, upper_passes
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
+from keditlab.models.hooks import hooks
 from keditlab.models.tokens import encode_answer, encode_prompt
 
 #: The adaptors of GRACE and WISE sit at this fraction of the depth (layer 24 of 30 on the embedded model),
@@ -223,13 +224,9 @@ def _read(model, module, prompt: list[int], target: list[int], device) -> tuple[
     def grab(_module, inputs, _output):
         seen["key"] = inputs[0][0, columns].detach()
 
-    hook = module.register_forward_hook(grab)
-    try:
-        with torch.no_grad():
-            model(input_ids=torch.tensor([prompt + target[:-1]], device=device), use_cache=False)
-            output = module.forward(seen["key"])   # forward(): the module alone, without the adaptor's hook
-    finally:
-        hook.remove()
+    with hooks(forward=[(module, grab)]), torch.no_grad():
+        model(input_ids=torch.tensor([prompt + target[:-1]], device=device), use_cache=False)
+        output = module.forward(seen["key"])   # forward(): the module alone, without the adaptor's hook
     return seen["key"].float(), output.float()
 
 

@@ -42,6 +42,7 @@ import torch
 
 from keditlab.methods.common import device_of
 from keditlab.methods.frozen_prefix import FrozenPrefixes
+from keditlab.models.hooks import StopForward, hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_token
 
@@ -67,10 +68,6 @@ def subject_keys(model, tokenizer, module, prompt: str, subject: str, prefixes: 
     return keys, texts, positions
 
 
-class _Stop(Exception):
-    """Raised by a hook once everything wanted is read: later layers need not run."""
-
-
 def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], key_module,
                      out_module=None, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Keys (inputs of ``key_module``) and, optionally, outputs of ``out_module`` at the given positions.
@@ -93,25 +90,17 @@ def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], k
         def grab_key(_module, inputs):
             seen["key"] = inputs[0][where].detach().float()
             if out_module is None or "out" in seen:
-                raise _Stop
+                raise StopForward
 
         def grab_out(_module, _inputs, output):
             hidden = output[0] if isinstance(output, tuple) else output
             seen["out"] = hidden[where].detach().float()
             if "key" in seen:
-                raise _Stop
+                raise StopForward
 
-        hooks = [key_module.register_forward_pre_hook(grab_key)]
-        if out_module is not None:
-            hooks.append(out_module.register_forward_hook(grab_out))
-        try:
-            with torch.no_grad():
-                model(input_ids=ids, attention_mask=mask)
-        except _Stop:
-            pass
-        finally:
-            for hook in hooks:
-                hook.remove()
+        outs_wanted = [] if out_module is None else [(out_module, grab_out)]
+        with hooks(pre=[(key_module, grab_key)], forward=outs_wanted), torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
         keys.append(seen["key"])
         if out_module is not None:
             outs.append(seen["out"])
@@ -234,8 +223,7 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
     first_set = set(first_rows)
     prefixes = FrozenPrefixes(model, rows, sub_positions, tokenizer.pad_token_id, _passes)  # before δ exists
     rest = [len(prefixes.rest(r)) for r in range(len(rows))]
-    hook = module.register_forward_hook(add_delta)
-    try:
+    with hooks(forward=[(module, add_delta)]):
         for step in range(settings.steps):
             # Rows of the requests still running, sorted by length and cut into passes of
             # at most MAX_PASS_TOKENS padded tokens: little padding, bounded memory.
@@ -298,8 +286,6 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
                 norms = delta.norm(dim=1, keepdim=True)
                 delta.mul_(torch.where(norms > limit, limit / norms, torch.ones_like(norms)))
                 delta[~running] = frozen[~running]
-    finally:
-        hook.remove()
     infos = [
         {
             "steps": len(nll_steps[i]),

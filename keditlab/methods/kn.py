@@ -47,6 +47,7 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
+from keditlab.models.hooks import hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -126,12 +127,8 @@ def _attributions(model, tokenizer, profile, prompts: list[str], answer: int, la
     def capture(_module, args):
         captured["a"] = args[0][torch.arange(len(rows), device=device), last].detach()
 
-    hook = module.register_forward_pre_hook(capture)
-    try:
-        with torch.no_grad():
-            model.base_model(input_ids=ids, attention_mask=mask)
-    finally:
-        hook.remove()
+    with hooks(pre=[(module, capture)]), torch.no_grad():
+        model.base_model(input_ids=ids, attention_mask=mask)
     activation = captured["a"].float()                                          # prompts × mlp
     alphas = torch.arange(1, steps + 1, device=device, dtype=torch.float32) / steps
     scaled = (alphas[:, None, None] * activation[None]).reshape(-1, activation.shape[-1]).requires_grad_(True)
@@ -144,14 +141,10 @@ def _attributions(model, tokenizer, profile, prompts: list[str], answer: int, la
         x[rows_index, big_last] = scaled.to(x.dtype)
         return (x, *args[1:])
 
-    hook = module.register_forward_pre_hook(replace)
-    try:
-        with torch.enable_grad(), trainable_only(model, []):
-            hidden = model.base_model(input_ids=big_ids, attention_mask=big_mask).last_hidden_state
-            logits = model.get_output_embeddings()(hidden[rows_index, big_last]).float()
-            logits.log_softmax(-1)[:, answer].sum().backward()
-    finally:
-        hook.remove()
+    with hooks(pre=[(module, replace)]), torch.enable_grad(), trainable_only(model, []):
+        hidden = model.base_model(input_ids=big_ids, attention_mask=big_mask).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[rows_index, big_last]).float()
+        logits.log_softmax(-1)[:, answer].sum().backward()
     mean_grad = scaled.grad.reshape(steps, len(rows), -1).mean(0)
     return activation * mean_grad
 

@@ -55,6 +55,7 @@ from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMet
 from keditlab.methods.common import chosen_layers, device_of, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
+from keditlab.models.hooks import hooks
 
 #: The tuned layer is this fraction of the depth: late, as the paper finds best
 #: (22/32 on Llama-3-8B, 23/32 on Mistral-7B).  Layer 21 of 30 on the embedded model.
@@ -96,14 +97,10 @@ def _target_keys(run, modules: dict[int, torch.nn.Module], labels: torch.Tensor,
     for start in range(0, rows, chunk):
         part = list(range(start, min(rows, start + chunk)))
         grabbed: dict[int, torch.Tensor] = {}
-        hooks = [module.register_forward_hook(lambda _m, inputs, _o, layer=layer: grabbed.__setitem__(layer, inputs[0].detach()))
+        grabs = [(module, lambda _m, inputs, _o, layer=layer: grabbed.__setitem__(layer, inputs[0].detach()))
                  for layer, module in modules.items()]
-        try:
-            with torch.no_grad():
-                run(part)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        with hooks(forward=grabs), torch.no_grad():
+            run(part)
         for layer, keys in grabbed.items():
             predicting = labels[part, 1:keys.shape[1] + 1] != -100   # position t predicts the label at t + 1
             found[layer].append(keys[:, :predicting.shape[1]][predicting].double())

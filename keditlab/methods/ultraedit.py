@@ -106,6 +106,7 @@ from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMet
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.common import chosen_layers, device_of, trainable_only
 from keditlab.methods.keyvalue import add_update
+from keditlab.models.hooks import hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -479,16 +480,11 @@ def read_keys_and_gradients(run, head, labels: torch.Tensor, rows: list[int], mo
         length = int((labels[part] != -100).nonzero()[:, 1].max()) + 1
         label_ids = labels[part, :length]
         where = torch.nonzero(label_ids != -100, as_tuple=True)
-        handles = [module.register_forward_hook(hook(layer)) for layer, module in modules.items()]
-        try:
-            with torch.enable_grad():
-                hidden = run(part)
-                logits = head(hidden[:, :length][where]).float()
-                loss = torch.nn.functional.cross_entropy(logits, label_ids[where], reduction="sum")
-                found = torch.autograd.grad(loss, [probes[layer] for layer in modules])
-        finally:
-            for h in handles:
-                h.remove()
+        with hooks(forward=[(module, hook(layer)) for layer, module in modules.items()]), torch.enable_grad():
+            hidden = run(part)
+            logits = head(hidden[:, :length][where]).float()
+            loss = torch.nn.functional.cross_entropy(logits, label_ids[where], reduction="sum")
+            found = torch.autograd.grad(loss, [probes[layer] for layer in modules])
         hits = (logits.detach().argmax(-1) == label_ids[where]).float()
         misses = torch.zeros(len(part), device=hits.device).index_add_(0, where[0], 1 - hits)
         correct.append(misses == 0)

@@ -57,6 +57,7 @@ from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewh
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.grace import adaptor_layer
+from keditlab.models.hooks import add_hook, hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -164,7 +165,7 @@ class WiseMemory(Adaptor):
 
     # -- inference ----------------------------------------------------------------------------
     def installed(self, model: torch.nn.Module) -> None:
-        self._hooks.append(model.base_model.register_forward_pre_hook(self._see_call, with_kwargs=True))
+        self._hooks.append(add_hook(model.base_model, self._see_call, pre=True, with_kwargs=True))
 
     def _see_call(self, _module, args, kwargs):
         """Remember which tokens of this call are real, and whether it continues a cached sequence."""
@@ -295,10 +296,6 @@ def _activations(model, tokenizer, module, rows: list[list[int]]) -> list[torch.
     device = device_of(model)
     ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
     seen: dict[str, torch.Tensor] = {}
-    hook = module.register_forward_hook(lambda _m, inputs, _out: seen.__setitem__("a", inputs[0].detach().float()))
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
-    finally:
-        hook.remove()
+    with hooks(forward=[(module, lambda _m, inputs, _out: seen.__setitem__("a", inputs[0].detach().float()))]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
     return [seen["a"][i, :len(row)] for i, row in enumerate(rows)]
