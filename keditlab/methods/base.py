@@ -263,6 +263,22 @@ class EditMethod:
     def _apply(self, model, tokenizer, profile, cases, config, context) -> EditHandle:  # pragma: no cover
         raise NotImplementedError
 
+    @classmethod
+    def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, Any]:
+        """What ``layer: auto`` / ``layers: auto`` means for this method: the settings that replace ``auto``.
+
+        ``traced_layer`` is the layer causal tracing finds for the model
+        (:func:`keditlab.trace.auto_layer.traced_layer`); the runner calls this
+        through ``keditlab.runner.run.resolve_auto_layers``.  ROME answers
+        ``{"layer": traced_layer}``; MEMIT a window of its default length
+        ending there (``{"layers": [...]}``).  A method whose config marks a
+        layer setting ``auto_layer`` must override this; the base class has no ``auto``.
+        """
+        raise MethodConfigError(
+            f"{cls.name}: its layers cannot be 'auto'. Fix: name the layers as a list of layer numbers, "
+            "or leave them out for the method's default."
+        )
+
     @staticmethod
     def snapshot(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
         """Copies of the named parameters, taken before they are changed."""

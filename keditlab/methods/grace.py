@@ -59,18 +59,10 @@ import torch
 from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewhere, upper_passes
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.layers import adaptor_layer
+from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import hooks
 from keditlab.models.tokens import encode_answer, encode_prompt
-
-#: The adaptors of GRACE and WISE sit at this fraction of the depth (layer 24 of 30 on the embedded model),
-#: late enough that a replaced output reaches the answer through few layers.  Measured on ZsRE: docs/methods.md.
-ADAPTOR_LAYER_FRACTION = 0.8
-
-
-def adaptor_layer(num_layers: int) -> int:
-    """The layer an adaptor method edits when the spec names none."""
-    return max(0, min(num_layers - 1, round(ADAPTOR_LAYER_FRACTION * num_layers)))
-
 
 @dataclass
 class GraceConfig(MethodConfig):
@@ -172,7 +164,7 @@ class Grace(EditMethod):
         codebook.push(handle, undo)
         module = model.get_submodule(module_name)
         details: list[dict[str, Any]] = []
-        for case in cases:
+        for case in progress_cases(context, cases, f"{self.name}: edits"):
             prompt, target = encode_prompt(tokenizer, case.prompt), encode_answer(tokenizer, case.target)
             keys, outputs = _read(model, module, prompt, target, device)
             placed = [self._place(codebook, key, output, tokenizer.decode([token]), config, changed)

@@ -47,6 +47,7 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.layers import upper_half
 from keditlab.models.hooks import hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
@@ -72,10 +73,9 @@ class KnowledgeNeurons(EditMethod):
     capabilities = Capabilities(batch=True, sequential=True)
 
     def _apply(self, model, tokenizer, profile, cases, config: KNConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else list(range(profile.num_layers // 2, profile.num_layers))
+        layers = config.layers if config.layers is not None else upper_half(profile.num_layers)
         names = sorted({f"{profile.mlp_out_module(layer)}.weight" for layer in layers})
         handle = EditHandle(self.name, model, self.snapshot(model, names))
-        params = dict(model.named_parameters())
         head = model.get_output_embeddings().weight
         per_case = []
         for case in cases:
@@ -85,7 +85,8 @@ class KnowledgeNeurons(EditMethod):
             scores = {layer: _attributions(model, tokenizer, profile, prompts, old, layer, config.steps) for layer in layers}
             neurons = _select(scores, config)
             direction = torch.nn.functional.normalize((head[new] - head[old]).detach().float(), dim=0)
-            columns = [_column(params[f"{profile.mlp_out_module(layer)}.weight"], index, profile) for layer, index in neurons]
+            # each neuron's output column of its layer's (out, in) weight: a view, so writing to it edits the weight
+            columns = [profile.mlp_out_weight(model, layer)[:, index] for layer, index in neurons]
             norms = [float(c.detach().float().norm()) for c in columns]
             total, strength = 0.0, config.strength
             with torch.no_grad():
@@ -102,11 +103,6 @@ class KnowledgeNeurons(EditMethod):
                              "writes_first_token": written})
         handle.details = {"cases": per_case}
         return handle
-
-
-def _column(weight: torch.Tensor, index: int, profile) -> torch.Tensor:
-    """Neuron ``index``'s output column of an MLP output projection (a view: writing to it edits the weight)."""
-    return weight[index] if profile.mlp_out_transposed else weight[:, index]
 
 
 def _predicted(model, tokenizer, prompt: str) -> int:

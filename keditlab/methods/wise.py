@@ -56,7 +56,8 @@ import torch
 from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewhere, unrelated_texts, upper_passes
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
-from keditlab.methods.grace import adaptor_layer
+from keditlab.methods.layers import adaptor_layer
+from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import add_hook, hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
@@ -227,7 +228,7 @@ class Wise(EditMethod):
         handle = EditHandle(self.name, model, {})
         memory.push(handle, lambda state=memory.state(): memory.set_state(state))
         details = []
-        for case in cases:
+        for case in progress_cases(context, cases, f"{self.name}: edits"):
             details.append({"case_id": case.case_id, **self._edit(model, tokenizer, profile, module, memory, case, config, context)})
         handle.details = {"layer": layer, "module": module_name, "edits_in_memory": len(memory.edits), "finished_shards": len(memory.finished),
                           "threshold": memory.threshold, "output_scale": memory.scale, "cases": details}
