@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from keditlab.methods.base import EditHandle
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfigError
+from keditlab.methods.layers import adaptor_layer
 from keditlab.models.hooks import HookHandle, add_hook, hooks
 from keditlab.models.sampling import right_padded, sample_ids, seeded
 from keditlab.models.tokens import encode_prompt, encode_prompt_answer
@@ -96,6 +97,51 @@ class Adaptor(torch.nn.Module):
         if self._host is not None and self._child_name in self._host._modules:
             del self._host._modules[self._child_name]
         self._host = None
+
+
+class AdaptorSite:
+    """Mixin of an adaptor method's config: its ``layer`` setting resolved (empty: :func:`~keditlab.methods.layers.adaptor_layer`)."""
+
+    layer: int | None
+
+    def resolved_layer(self, num_layers: int) -> int:
+        return adaptor_layer(num_layers) if self.layer is None else self.layer
+
+
+class AdaptorMethod(EditMethod):
+    """Base class of the methods that hang an adaptor beside one MLP output projection (GRACE, WISE).
+
+    ``_apply`` checks that the stream's adaptor is not on another layer, makes
+    the (weightless) handle and leaves the rest to :meth:`_edit_at`, which
+    finds or installs the adaptor, pushes the call's undo record and writes
+    the cases, one after another (several cases in one call are written
+    one after another into the adaptor).
+    """
+
+    family = "memory"
+    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
+    #: The adaptor's class, and what the error messages call it.
+    adaptor_class: type[Adaptor]
+    adaptor_noun: str = "adaptor"
+
+    def _apply(self, model, tokenizer, profile, cases, config, context: EditContext) -> EditHandle:
+        layer = config.resolved_layer(profile.num_layers)
+        module_name = profile.mlp_out_module(layer)
+        elsewhere = installed_elsewhere(model, self.name, self.adaptor_class, module_name)
+        if elsewhere:
+            raise MethodConfigError(
+                f"layer: a {self.name} {self.adaptor_noun} is already installed on {elsewhere}; edits of one stream share one "
+                f"{self.adaptor_noun}. Fix: use the same layer for every {self.name} edit, or restore the earlier edits first."
+            )
+        handle = EditHandle(self.name, model, {})
+        summary = self._edit_at(model, tokenizer, profile, layer, module_name, cases, config, context, handle)
+        handle.details = {"layer": layer, "module": module_name, **summary}
+        return handle
+
+    def _edit_at(self, model, tokenizer, profile, layer: int, module_name: str, cases, config, context: EditContext,
+                 handle: EditHandle) -> dict[str, Any]:  # pragma: no cover
+        """Write ``cases`` into the adaptor on ``module_name`` (installed if absent); return the handle's details."""
+        raise NotImplementedError
 
 
 def find_or_install(model: torch.nn.Module, module_name: str, child: str, layer: int, make: Callable[[], A],

@@ -226,16 +226,28 @@ class Capabilities:
 
 
 class EditMethod:
-    """Base class of editing methods.  Subclasses set ``name``/``config_class``/``capabilities`` and implement ``_apply``."""
+    """Base class of editing methods.  Subclasses set ``name``/``config_class``/``capabilities`` and implement ``_apply``.
+
+    A subclass's docstring opens with a one-paragraph summary (what the method
+    does, who proposed it); it becomes ``summary``, the line ``keditlab
+    methods`` and the README's method table show.
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
+    #: One line: the first paragraph of the class docstring, unless the class sets it.
     summary: ClassVar[str] = ""
     #: The method's family in the surveys' table (``locate-then-edit``, ``fine-tuning``, ``memory``, ``in-context``, ``neurons``).
     family: ClassVar[str] = ""
     #: Where the method comes from: authors, venue, arXiv id.
     paper: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        doc = cls.__dict__.get("__doc__")
+        if doc and "summary" not in cls.__dict__:
+            cls.summary = " ".join(doc.strip().split("\n\n")[0].split())
 
     def apply(
         self,

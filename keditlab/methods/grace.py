@@ -56,16 +56,15 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewhere, upper_passes
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, find_or_install, upper_passes
+from keditlab.methods.base import EditContext, EditHandle, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
-from keditlab.methods.layers import adaptor_layer
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import hooks
 from keditlab.models.tokens import encode_answer, encode_prompt
 
 @dataclass
-class GraceConfig(MethodConfig):
+class GraceConfig(MethodConfig, AdaptorSite):
     layer: int | None = field(
         default=None,
         metadata={"help": "Layer whose MLP output projection gets the codebook. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
@@ -80,8 +79,6 @@ class GraceConfig(MethodConfig):
     lr: float = field(default=1.0, metadata={"exclusive_minimum": 0, "help": "Adam learning rate for the values of an edit's entries."})
     early_stop_loss: float = field(default=0.05, metadata={"minimum": 0, "help": "A value's optimisation stops once every target token is the most probable one and the target's mean negative log-likelihood is below this."})
 
-    def resolved_layer(self, num_layers: int) -> int:
-        return adaptor_layer(num_layers) if self.layer is None else self.layer
 
 
 class GraceCodebook(Adaptor):
@@ -128,28 +125,23 @@ class GraceCodebook(Adaptor):
         return len(self) - 1
 
 
-class Grace(EditMethod):
+class Grace(AdaptorMethod):
+    """A key-value codebook with deferral radii beside one layer (Hartvigsen et al., 2023)
+
+    The module docstring explains the codebook's rules (:mod:`keditlab.methods.grace`).
+    """
+
     name = "grace"
-    family = "memory"
     paper = "Hartvigsen et al., NeurIPS 2023, arXiv:2211.11031"
     config_class = GraceConfig
-    summary = "A key-value codebook with deferral radii beside one layer (Hartvigsen et al., 2023)"
-    # Several cases in one call are written one after another into the codebook.
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
+    adaptor_class = GraceCodebook
+    adaptor_noun = "codebook"
 
-    def _apply(self, model, tokenizer, profile, cases, config: GraceConfig, context: EditContext) -> EditHandle:
-        layer = config.resolved_layer(profile.num_layers)
-        module_name = profile.mlp_out_module(layer)
-        elsewhere = installed_elsewhere(model, self.name, GraceCodebook, module_name)
-        if elsewhere:
-            raise MethodConfigError(
-                f"layer: a grace codebook is already installed on {elsewhere}; edits of one stream share one codebook. "
-                "Fix: use the same layer for every grace edit, or restore the earlier edits first."
-            )
+    def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: GraceConfig, context: EditContext,
+                 handle: EditHandle) -> dict[str, Any]:
         device = device_of(model)
         codebook, _ = find_or_install(model, module_name, self.name, layer,
                                       lambda: GraceCodebook(layer, profile.mlp_size, profile.hidden_size, device), GraceCodebook)
-        handle = EditHandle(self.name, model, {})
         # Undo record: entries appended after `count` are dropped, radii and the entries changed in place put back.
         count, radii = len(codebook), codebook.radii.clone()
         changed: dict[int, tuple[torch.Tensor, str]] = {}
@@ -176,8 +168,7 @@ class Grace(EditMethod):
                             "distances": [None if d is None else round(d, 3) for _, _, d in placed],
                             "radii": [round(float(codebook.radii[entry]), 3) for entry, _, _ in placed],
                             "key_norms": [round(float(k), 3) for k in keys.norm(dim=1)], **info})
-        handle.details = {"layer": layer, "module": module_name, "entries": len(codebook), "cases": details}
-        return handle
+        return {"entries": len(codebook), "cases": details}
 
     @staticmethod
     def _place(codebook: GraceCodebook, key: torch.Tensor, output: torch.Tensor, label: str, config: GraceConfig,

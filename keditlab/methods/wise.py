@@ -53,10 +53,9 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewhere, unrelated_texts, upper_passes
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, find_or_install, unrelated_texts, upper_passes
+from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
-from keditlab.methods.layers import adaptor_layer
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import add_hook, hooks
 from keditlab.models.sampling import right_padded
@@ -67,7 +66,7 @@ MERGES = ("ties", "sum")
 
 
 @dataclass
-class WiseConfig(MethodConfig):
+class WiseConfig(MethodConfig, AdaptorSite):
     layer: int | None = field(
         default=None,
         metadata={"help": "Layer whose MLP output projection gets the side memory. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
@@ -95,8 +94,6 @@ class WiseConfig(MethodConfig):
                 "Fix: choose alpha < beta, or leave both out for the defaults."
             )
 
-    def resolved_layer(self, num_layers: int) -> int:
-        return adaptor_layer(num_layers) if self.layer is None else self.layer
 
 
 def ties_merge(changes: list[torch.Tensor]) -> torch.Tensor:
@@ -196,23 +193,20 @@ class WiseMemory(Adaptor):
         return torch.where(route[:, None, None], output + side, output)
 
 
-class Wise(EditMethod):
+class Wise(AdaptorMethod):
+    """A routed side memory beside one MLP, written shard by shard (Wang et al., 2024)
+
+    The module docstring explains the side memory, its routing and its shards (:mod:`keditlab.methods.wise`).
+    """
+
     name = "wise"
-    family = "memory"
     paper = "Wang et al., NeurIPS 2024, arXiv:2405.14768"
     config_class = WiseConfig
-    summary = "A routed side memory beside one MLP, written shard by shard (Wang et al., 2024)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
+    adaptor_class = WiseMemory
+    adaptor_noun = "side memory"
 
-    def _apply(self, model, tokenizer, profile, cases, config: WiseConfig, context: EditContext) -> EditHandle:
-        layer = config.resolved_layer(profile.num_layers)
-        module_name = profile.mlp_out_module(layer)
-        elsewhere = installed_elsewhere(model, self.name, WiseMemory, module_name)
-        if elsewhere:
-            raise MethodConfigError(
-                f"layer: a wise side memory is already installed on {elsewhere}; edits of one stream share one side memory. "
-                "Fix: use the same layer for every wise edit, or restore the earlier edits first."
-            )
+    def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: WiseConfig, context: EditContext,
+                 handle: EditHandle) -> dict[str, Any]:
         device = device_of(model)
         module = model.get_submodule(module_name)
         with context.setup():   # sampled once per model, before anything is installed
@@ -225,14 +219,12 @@ class Wise(EditMethod):
             with torch.no_grad():
                 outputs = module.forward(torch.cat(memory.unrelated).to(next(module.parameters()).dtype))
             memory.scale = float(outputs.float().norm(dim=-1).median())
-        handle = EditHandle(self.name, model, {})
         memory.push(handle, lambda state=memory.state(): memory.set_state(state))
         details = []
         for case in progress_cases(context, cases, f"{self.name}: edits"):
             details.append({"case_id": case.case_id, **self._edit(model, tokenizer, profile, module, memory, case, config, context)})
-        handle.details = {"layer": layer, "module": module_name, "edits_in_memory": len(memory.edits), "finished_shards": len(memory.finished),
-                          "threshold": memory.threshold, "output_scale": memory.scale, "cases": details}
-        return handle
+        return {"edits_in_memory": len(memory.edits), "finished_shards": len(memory.finished),
+                "threshold": memory.threshold, "output_scale": memory.scale, "cases": details}
 
     def _edit(self, model, tokenizer, profile, module, memory: WiseMemory, case, config: WiseConfig, context: EditContext) -> dict[str, Any]:
         device = device_of(model)
