@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from dataclasses import field
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -99,8 +100,20 @@ class Adaptor(torch.nn.Module):
         self._host = None
 
 
+def adaptor_layer_setting(noun: str) -> Any:
+    """The ``layer`` field of an adaptor method's config; ``noun`` names the adaptor ("codebook", "side memory")."""
+    return field(
+        default=None,
+        metadata={"help": f"Layer whose MLP output projection gets the {noun}. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
+                  "layer_index": True},
+    )
+
+
 class AdaptorSite:
-    """Mixin of an adaptor method's config: its ``layer`` setting resolved (empty: :func:`~keditlab.methods.layers.adaptor_layer`)."""
+    """Mixin of an adaptor method's config (its ``layer`` is :func:`adaptor_layer_setting`): the layer resolved.
+
+    Empty, the layer is :func:`~keditlab.methods.layers.adaptor_layer`.
+    """
 
     layer: int | None
 
@@ -108,7 +121,8 @@ class AdaptorSite:
         return adaptor_layer(num_layers) if self.layer is None else self.layer
 
 
-class AdaptorMethod(EditMethod):
+class AdaptorMethod(EditMethod, family="memory",
+                    capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)):
     """Base class of the methods that hang an adaptor beside one MLP output projection (GRACE, WISE).
 
     ``_apply`` checks that the stream's adaptor is not on another layer, makes
@@ -118,11 +132,17 @@ class AdaptorMethod(EditMethod):
     one after another into the adaptor).
     """
 
-    family = "memory"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
-    #: The adaptor's class, and what the error messages call it.
+    #: The adaptor's class, and what the error messages call it (given in the card: ``adaptor_class=``, ``adaptor_noun=``).
     adaptor_class: type[Adaptor]
     adaptor_noun: str = "adaptor"
+
+    def __init_subclass__(cls, *, adaptor_class: type[Adaptor] | None = None, adaptor_noun: str | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if adaptor_class is not None:
+            cls.adaptor_class = adaptor_class
+        if adaptor_noun is not None:
+            cls.adaptor_noun = adaptor_noun
 
     def _apply(self, model, tokenizer, profile, cases, config, context: EditContext) -> EditHandle:
         layer = config.resolved_layer(profile.num_layers)

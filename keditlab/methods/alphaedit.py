@@ -63,10 +63,8 @@ class AlphaEditConfig(SpreadConfig):
     )
 
 
-class AlphaEdit(Memit):
-    name = "alphaedit"
-    config_class = AlphaEditConfig
-    summary = "Null-space constrained editing (Fang et al., 2025)"
+class AlphaEdit(Memit, name="alphaedit", paper="Fang et al., ICLR 2025, arXiv:2410.02355", config_class=AlphaEditConfig):
+    """Null-space constrained editing (Fang et al., 2025)"""
 
     def solve(self, layer, keys, gaps, covariance, config: AlphaEditConfig, context, handle) -> torch.Tensor:
         projector = context.covariance.null_space(layer, config.null_space_energy).to(keys)
@@ -79,5 +77,3 @@ class AlphaEdit(Memit):
         # Remember this batch's keys for the edits that follow; restoring the edit forgets them.
         held.hold(layer, added, handle, start=torch.zeros_like(projector))
         return update
-    family = "locate-then-edit"
-    paper = "Fang et al., ICLR 2025, arXiv:2410.02355"

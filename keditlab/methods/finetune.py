@@ -131,11 +131,9 @@ class FineTuneLConfig(FineTuneConfig):
     norm_constraint: float | None = field(default=2e-3, metadata={"help": "Each weight stays within ± this of its original value (L-infinity). Empty: no constraint."})
 
 
-class _FineTune(EditMethod):
+class _FineTune(EditMethod, family="fine-tuning",
+                capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False)):
     """Shared loop; subclasses choose the batch and the loss."""
-
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False)
-    family = "fine-tuning"
 
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
         layers = config.layers if config.layers is not None else [factual_recall_layer(profile.num_layers)]
@@ -165,11 +163,8 @@ class _FineTune(EditMethod):
         raise NotImplementedError
 
 
-class FineTuneM(_FineTune):
-    name = "ft-m"
-    config_class = FineTuneConfig
-    summary = "Fine-tuning on the target tokens only, prompt masked (FT-M)"
-    paper = "Zhang et al., 2024, arXiv:2401.01286"
+class FineTuneM(_FineTune, name="ft-m", paper="Zhang et al., 2024, arXiv:2401.01286", config_class=FineTuneConfig):
+    """Fine-tuning on the target tokens only, prompt masked (FT-M)"""
 
     def _batch(self, tokenizer, cases, device):
         return masked_batch(tokenizer, cases, device)
@@ -178,11 +173,8 @@ class FineTuneM(_FineTune):
         return masked_nll(model, batch)
 
 
-class FineTuneL(_FineTune):
-    name = "ft-l"
-    config_class = FineTuneLConfig
-    summary = "Constrained fine-tuning of one layer (Zhu et al., 2020; the ROME baseline)"
-    paper = "Zhu et al., 2020, arXiv:2012.00363"
+class FineTuneL(_FineTune, name="ft-l", paper="Zhu et al., 2020, arXiv:2012.00363", config_class=FineTuneLConfig):
+    """Constrained fine-tuning of one layer (Zhu et al., 2020; the ROME baseline)"""
 
     def _batch(self, tokenizer, cases, device):
         prompts = [encode_prompt(tokenizer, case.prompt) for case in cases]

@@ -56,20 +56,17 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, find_or_install, upper_passes
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, upper_passes
 from keditlab.methods.base import EditContext, EditHandle, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import hooks
 from keditlab.models.tokens import encode_answer, encode_prompt
 
+
 @dataclass
 class GraceConfig(MethodConfig, AdaptorSite):
-    layer: int | None = field(
-        default=None,
-        metadata={"help": "Layer whose MLP output projection gets the codebook. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
-                  "layer_index": True},
-    )
+    layer: int | None = adaptor_layer_setting("codebook")
     radius: float = field(
         default=0.5,
         metadata={"exclusive_minimum": 0, "help": "Deferral radius ε of a new entry, as a fraction of its key's norm: a token whose MLP activation "
@@ -125,17 +122,12 @@ class GraceCodebook(Adaptor):
         return len(self) - 1
 
 
-class Grace(AdaptorMethod):
+class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023, arXiv:2211.11031",
+            config_class=GraceConfig, adaptor_class=GraceCodebook, adaptor_noun="codebook"):
     """A key-value codebook with deferral radii beside one layer (Hartvigsen et al., 2023)
 
     The module docstring explains the codebook's rules (:mod:`keditlab.methods.grace`).
     """
-
-    name = "grace"
-    paper = "Hartvigsen et al., NeurIPS 2023, arXiv:2211.11031"
-    config_class = GraceConfig
-    adaptor_class = GraceCodebook
-    adaptor_noun = "codebook"
 
     def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: GraceConfig, context: EditContext,
                  handle: EditHandle) -> dict[str, Any]:

@@ -64,13 +64,9 @@ class KNConfig(MethodConfig):
     max_doublings: int = field(default=4, metadata={"help": "Times the step may be doubled until the new answer is predicted.", "minimum": 0})
 
 
-class KnowledgeNeurons(EditMethod):
-    name = "kn"
-    config_class = KNConfig
-    summary = "Knowledge neurons found by integrated gradients; their MLP columns moved from the old answer to the new"
-    family = "neurons"
-    paper = "Dai et al., ACL 2022, arXiv:2104.08696"
-    capabilities = Capabilities(batch=True, sequential=True)
+class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al., ACL 2022, arXiv:2104.08696",
+                       config_class=KNConfig, capabilities=Capabilities(batch=True, sequential=True)):
+    """Knowledge neurons found by integrated gradients; their MLP columns moved from the old answer to the new"""
 
     def _apply(self, model, tokenizer, profile, cases, config: KNConfig, context: EditContext) -> EditHandle:
         layers = config.layers if config.layers is not None else upper_half(profile.num_layers)

@@ -143,11 +143,10 @@ class LocFTConfig(MethodConfig):
                                 "relative to that output's size, squared, averaged over the matrices (used when preserve > 0).")
 
 
-class LocFTBF(EditMethod):
-    name = "locft-bf"
-    config_class = LocFTConfig
-    summary = "Localised fine-tuning of one late MLP, breadth-first over mini-batches (Yang et al., 2026)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)
+class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et al., ICLR 2026, arXiv:2509.22072",
+              config_class=LocFTConfig,
+              capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)):
+    """Localised fine-tuning of one late MLP, breadth-first over mini-batches (Yang et al., 2026)"""
 
     def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
         layers = chosen_layers(config.layers, [tuning_layer(profile.num_layers)])
@@ -242,5 +241,3 @@ class LocFTBF(EditMethod):
                                   for layer in layers} if config.preserve else None),
         }
         return handle
-    family = "fine-tuning"
-    paper = "Yang et al., ICLR 2026, arXiv:2509.22072"

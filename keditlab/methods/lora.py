@@ -70,13 +70,9 @@ class AdaLoRAConfig(LoRAConfig):
     init_rank: int = field(default=12, metadata={"help": "Rank each adapter starts with, before the budget is pruned to rank.", "minimum": 1})
 
 
-class LoRA(EditMethod):
-    name = "lora"
-    config_class = LoRAConfig
-    summary = "Low-rank adapter trained on the target tokens (peft), merged into the weights"
-    family = "fine-tuning"
-    paper = "Hu et al., ICLR 2022, arXiv:2106.09685"
-    capabilities = Capabilities(batch=True, sequential=True)
+class LoRA(EditMethod, name="lora", family="fine-tuning", paper="Hu et al., ICLR 2022, arXiv:2106.09685",
+           config_class=LoRAConfig, capabilities=Capabilities(batch=True, sequential=True)):
+    """Low-rank adapter trained on the target tokens (peft), merged into the weights"""
 
     def _apply(self, model, tokenizer, profile, cases, config: LoRAConfig, context: EditContext) -> EditHandle:
         import peft
@@ -122,11 +118,8 @@ class LoRA(EditMethod):
         return {}
 
 
-class AdaLoRA(LoRA):
-    name = "adalora"
-    config_class = AdaLoRAConfig
-    summary = "Adaptive-rank adapter (AdaLoRA, peft) trained on the target tokens, merged into the weights"
-    paper = "Zhang et al., ICLR 2023, arXiv:2303.10512"
+class AdaLoRA(LoRA, name="adalora", paper="Zhang et al., ICLR 2023, arXiv:2303.10512", config_class=AdaLoRAConfig):
+    """Adaptive-rank adapter (AdaLoRA, peft) trained on the target tokens, merged into the weights"""
 
     def _peft_config(self, config: AdaLoRAConfig, targets: list[str], profile):
         import peft

@@ -108,13 +108,9 @@ class MemitConfig(SpreadConfig):
     )
 
 
-class Memit(EditMethod):
-    name = "memit"
-    family = "locate-then-edit"
-    paper = "Meng et al., ICLR 2023, arXiv:2210.07229"
-    config_class = MemitConfig
-    summary = "Mass-Editing Memory in a Transformer (Meng et al., 2023)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=True)
+class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et al., ICLR 2023, arXiv:2210.07229",
+            config_class=MemitConfig, capabilities=Capabilities(batch=True, sequential=True, needs_statistics=True)):
+    """Mass-Editing Memory in a Transformer (Meng et al., 2023)"""
 
     @classmethod
     def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, list[int]]:

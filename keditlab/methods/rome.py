@@ -84,15 +84,13 @@ class RomeConfig(MethodConfig):
         return ValueSettings(self.v_steps, self.v_lr, self.v_weight_decay, self.kl_factor, self.clamp_norm_factor, self.early_stop_loss)
 
 
-class Rome(EditMethod):
-    name = "rome"
-    family = "locate-then-edit"
-    paper = "Meng et al., NeurIPS 2022, arXiv:2202.05262"
-    config_class = RomeConfig
-    summary = "Rank-One Model Editing (Meng et al., 2022)"
-    # One fact per rank-one update: several edits in one call are applied one
-    # after another, which is sequential editing, not a batch (MEMIT is for batches).
-    capabilities = Capabilities(batch=False, sequential=True, needs_statistics=True)
+class Rome(EditMethod, name="rome", family="locate-then-edit", paper="Meng et al., NeurIPS 2022, arXiv:2202.05262",
+           config_class=RomeConfig, capabilities=Capabilities(batch=False, sequential=True, needs_statistics=True)):
+    """Rank-One Model Editing (Meng et al., 2022)
+
+    One fact per rank-one update: several edits in one call are applied one
+    after another, which is sequential editing, not a batch (MEMIT is for batches).
+    """
 
     @classmethod
     def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, int]:

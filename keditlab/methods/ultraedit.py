@@ -112,6 +112,7 @@ from keditlab.models.hooks import hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
+
 @dataclass
 class UltraEditConfig(MethodConfig):
     layers: list[int] | None = field(
@@ -229,13 +230,10 @@ class RunningMoments:
         return (rows.to(torch.float64) - mean) / (variance.sqrt() + 1e-8)
 
 
-class UltraEdit(EditMethod):
-    name = "ultraedit"
-    family = "lifelong closed-form"
-    paper = "Gu et al., 2025, arXiv:2505.14679"
-    config_class = UltraEditConfig
-    summary = "Lifelong editing by a normalised closed-form update (Gu et al., 2025)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)
+class UltraEdit(EditMethod, name="ultraedit", family="lifelong closed-form", paper="Gu et al., 2025, arXiv:2505.14679",
+                config_class=UltraEditConfig,
+                capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)):
+    """Lifelong editing by a normalised closed-form update (Gu et al., 2025)"""
 
     def _apply(self, model, tokenizer, profile, cases, config: UltraEditConfig, context: EditContext) -> EditHandle:
         layers = config.resolved_layers(profile.num_layers)

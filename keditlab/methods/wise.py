@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, find_or_install, unrelated_texts, upper_passes
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, unrelated_texts, upper_passes
 from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.progress import progress_cases
@@ -67,11 +67,7 @@ MERGES = ("ties", "sum")
 
 @dataclass
 class WiseConfig(MethodConfig, AdaptorSite):
-    layer: int | None = field(
-        default=None,
-        metadata={"help": "Layer whose MLP output projection gets the side memory. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
-                  "layer_index": True},
-    )
+    layer: int | None = adaptor_layer_setting("side memory")
     steps: int = field(default=30, metadata={"minimum": 1, "help": "Most optimisation steps per edit."})
     lr: float = field(default=5e-3, metadata={"exclusive_minimum": 0, "help": "Adam learning rate for the side memory's entries."})
     mask_ratio: float = field(default=0.2, metadata={"exclusive_minimum": 0, "maximum": 1, "help": "Share of the side memory's entries one shard may change (its random gradient mask)."})
@@ -193,17 +189,12 @@ class WiseMemory(Adaptor):
         return torch.where(route[:, None, None], output + side, output)
 
 
-class Wise(AdaptorMethod):
+class Wise(AdaptorMethod, name="wise", paper="Wang et al., NeurIPS 2024, arXiv:2405.14768", config_class=WiseConfig,
+           adaptor_class=WiseMemory, adaptor_noun="side memory"):
     """A routed side memory beside one MLP, written shard by shard (Wang et al., 2024)
 
     The module docstring explains the side memory, its routing and its shards (:mod:`keditlab.methods.wise`).
     """
-
-    name = "wise"
-    paper = "Wang et al., NeurIPS 2024, arXiv:2405.14768"
-    config_class = WiseConfig
-    adaptor_class = WiseMemory
-    adaptor_noun = "side memory"
 
     def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: WiseConfig, context: EditContext,
                  handle: EditHandle) -> dict[str, Any]:
