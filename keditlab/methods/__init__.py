@@ -36,6 +36,21 @@ def get_method(name: str) -> EditMethod:
         raise KeyError(f"unknown editing method {name!r}.{hint} Known methods: {', '.join(method_names())}") from None
 
 
+def auto_layer_method(setting: str) -> EditMethod:
+    """The first registered method whose config marks ``setting`` (``layer`` or ``layers``) as one that may be ``auto``.
+
+    For callers that hold a method's settings but not its name: the methods
+    sharing such a setting share its rule (the ROME family for ``layer``,
+    the MEMIT family for ``layers``), see :meth:`EditMethod.auto_layer_settings`.
+    """
+    import dataclasses
+
+    for cls in _REGISTRY.values():
+        if any(f.name == setting and f.metadata.get("auto_layer") for f in dataclasses.fields(cls.config_class)):
+            return cls()
+    raise MethodConfigError(f"no editing method accepts {setting}: auto. Fix: name the layers as a list of layer numbers.")
+
+
 # The method zoo.  One line per method.
 from keditlab.methods.rome import Rome  # noqa: E402
 from keditlab.methods.finetune import FineTuneL, FineTuneM  # noqa: E402
@@ -74,6 +89,7 @@ __all__ = [
     "EditMethod",
     "MethodConfig",
     "MethodConfigError",
+    "auto_layer_method",
     "get_method",
     "method_names",
     "register_method",

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from dataclasses import field
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
 
-from keditlab.methods.base import EditHandle
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfigError
+from keditlab.methods.layers import adaptor_layer
+from keditlab.models.hooks import HookHandle, add_hook, hooks
 from keditlab.models.sampling import right_padded, sample_ids, seeded
 from keditlab.models.tokens import encode_prompt, encode_prompt_answer
 
@@ -51,7 +54,7 @@ class Adaptor(torch.nn.Module):
         self.layer = layer
         self.undo_stack: list[tuple[int, Callable[[], None]]] = []
         self._next_token = 0
-        self._hooks: list[Any] = []
+        self._hooks: list[HookHandle] = []
         self._host: torch.nn.Module | None = None
         self._child_name = ""
 
@@ -61,7 +64,7 @@ class Adaptor(torch.nn.Module):
         raise NotImplementedError
 
     def installed(self, model: torch.nn.Module) -> None:
-        """Called once the adaptor is on its module; a subclass may register more hooks (append them to ``_hooks``)."""
+        """Called once the adaptor is on its module; a subclass may hang more hooks (``add_hook`` handles appended to ``_hooks``)."""
 
     # -- installation -------------------------------------------------------------------------
     def _call(self, _module, inputs, output):
@@ -97,6 +100,70 @@ class Adaptor(torch.nn.Module):
         self._host = None
 
 
+def adaptor_layer_setting(noun: str) -> Any:
+    """The ``layer`` field of an adaptor method's config; ``noun`` names the adaptor ("codebook", "side memory")."""
+    return field(
+        default=None,
+        metadata={"help": f"Layer whose MLP output projection gets the {noun}. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
+                  "layer_index": True},
+    )
+
+
+class AdaptorSite:
+    """Mixin of an adaptor method's config (its ``layer`` is :func:`adaptor_layer_setting`): the layer resolved.
+
+    Empty, the layer is :func:`~keditlab.methods.layers.adaptor_layer`.
+    """
+
+    layer: int | None
+
+    def resolved_layer(self, num_layers: int) -> int:
+        return adaptor_layer(num_layers) if self.layer is None else self.layer
+
+
+class AdaptorMethod(EditMethod, family="memory",
+                    capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)):
+    """Base class of the methods that hang an adaptor beside one MLP output projection (GRACE, WISE).
+
+    ``_apply`` checks that the stream's adaptor is not on another layer, makes
+    the (weightless) handle and leaves the rest to :meth:`_edit_at`, which
+    finds or installs the adaptor, pushes the call's undo record and writes
+    the cases, one after another (several cases in one call are written
+    one after another into the adaptor).
+    """
+
+    #: The adaptor's class, and what the error messages call it (given in the card: ``adaptor_class=``, ``adaptor_noun=``).
+    adaptor_class: type[Adaptor]
+    adaptor_noun: str = "adaptor"
+
+    def __init_subclass__(cls, *, adaptor_class: type[Adaptor] | None = None, adaptor_noun: str | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if adaptor_class is not None:
+            cls.adaptor_class = adaptor_class
+        if adaptor_noun is not None:
+            cls.adaptor_noun = adaptor_noun
+
+    def _apply(self, model, tokenizer, profile, cases, config, context: EditContext) -> EditHandle:
+        layer = config.resolved_layer(profile.num_layers)
+        module_name = profile.mlp_out_module(layer)
+        elsewhere = installed_elsewhere(model, self.name, self.adaptor_class, module_name)
+        if elsewhere:
+            raise MethodConfigError(
+                f"layer: a {self.name} {self.adaptor_noun} is already installed on {elsewhere}; edits of one stream share one "
+                f"{self.adaptor_noun}. Fix: use the same layer for every {self.name} edit, or restore the earlier edits first."
+            )
+        handle = EditHandle(self.name, model, {})
+        summary = self._edit_at(model, tokenizer, profile, layer, module_name, cases, config, context, handle)
+        handle.details = {"layer": layer, "module": module_name, **summary}
+        return handle
+
+    def _edit_at(self, model, tokenizer, profile, layer: int, module_name: str, cases, config, context: EditContext,
+                 handle: EditHandle) -> dict[str, Any]:  # pragma: no cover
+        """Write ``cases`` into the adaptor on ``module_name`` (installed if absent); return the handle's details."""
+        raise NotImplementedError
+
+
 def find_or_install(model: torch.nn.Module, module_name: str, child: str, layer: int, make: Callable[[], A],
                     kind: type[A]) -> tuple[A, bool]:
     """The adaptor named ``child`` on ``module_name``, installed (``make()``) if absent; ``(adaptor, new)``."""
@@ -109,7 +176,7 @@ def find_or_install(model: torch.nn.Module, module_name: str, child: str, layer:
     adaptor = make()
     host.add_module(child, adaptor)
     adaptor._host, adaptor._child_name = host, child
-    adaptor._hooks.append(host.register_forward_hook(adaptor._call))
+    adaptor._hooks.append(add_hook(host, adaptor._call))
     adaptor.installed(model)
     return adaptor, True
 
@@ -183,13 +250,8 @@ def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple
         def grab(_m, inputs, _o):
             found[layer].append(inputs[0][where.bool()].detach().to(torch.float64))
         return grab
-    hs = [m.register_forward_hook(hook(layer)) for layer, m in modules.items()]
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask)
-    finally:
-        for h in hs:
-            h.remove()
+    with hooks(forward=[(m, hook(layer)) for layer, m in modules.items()]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
     return {layer: (lambda p: p.T @ p / len(p))(torch.cat(v)).float() for layer, v in found.items()}
 
 
@@ -215,13 +277,9 @@ def upper_passes(model: torch.nn.Module, blocks_path: str, layer: int, ids: torc
         yield plain
         return
     pieces: list[Any] = []
-    hook = blocks[layer - 1].register_forward_hook(lambda _m, _i, out: pieces.append(out))
-    try:
-        with torch.no_grad():
-            for start in range(0, len(ids), chunk):
-                model.base_model(input_ids=ids[start:start + chunk], attention_mask=mask[start:start + chunk], use_cache=False)
-    finally:
-        hook.remove()
+    with hooks(forward=[(blocks[layer - 1], lambda _m, _i, out: pieces.append(out))]), torch.no_grad():
+        for start in range(0, len(ids), chunk):
+            model.base_model(input_ids=ids[start:start + chunk], attention_mask=mask[start:start + chunk], use_cache=False)
     recorded = _concatenated(pieces)
     stand_in = _Replay(recorded)
     originals = [blocks[i] for i in range(layer)]

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from keditlab.methods.lifelong import HeldSums
 from keditlab.methods.memit import KEY_FORMS, Memit, SpreadConfig
 
 
@@ -62,24 +63,17 @@ class AlphaEditConfig(SpreadConfig):
     )
 
 
-class AlphaEdit(Memit):
-    name = "alphaedit"
-    config_class = AlphaEditConfig
-    summary = "Null-space constrained editing (Fang et al., 2025)"
+class AlphaEdit(Memit, name="alphaedit", paper="Fang et al., ICLR 2025, arXiv:2410.02355", config_class=AlphaEditConfig):
+    """Null-space constrained editing (Fang et al., 2025)"""
 
     def solve(self, layer, keys, gaps, covariance, config: AlphaEditConfig, context, handle) -> torch.Tensor:
         projector = context.covariance.null_space(layer, config.null_space_energy).to(keys)
-        memory = context.memory.setdefault(self.name, {})
-        earlier = memory.get(layer)
-        if earlier is None:
-            earlier = torch.zeros_like(projector)
+        held = context.memory.setdefault(self.name, HeldSums())   # K_p K_pᵀ of the earlier edits, per layer
+        earlier = held.get(layer, torch.zeros_like(projector))
         scale = covariance.diagonal().mean()
-        system = projector @ (earlier + keys.T @ keys) + config.ridge * scale * torch.eye(len(projector), dtype=keys.dtype, device=keys.device)
+        added = keys.T @ keys
+        system = projector @ (earlier + added) + config.ridge * scale * torch.eye(len(projector), dtype=keys.dtype, device=keys.device)
         update = torch.linalg.solve(system, projector @ keys.T @ gaps).T
         # Remember this batch's keys for the edits that follow; restoring the edit forgets them.
-        added = keys.T @ keys
-        memory[layer] = earlier + added
-        handle.on_restore.append(lambda: memory.__setitem__(layer, memory[layer] - added))
+        held.hold(layer, added, handle, start=torch.zeros_like(projector))
         return update
-    family = "locate-then-edit"
-    paper = "Fang et al., ICLR 2025, arXiv:2410.02355"

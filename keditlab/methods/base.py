@@ -226,16 +226,47 @@ class Capabilities:
 
 
 class EditMethod:
-    """Base class of editing methods.  Subclasses set ``name``/``config_class``/``capabilities`` and implement ``_apply``."""
+    """Base class of editing methods: a subclass gives its card in its class statement and implements ``_apply``.
+
+    The card is the method's registry entry: ``name`` (what a spec writes),
+    ``family`` (the surveys' table), ``paper`` (where it comes from),
+    ``config_class`` (its settings) and ``capabilities``.  The class
+    docstring opens with a one-paragraph summary (what the method does, who
+    proposed it); it becomes ``summary``, the line ``keditlab methods`` and
+    the README's method table show::
+
+        class Rome(EditMethod, name="rome", family="locate-then-edit", paper="Meng et al., NeurIPS 2022, arXiv:2202.05262",
+                   config_class=RomeConfig, capabilities=Capabilities(needs_statistics=True)):
+            '''Rank-One Model Editing (Meng et al., 2022)'''
+
+            def _apply(self, model, tokenizer, profile, cases, config, context) -> EditHandle:
+                ...
+
+    A subclass inherits what its card leaves out (r-ROME is ROME with another
+    name, paper and config).  Setting the same names as class attributes works too.
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
+    #: One line: the first paragraph of the class docstring, unless the class sets it.
     summary: ClassVar[str] = ""
     #: The method's family in the surveys' table (``locate-then-edit``, ``fine-tuning``, ``memory``, ``in-context``, ``neurons``).
     family: ClassVar[str] = ""
     #: Where the method comes from: authors, venue, arXiv id.
     paper: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init_subclass__(cls, *, name: str | None = None, family: str | None = None, paper: str | None = None,
+                          config_class: type[MethodConfig] | None = None, capabilities: Capabilities | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        card = {"name": name, "family": family, "paper": paper, "config_class": config_class, "capabilities": capabilities}
+        for key, value in card.items():
+            if value is not None:
+                setattr(cls, key, value)
+        doc = cls.__dict__.get("__doc__")
+        if doc and "summary" not in cls.__dict__:
+            cls.summary = " ".join(doc.strip().split("\n\n")[0].split())
 
     def apply(
         self,
@@ -262,6 +293,22 @@ class EditMethod:
 
     def _apply(self, model, tokenizer, profile, cases, config, context) -> EditHandle:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, Any]:
+        """What ``layer: auto`` / ``layers: auto`` means for this method: the settings that replace ``auto``.
+
+        ``traced_layer`` is the layer causal tracing finds for the model
+        (:func:`keditlab.trace.auto_layer.traced_layer`); the runner calls this
+        through ``keditlab.runner.run.resolve_auto_layers``.  ROME answers
+        ``{"layer": traced_layer}``; MEMIT a window of its default length
+        ending there (``{"layers": [...]}``).  A method whose config marks a
+        layer setting ``auto_layer`` must override this; the base class has no ``auto``.
+        """
+        raise MethodConfigError(
+            f"{cls.name}: its layers cannot be 'auto'. Fix: name the layers as a list of layer numbers, "
+            "or leave them out for the method's default."
+        )
 
     @staticmethod
     def snapshot(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:

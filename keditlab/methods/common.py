@@ -1,4 +1,6 @@
-"""Small pieces several editing methods share: default layer, freezing, logits where a loss needs them, context prefixes."""
+"""Small pieces several editing methods share: freezing, logits where a loss needs them, context prefixes.
+
+(The default-layer rules are in :mod:`keditlab.methods.layers`.)"""
 
 from __future__ import annotations
 
@@ -9,44 +11,7 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.base import MethodConfigError
 from keditlab.models.sampling import sample_ids, seeded
-
-#: The default edited layer is this fraction of the depth: early-middle, where
-#: causal tracing finds factual recall.  Layer 5 of 30 on the embedded
-#: SmolLM2-135M (tied best with layer 2 among layers 2, 5, 8, 12 on the
-#: quickstart; docs/methods.md).  The fine-tuning baselines use the same layer,
-#: so methods are compared like for like.
-DEFAULT_LAYER_FRACTION = 0.17
-
-
-def default_layer(num_layers: int) -> int:
-    """The layer a method edits when the spec names none."""
-    return max(0, min(num_layers - 1, round(DEFAULT_LAYER_FRACTION * num_layers)))
-
-
-def chosen_layers(layers: list[int] | None, default: list[int]) -> list[int]:
-    """A ``layers`` setting resolved: ``default`` when empty (None), else the named layers sorted, each once."""
-    chosen = default if layers is None else sorted(set(layers))
-    if not chosen:
-        raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
-    return chosen
-
-
-def check_value_layer(setting: str, layer: int, num_layers: int) -> None:
-    """The layer where a value change is added at the subject must have a layer above it.
-
-    The change is added at the subject's last token; only attention in later
-    layers carries it to the positions that predict the target, so at the last
-    layer it could not change the answer and the edit would silently write nothing.
-    """
-    from keditlab.methods.base import MethodConfigError
-
-    if layer >= num_layers - 1:
-        raise MethodConfigError(
-            f"{setting}: layer {layer} is the model's last layer; the change made at the subject must be carried to the "
-            f"answer by a later layer, so nothing would be written. Fix: choose layers below {num_layers - 1}."
-        )
 
 
 @contextlib.contextmanager

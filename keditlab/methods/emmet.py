@@ -43,12 +43,9 @@ class EmmetConfig(SpreadConfig):
     )
 
 
-class Emmet(Memit):
-    name = "emmet"
-    config_class = EmmetConfig
-    summary = "Equality-constrained mass editing (Gupta et al., 2024)"
+class Emmet(Memit, name="emmet", paper="Gupta, Sajnani and Anumanchipalli, 2024, arXiv:2403.14236",
+            config_class=EmmetConfig):
+    """Equality-constrained mass editing (Gupta et al., 2024)"""
 
     def solve(self, layer, keys, gaps, covariance, config: EmmetConfig, context, handle) -> torch.Tensor:
         return equality_solve(keys, gaps, covariance, config.solve_ridge)
-    family = "locate-then-edit"
-    paper = "Gupta, Sajnani and Anumanchipalli, 2024, arXiv:2403.14236"

@@ -26,11 +26,14 @@ Given several cases, both train on all of them together.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
-from keditlab.methods.common import default_layer, device_of, target_logits, trainable_only
+from keditlab.methods.common import device_of, target_logits, trainable_only
+from keditlab.methods.layers import factual_recall_layer
+from keditlab.methods.progress import progress_bar
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -82,24 +85,28 @@ def _labelled_nll(logits: torch.Tensor, labels: torch.Tensor, where, per_edit: b
     return (per_row / counts).mean()
 
 
-def adam_until(params, loss_of, steps: int, lr: float, early_stop_loss: float, after_step=None) -> list[float]:
+def adam_until(params, loss_of, steps: int, lr: float, early_stop_loss: float, after_step=None,
+               progress: Any = False, desc: str = "training") -> list[float]:
     """Adam on ``params`` for at most ``steps`` steps, stopping once ``loss_of()`` is below ``early_stop_loss``.
 
     ``after_step(step)`` runs after each optimiser step (FT-L's clamp, AdaLoRA's
     budget allocation).  Returns the loss before each step taken (and the last one).
+    ``progress`` (an ``EditContext`` or a bool) shows a bar over the steps.
     """
     optimiser = torch.optim.Adam(params, lr=lr)
     losses: list[float] = []
-    for step in range(steps):
-        loss = loss_of()
-        losses.append(float(loss.detach()))
-        if losses[-1] < early_stop_loss:
-            break
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if after_step is not None:
-            after_step(step)
+    with progress_bar(progress, total=steps, desc=desc) as bar:
+        for step in range(steps):
+            loss = loss_of()
+            losses.append(float(loss.detach()))
+            bar.update()
+            if losses[-1] < early_stop_loss:
+                break
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if after_step is not None:
+                after_step(step)
     return losses
 
 
@@ -124,14 +131,12 @@ class FineTuneLConfig(FineTuneConfig):
     norm_constraint: float | None = field(default=2e-3, metadata={"help": "Each weight stays within ± this of its original value (L-infinity). Empty: no constraint."})
 
 
-class _FineTune(EditMethod):
+class _FineTune(EditMethod, family="fine-tuning",
+                capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False)):
     """Shared loop; subclasses choose the batch and the loss."""
 
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False)
-    family = "fine-tuning"
-
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else [default_layer(profile.num_layers)]
+        layers = config.layers if config.layers is not None else [factual_recall_layer(profile.num_layers)]
         names = [f"{profile.mlp_out_module(layer)}.weight" for layer in sorted(set(layers))]
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         params = dict(model.named_parameters())
@@ -146,7 +151,8 @@ class _FineTune(EditMethod):
                         param.copy_(torch.clamp(param, original - config.norm_constraint, original + config.norm_constraint))
 
         with trainable_only(model, names):
-            losses = adam_until(trained, lambda: self._loss(model, batch), config.steps, config.lr, config.early_stop_loss, clamp)
+            losses = adam_until(trained, lambda: self._loss(model, batch), config.steps, config.lr, config.early_stop_loss, clamp,
+                                progress=context, desc=f"{self.name}: steps")
         handle.details = {"layers": layers, "parameters": names, "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1]}
         return handle
 
@@ -157,11 +163,8 @@ class _FineTune(EditMethod):
         raise NotImplementedError
 
 
-class FineTuneM(_FineTune):
-    name = "ft-m"
-    config_class = FineTuneConfig
-    summary = "Fine-tuning on the target tokens only, prompt masked (FT-M)"
-    paper = "Zhang et al., 2024, arXiv:2401.01286"
+class FineTuneM(_FineTune, name="ft-m", paper="Zhang et al., 2024, arXiv:2401.01286", config_class=FineTuneConfig):
+    """Fine-tuning on the target tokens only, prompt masked (FT-M)"""
 
     def _batch(self, tokenizer, cases, device):
         return masked_batch(tokenizer, cases, device)
@@ -170,11 +173,8 @@ class FineTuneM(_FineTune):
         return masked_nll(model, batch)
 
 
-class FineTuneL(_FineTune):
-    name = "ft-l"
-    config_class = FineTuneLConfig
-    summary = "Constrained fine-tuning of one layer (Zhu et al., 2020; the ROME baseline)"
-    paper = "Zhu et al., 2020, arXiv:2012.00363"
+class FineTuneL(_FineTune, name="ft-l", paper="Zhu et al., 2020, arXiv:2012.00363", config_class=FineTuneLConfig):
+    """Constrained fine-tuning of one layer (Zhu et al., 2020; the ROME baseline)"""
 
     def _batch(self, tokenizer, cases, device):
         prompts = [encode_prompt(tokenizer, case.prompt) for case in cases]

@@ -56,28 +56,17 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewhere, upper_passes
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, upper_passes
+from keditlab.methods.base import EditContext, EditHandle, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.progress import progress_cases
+from keditlab.models.hooks import hooks
 from keditlab.models.tokens import encode_answer, encode_prompt
-
-#: The adaptors of GRACE and WISE sit at this fraction of the depth (layer 24 of 30 on the embedded model),
-#: late enough that a replaced output reaches the answer through few layers.  Measured on ZsRE: docs/methods.md.
-ADAPTOR_LAYER_FRACTION = 0.8
-
-
-def adaptor_layer(num_layers: int) -> int:
-    """The layer an adaptor method edits when the spec names none."""
-    return max(0, min(num_layers - 1, round(ADAPTOR_LAYER_FRACTION * num_layers)))
 
 
 @dataclass
-class GraceConfig(MethodConfig):
-    layer: int | None = field(
-        default=None,
-        metadata={"help": "Layer whose MLP output projection gets the codebook. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
-                  "layer_index": True},
-    )
+class GraceConfig(MethodConfig, AdaptorSite):
+    layer: int | None = adaptor_layer_setting("codebook")
     radius: float = field(
         default=0.5,
         metadata={"exclusive_minimum": 0, "help": "Deferral radius ε of a new entry, as a fraction of its key's norm: a token whose MLP activation "
@@ -87,8 +76,6 @@ class GraceConfig(MethodConfig):
     lr: float = field(default=1.0, metadata={"exclusive_minimum": 0, "help": "Adam learning rate for the values of an edit's entries."})
     early_stop_loss: float = field(default=0.05, metadata={"minimum": 0, "help": "A value's optimisation stops once every target token is the most probable one and the target's mean negative log-likelihood is below this."})
 
-    def resolved_layer(self, num_layers: int) -> int:
-        return adaptor_layer(num_layers) if self.layer is None else self.layer
 
 
 class GraceCodebook(Adaptor):
@@ -135,28 +122,18 @@ class GraceCodebook(Adaptor):
         return len(self) - 1
 
 
-class Grace(EditMethod):
-    name = "grace"
-    family = "memory"
-    paper = "Hartvigsen et al., NeurIPS 2023, arXiv:2211.11031"
-    config_class = GraceConfig
-    summary = "A key-value codebook with deferral radii beside one layer (Hartvigsen et al., 2023)"
-    # Several cases in one call are written one after another into the codebook.
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
+class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023, arXiv:2211.11031",
+            config_class=GraceConfig, adaptor_class=GraceCodebook, adaptor_noun="codebook"):
+    """A key-value codebook with deferral radii beside one layer (Hartvigsen et al., 2023)
 
-    def _apply(self, model, tokenizer, profile, cases, config: GraceConfig, context: EditContext) -> EditHandle:
-        layer = config.resolved_layer(profile.num_layers)
-        module_name = profile.mlp_out_module(layer)
-        elsewhere = installed_elsewhere(model, self.name, GraceCodebook, module_name)
-        if elsewhere:
-            raise MethodConfigError(
-                f"layer: a grace codebook is already installed on {elsewhere}; edits of one stream share one codebook. "
-                "Fix: use the same layer for every grace edit, or restore the earlier edits first."
-            )
+    The module docstring explains the codebook's rules (:mod:`keditlab.methods.grace`).
+    """
+
+    def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: GraceConfig, context: EditContext,
+                 handle: EditHandle) -> dict[str, Any]:
         device = device_of(model)
         codebook, _ = find_or_install(model, module_name, self.name, layer,
                                       lambda: GraceCodebook(layer, profile.mlp_size, profile.hidden_size, device), GraceCodebook)
-        handle = EditHandle(self.name, model, {})
         # Undo record: entries appended after `count` are dropped, radii and the entries changed in place put back.
         count, radii = len(codebook), codebook.radii.clone()
         changed: dict[int, tuple[torch.Tensor, str]] = {}
@@ -171,7 +148,7 @@ class Grace(EditMethod):
         codebook.push(handle, undo)
         module = model.get_submodule(module_name)
         details: list[dict[str, Any]] = []
-        for case in cases:
+        for case in progress_cases(context, cases, f"{self.name}: edits"):
             prompt, target = encode_prompt(tokenizer, case.prompt), encode_answer(tokenizer, case.target)
             keys, outputs = _read(model, module, prompt, target, device)
             placed = [self._place(codebook, key, output, tokenizer.decode([token]), config, changed)
@@ -183,8 +160,7 @@ class Grace(EditMethod):
                             "distances": [None if d is None else round(d, 3) for _, _, d in placed],
                             "radii": [round(float(codebook.radii[entry]), 3) for entry, _, _ in placed],
                             "key_norms": [round(float(k), 3) for k in keys.norm(dim=1)], **info})
-        handle.details = {"layer": layer, "module": module_name, "entries": len(codebook), "cases": details}
-        return handle
+        return {"entries": len(codebook), "cases": details}
 
     @staticmethod
     def _place(codebook: GraceCodebook, key: torch.Tensor, output: torch.Tensor, label: str, config: GraceConfig,
@@ -223,13 +199,9 @@ def _read(model, module, prompt: list[int], target: list[int], device) -> tuple[
     def grab(_module, inputs, _output):
         seen["key"] = inputs[0][0, columns].detach()
 
-    hook = module.register_forward_hook(grab)
-    try:
-        with torch.no_grad():
-            model(input_ids=torch.tensor([prompt + target[:-1]], device=device), use_cache=False)
-            output = module.forward(seen["key"])   # forward(): the module alone, without the adaptor's hook
-    finally:
-        hook.remove()
+    with hooks(forward=[(module, grab)]), torch.no_grad():
+        model(input_ids=torch.tensor([prompt + target[:-1]], device=device), use_cache=False)
+        output = module.forward(seen["key"])   # forward(): the module alone, without the adaptor's hook
     return seen["key"].float(), output.float()
 
 

@@ -85,13 +85,9 @@ class _Fact:
     demos: str               # the demonstrations retrieved for this fact, as text
 
 
-class IKE(EditMethod):
-    name = "ike"
-    config_class = IKEConfig
-    summary = "In-context editing: demonstrations and the new fact placed before the prompt (IKE)"
-    family = "in-context"
-    paper = "Zheng et al., EMNLP 2023, arXiv:2305.12740"
-    capabilities = Capabilities(batch=True, sequential=True, changes_weights=False)
+class IKE(EditMethod, name="ike", family="in-context", paper="Zheng et al., EMNLP 2023, arXiv:2305.12740",
+          config_class=IKEConfig, capabilities=Capabilities(batch=True, sequential=True, changes_weights=False)):
+    """In-context editing: demonstrations and the new fact placed before the prompt (IKE)"""
 
     def _apply(self, model, tokenizer, profile, cases, config: IKEConfig, context: EditContext) -> EditHandle:
         embed = _embedder(model, tokenizer, profile, config.embedding)

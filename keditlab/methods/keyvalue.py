@@ -42,6 +42,8 @@ import torch
 
 from keditlab.methods.common import device_of
 from keditlab.methods.frozen_prefix import FrozenPrefixes
+from keditlab.methods.progress import progress_bar
+from keditlab.models.hooks import StopForward, hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_token
 
@@ -67,10 +69,6 @@ def subject_keys(model, tokenizer, module, prompt: str, subject: str, prefixes: 
     return keys, texts, positions
 
 
-class _Stop(Exception):
-    """Raised by a hook once everything wanted is read: later layers need not run."""
-
-
 def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], key_module,
                      out_module=None, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Keys (inputs of ``key_module``) and, optionally, outputs of ``out_module`` at the given positions.
@@ -93,25 +91,17 @@ def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], k
         def grab_key(_module, inputs):
             seen["key"] = inputs[0][where].detach().float()
             if out_module is None or "out" in seen:
-                raise _Stop
+                raise StopForward
 
         def grab_out(_module, _inputs, output):
             hidden = output[0] if isinstance(output, tuple) else output
             seen["out"] = hidden[where].detach().float()
             if "key" in seen:
-                raise _Stop
+                raise StopForward
 
-        hooks = [key_module.register_forward_pre_hook(grab_key)]
-        if out_module is not None:
-            hooks.append(out_module.register_forward_hook(grab_out))
-        try:
-            with torch.no_grad():
-                model(input_ids=ids, attention_mask=mask)
-        except _Stop:
-            pass
-        finally:
-            for hook in hooks:
-                hook.remove()
+        outs_wanted = [] if out_module is None else [(out_module, grab_out)]
+        with hooks(pre=[(key_module, grab_key)], forward=outs_wanted), torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
         keys.append(seen["key"])
         if out_module is not None:
             outs.append(seen["out"])
@@ -149,14 +139,15 @@ class ValueRequest:
 
 
 def optimise_value(model, tokenizer, module, out_dim: int, subject: str, target: str, texts: list[str],
-                   positions: list[int], settings: ValueSettings) -> tuple[torch.Tensor, dict[str, Any]]:
+                   positions: list[int], settings: ValueSettings, progress: Any = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """:func:`optimise_values` for one edit: ``(δ, diagnostics)``."""
-    deltas, infos = optimise_values(model, tokenizer, module, out_dim, [ValueRequest(subject, target, texts, positions)], settings)
+    deltas, infos = optimise_values(model, tokenizer, module, out_dim, [ValueRequest(subject, target, texts, positions)], settings,
+                                    progress=progress)
     return deltas[0], infos[0]
 
 
 def optimise_values(model, tokenizer, module, out_dim: int, requests: list[ValueRequest],
-                    settings: ValueSettings) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+                    settings: ValueSettings, progress: Any = False) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Find ``δᵢ`` for every request: the change of ``module``'s output at the subject that makes the model say its target.
 
     The loss of request ``i`` is its target's mean negative log-likelihood over
@@ -182,7 +173,8 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
 
     Returns ``δ`` (float32, shape ``(len(requests), out_dim)``) and, per
     request, diagnostics: steps, the NLL and the whole loss at each step,
-    ``‖δ‖`` and ``‖v‖``.
+    ``‖δ‖`` and ``‖v‖``.  ``progress`` (an :class:`~keditlab.methods.base.EditContext`
+    or a bool) shows a bar over the steps (:func:`~keditlab.methods.progress.progress_bar`).
     """
     if settings.stop_when not in STOP_WHEN:
         raise ValueError(f"stop_when must be one of {', '.join(STOP_WHEN)}, not {settings.stop_when!r}")
@@ -234,9 +226,10 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
     first_set = set(first_rows)
     prefixes = FrozenPrefixes(model, rows, sub_positions, tokenizer.pad_token_id, _passes)  # before δ exists
     rest = [len(prefixes.rest(r)) for r in range(len(rows))]
-    hook = module.register_forward_hook(add_delta)
-    try:
+    with (hooks(forward=[(module, add_delta)]),
+          progress_bar(progress, total=settings.steps, desc=f"value optimisation ({n} edit{'s' if n != 1 else ''})") as bar):
         for step in range(settings.steps):
+            bar.update()
             # Rows of the requests still running, sorted by length and cut into passes of
             # at most MAX_PASS_TOKENS padded tokens: little padding, bounded memory.
             active = sorted((r for r in range(len(rows)) if not done[row_request[r]]), key=lambda r: rest[r])
@@ -298,8 +291,6 @@ def optimise_values(model, tokenizer, module, out_dim: int, requests: list[Value
                 norms = delta.norm(dim=1, keepdim=True)
                 delta.mul_(torch.where(norms > limit, limit / norms, torch.ones_like(norms)))
                 delta[~running] = frozen[~running]
-    finally:
-        hook.remove()
     infos = [
         {
             "steps": len(nll_steps[i]),
@@ -381,16 +372,12 @@ def ridged(covariance: torch.Tensor, ridge: float) -> torch.Tensor:
     return cov + ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
 
 
-def add_update(module: torch.nn.Module, update: torch.Tensor, transposed: bool) -> None:
-    """``W ← W + ΔW`` in place; ``ΔW`` is ``(out, in)``, written transposed where ``W`` is stored so (GPT-2's Conv1D)."""
-    with torch.no_grad():
-        weight = module.weight
-        weight.add_((update.T if transposed else update).to(weight.device, weight.dtype))
+def add_rank_one(model, profile, layer: int, delta: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """``W ← W + δ uᵀ`` in place at ``layer``'s MLP output projection; returns the update, ``(out, in)``, float64.
 
-
-def add_rank_one(module: torch.nn.Module, delta: torch.Tensor, direction: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """``W ← W + δ uᵀ`` in place (see :func:`add_update`); returns the update, ``(out, in)``, float64."""
-    device = module.weight.device
+    Written by :meth:`~keditlab.models.profile.ModelProfile.add_to_mlp_out`, which knows how ``W`` is stored.
+    """
+    device = profile.mlp_out_weight(model, layer).device
     update = torch.outer(delta.to(device, torch.float64), direction.to(device, torch.float64))
-    add_update(module, update, transposed)
+    profile.add_to_mlp_out(model, layer, update)
     return update

@@ -47,6 +47,8 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.layers import upper_half
+from keditlab.models.hooks import hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -62,19 +64,14 @@ class KNConfig(MethodConfig):
     max_doublings: int = field(default=4, metadata={"help": "Times the step may be doubled until the new answer is predicted.", "minimum": 0})
 
 
-class KnowledgeNeurons(EditMethod):
-    name = "kn"
-    config_class = KNConfig
-    summary = "Knowledge neurons found by integrated gradients; their MLP columns moved from the old answer to the new"
-    family = "neurons"
-    paper = "Dai et al., ACL 2022, arXiv:2104.08696"
-    capabilities = Capabilities(batch=True, sequential=True)
+class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al., ACL 2022, arXiv:2104.08696",
+                       config_class=KNConfig, capabilities=Capabilities(batch=True, sequential=True)):
+    """Knowledge neurons found by integrated gradients; their MLP columns moved from the old answer to the new"""
 
     def _apply(self, model, tokenizer, profile, cases, config: KNConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else list(range(profile.num_layers // 2, profile.num_layers))
+        layers = config.layers if config.layers is not None else upper_half(profile.num_layers)
         names = sorted({f"{profile.mlp_out_module(layer)}.weight" for layer in layers})
         handle = EditHandle(self.name, model, self.snapshot(model, names))
-        params = dict(model.named_parameters())
         head = model.get_output_embeddings().weight
         per_case = []
         for case in cases:
@@ -84,7 +81,8 @@ class KnowledgeNeurons(EditMethod):
             scores = {layer: _attributions(model, tokenizer, profile, prompts, old, layer, config.steps) for layer in layers}
             neurons = _select(scores, config)
             direction = torch.nn.functional.normalize((head[new] - head[old]).detach().float(), dim=0)
-            columns = [_column(params[f"{profile.mlp_out_module(layer)}.weight"], index, profile) for layer, index in neurons]
+            # each neuron's output column of its layer's (out, in) weight: a view, so writing to it edits the weight
+            columns = [profile.mlp_out_weight(model, layer)[:, index] for layer, index in neurons]
             norms = [float(c.detach().float().norm()) for c in columns]
             total, strength = 0.0, config.strength
             with torch.no_grad():
@@ -101,11 +99,6 @@ class KnowledgeNeurons(EditMethod):
                              "writes_first_token": written})
         handle.details = {"cases": per_case}
         return handle
-
-
-def _column(weight: torch.Tensor, index: int, profile) -> torch.Tensor:
-    """Neuron ``index``'s output column of an MLP output projection (a view: writing to it edits the weight)."""
-    return weight[index] if profile.mlp_out_transposed else weight[:, index]
 
 
 def _predicted(model, tokenizer, prompt: str) -> int:
@@ -126,12 +119,8 @@ def _attributions(model, tokenizer, profile, prompts: list[str], answer: int, la
     def capture(_module, args):
         captured["a"] = args[0][torch.arange(len(rows), device=device), last].detach()
 
-    hook = module.register_forward_pre_hook(capture)
-    try:
-        with torch.no_grad():
-            model.base_model(input_ids=ids, attention_mask=mask)
-    finally:
-        hook.remove()
+    with hooks(pre=[(module, capture)]), torch.no_grad():
+        model.base_model(input_ids=ids, attention_mask=mask)
     activation = captured["a"].float()                                          # prompts × mlp
     alphas = torch.arange(1, steps + 1, device=device, dtype=torch.float32) / steps
     scaled = (alphas[:, None, None] * activation[None]).reshape(-1, activation.shape[-1]).requires_grad_(True)
@@ -144,14 +133,10 @@ def _attributions(model, tokenizer, profile, prompts: list[str], answer: int, la
         x[rows_index, big_last] = scaled.to(x.dtype)
         return (x, *args[1:])
 
-    hook = module.register_forward_pre_hook(replace)
-    try:
-        with torch.enable_grad(), trainable_only(model, []):
-            hidden = model.base_model(input_ids=big_ids, attention_mask=big_mask).last_hidden_state
-            logits = model.get_output_embeddings()(hidden[rows_index, big_last]).float()
-            logits.log_softmax(-1)[:, answer].sum().backward()
-    finally:
-        hook.remove()
+    with hooks(pre=[(module, replace)]), torch.enable_grad(), trainable_only(model, []):
+        hidden = model.base_model(input_ids=big_ids, attention_mask=big_mask).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[rows_index, big_last]).float()
+        logits.log_softmax(-1)[:, answer].sum().backward()
     mean_grad = scaled.grad.reshape(steps, len(rows), -1).mean(0)
     return activation * mean_grad
 

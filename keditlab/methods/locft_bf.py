@@ -20,7 +20,7 @@ Run the way models are normally trained it does much better:
   writing the edits and keeping the model's other abilities (layer 22 of 32 on
   Llama-3-8B); early layers and attention disturb more for the same edit
   success.  keditlab tunes ``down_proj`` at a fraction of the depth
-  (:data:`LAYER_FRACTION`).
+  (:func:`~keditlab.methods.layers.tuning_layer`).
 * **EOS after each target.**  The target is followed by the end-of-sequence
   token and the loss covers the target and that EOS (teacher forcing; the
   prompt is masked out), as in ordinary supervised fine-tuning, so the edited
@@ -52,14 +52,13 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
-from keditlab.methods.common import chosen_layers, device_of, trainable_only
+from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
-
-#: The tuned layer is this fraction of the depth: late, as the paper finds best
-#: (22/32 on Llama-3-8B, 23/32 on Mistral-7B).  Layer 21 of 30 on the embedded model.
-LAYER_FRACTION = 0.7
-
+from keditlab.methods.layers import chosen_layers, tuning_layer
+from keditlab.methods.lifelong import HeldSums, KeySum, keep_earlier_setting, preserve_setting, preserve_weight_setting
+from keditlab.methods.progress import progress_bar
+from keditlab.models.hooks import hooks
 
 #: Adam's step, as a share of the tuned weight's root-mean-square (Adam moves every
 #: entry by about lr a step, so the step is set against the size of the entries).
@@ -96,22 +95,14 @@ def _target_keys(run, modules: dict[int, torch.nn.Module], labels: torch.Tensor,
     for start in range(0, rows, chunk):
         part = list(range(start, min(rows, start + chunk)))
         grabbed: dict[int, torch.Tensor] = {}
-        hooks = [module.register_forward_hook(lambda _m, inputs, _o, layer=layer: grabbed.__setitem__(layer, inputs[0].detach()))
+        grabs = [(module, lambda _m, inputs, _o, layer=layer: grabbed.__setitem__(layer, inputs[0].detach()))
                  for layer, module in modules.items()]
-        try:
-            with torch.no_grad():
-                run(part)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        with hooks(forward=grabs), torch.no_grad():
+            run(part)
         for layer, keys in grabbed.items():
             predicting = labels[part, 1:keys.shape[1] + 1] != -100   # position t predicts the label at t + 1
             found[layer].append(keys[:, :predicting.shape[1]][predicting].double())
     return {layer: torch.cat(parts) for layer, parts in found.items()}
-
-
-def default_layer(num_layers: int) -> int:
-    return max(0, min(num_layers - 1, round(LAYER_FRACTION * num_layers)))
 
 
 @dataclass
@@ -139,36 +130,26 @@ class LocFTConfig(MethodConfig):
         metadata={"minimum": 0, "help": "A mini-batch whose loss is below this takes no step; training stops after an epoch whose mean loss is below it."},
     )
     eos: bool = field(default=True, metadata={"help": "Append the end-of-sequence token after each target and train on it too."})
-    preserve: int = field(
-        default=0,
-        metadata={"minimum": 0,
-                  "help": "Unrelated texts sampled from the model before the stream's first edit whose keys the tuned matrix must keep "
-                          "answering as before; with a spec's stats.unrelated, at most this many of its questions and answers instead "
-                          "(keditlab's; 0: the paper's plain fine-tuning)."},
-    )
-    keep_earlier: float = field(
-        default=0.0,
-        metadata={"minimum": 0,
-                  "help": "Weight of a penalty on the change this call makes to what the tuned matrix writes at the keys of the "
-                          "stream's earlier calls (relative, squared, like preserve_weight) (keditlab's; 0: the paper's, later "
-                          "calls free to overwrite earlier edits)."},
-    )
-    preserve_weight: float = field(
-        default=PRESERVE_WEIGHT,
-        metadata={"minimum": 0,
-                  "help": "Weight of the preservation penalty: the change of each tuned matrix's output at the preserved keys, "
-                          "relative to that output's size, squared, averaged over the matrices (used when preserve > 0)."},
-    )
+    preserve: int = preserve_setting(
+        0, held="Unrelated texts sampled from the model before the stream's first edit whose keys the tuned matrix must keep "
+                "answering as before",
+        without="the paper's plain fine-tuning")
+    keep_earlier: float = keep_earlier_setting(
+        0.0, holds="Weight of a penalty on the change this call makes to what the tuned matrix writes at the keys of the "
+                   "stream's earlier calls (relative, squared, like preserve_weight)",
+        note="", later="later calls free to overwrite earlier edits")
+    preserve_weight: float = preserve_weight_setting(
+        PRESERVE_WEIGHT, weighs="the preservation penalty: the change of each tuned matrix's output at the preserved keys, "
+                                "relative to that output's size, squared, averaged over the matrices (used when preserve > 0).")
 
 
-class LocFTBF(EditMethod):
-    name = "locft-bf"
-    config_class = LocFTConfig
-    summary = "Localised fine-tuning of one late MLP, breadth-first over mini-batches (Yang et al., 2026)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)
+class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et al., ICLR 2026, arXiv:2509.22072",
+              config_class=LocFTConfig,
+              capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)):
+    """Localised fine-tuning of one late MLP, breadth-first over mini-batches (Yang et al., 2026)"""
 
     def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
-        layers = chosen_layers(config.layers, [default_layer(profile.num_layers)])
+        layers = chosen_layers(config.layers, [tuning_layer(profile.num_layers)])
         modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
         names = [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]
         handle = EditHandle(self.name, model, self.snapshot(model, names))
@@ -179,8 +160,8 @@ class LocFTBF(EditMethod):
                for layer, w in weights.items()}
         optimiser = torch.optim.Adam([{"params": [weights[layer]], "lr": lrs[layer]} for layer in layers])
 
-        def out_in(w: torch.Tensor) -> torch.Tensor:   # the weight as (out, in): GPT-2's Conv1D stores it transposed
-            return w.T if profile.mlp_out_transposed else w
+        def out_in(layer: int) -> torch.Tensor:   # the tuned weight as (out, in), gradients flowing
+            return profile.mlp_out_weight(model, layer)
 
         memory = context.memory.setdefault(self.name, {})
         anchors = memory.setdefault("anchors", {})
@@ -193,12 +174,12 @@ class LocFTBF(EditMethod):
                 keys = preserved_keys(model, tokenizer, {layer: modules[layer] for layer in missing},
                                       config.preserve, context.seed, context.unrelated)
             for layer in missing:
-                anchors[layer] = (out_in(weights[layer]).detach().clone(), keys[layer].to(weights[layer].device))
-        earlier = memory.setdefault("earlier", {})
-        held_before = {layer: earlier.get(layer) for layer in layers}   # (Σ kkᵀ, count) of the earlier calls' keys
-        call_start = {layer: out_in(w).detach().clone() for layer, w in weights.items()}
+                anchors[layer] = (out_in(layer).detach().clone(), keys[layer].to(weights[layer].device))
+        earlier = memory.setdefault("earlier", HeldSums())
+        held_before = {layer: earlier.get(layer) for layer in layers}   # KeySum (Σ kkᵀ, count) of the earlier calls' keys
+        call_start = {layer: out_in(layer).detach().clone() for layer in layers}
         # second moment of the earlier calls' keys, held in this call's loss (formed once per call, not per step)
-        earlier_moments = ({layer: (held[0] / held[1]).float() for layer, held in held_before.items() if held is not None}
+        earlier_moments = ({layer: held.second_moment().float() for layer, held in held_before.items() if held is not None}
                            if config.keep_earlier else {})
 
         def penalties() -> torch.Tensor:
@@ -206,10 +187,10 @@ class LocFTBF(EditMethod):
             total = torch.zeros((), device=device_of(model))
             if config.preserve and config.preserve_weight:
                 total = total + config.preserve_weight * sum(
-                    preservation_penalty(out_in(weights[layer]), *anchors[layer]) for layer in layers) / len(layers)
+                    preservation_penalty(out_in(layer), *anchors[layer]) for layer in layers) / len(layers)
             if earlier_moments:
                 total = total + config.keep_earlier * sum(
-                    preservation_penalty(out_in(weights[layer]), call_start[layer], moment)
+                    preservation_penalty(out_in(layer), call_start[layer], moment)
                     for layer, moment in earlier_moments.items()) / len(layers)
             return total
 
@@ -221,7 +202,8 @@ class LocFTBF(EditMethod):
         steps = 0
         # Only the down_proj matrices are trained, so the blocks below the lowest are run once for all
         # edits and each step recomputes from there up (about a third of the model at the default layer).
-        with trainable_only(model, names), upper_passes(model, profile.layers, layers[0], ids, mask) as run:
+        with (trainable_only(model, names), upper_passes(model, profile.layers, layers[0], ids, mask) as run,
+              progress_bar(context, total=config.epochs, desc=f"{self.name}: epochs", unit="epoch") as bar):
             edit_keys = _target_keys(run, modules, labels, len(cases)) if config.keep_earlier else {}
             for _epoch in range(config.epochs):
                 shuffler.shuffle(order)
@@ -238,26 +220,12 @@ class LocFTBF(EditMethod):
                     optimiser.step()
                     steps += 1
                 epoch_losses.append(total / len(order))
+                bar.update()
                 if epoch_losses[-1] < config.early_stop_loss:
                     break
         if config.keep_earlier:   # this call's keys join the held ones; restore takes them back out
-            added = {layer: (keys.T @ keys, len(keys)) for layer, keys in edit_keys.items()}
-            held_after = {layer: added[layer] if held_before[layer] is None else
-                          (held_before[layer][0] + added[layer][0], held_before[layer][1] + added[layer][1]) for layer in layers}
-            earlier.update(held_after)
-
-            def take_back_keys() -> None:
-                for layer in layers:
-                    if earlier.get(layer) is held_after[layer]:   # the latest call: the keys as they were, bit for bit
-                        if held_before[layer] is None:
-                            earlier.pop(layer)
-                        else:
-                            earlier[layer] = held_before[layer]
-                    elif layer in earlier:                         # restored out of order: subtract this call's share
-                        total, count = earlier[layer]
-                        earlier[layer] = (total - added[layer][0], count - added[layer][1])
-
-            handle.on_restore.append(take_back_keys)
+            for layer, keys in edit_keys.items():
+                earlier.hold(layer, KeySum.of(keys), handle)
         for w in weights.values():
             w.grad = None
         handle.details = {
@@ -269,9 +237,7 @@ class LocFTBF(EditMethod):
             "loss_first": epoch_losses[0],
             "loss_last": epoch_losses[-1],
             "epoch_losses": [round(x, 4) for x in epoch_losses],
-            "preserved_change": ({layer: round(float(preservation_penalty(out_in(weights[layer].detach()), *anchors[layer])) ** 0.5, 4)
+            "preserved_change": ({layer: round(float(preservation_penalty(out_in(layer).detach(), *anchors[layer])) ** 0.5, 4)
                                   for layer in layers} if config.preserve else None),
         }
         return handle
-    family = "fine-tuning"
-    paper = "Yang et al., ICLR 2026, arXiv:2509.22072"

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import default_layer, device_of, trainable_only
+from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.layers import factual_recall_layer
 from keditlab.methods.finetune import adam_until, masked_batch, masked_nll
 
 #: peft's adapter name for keditlab's edits.
@@ -69,18 +70,14 @@ class AdaLoRAConfig(LoRAConfig):
     init_rank: int = field(default=12, metadata={"help": "Rank each adapter starts with, before the budget is pruned to rank.", "minimum": 1})
 
 
-class LoRA(EditMethod):
-    name = "lora"
-    config_class = LoRAConfig
-    summary = "Low-rank adapter trained on the target tokens (peft), merged into the weights"
-    family = "fine-tuning"
-    paper = "Hu et al., ICLR 2022, arXiv:2106.09685"
-    capabilities = Capabilities(batch=True, sequential=True)
+class LoRA(EditMethod, name="lora", family="fine-tuning", paper="Hu et al., ICLR 2022, arXiv:2106.09685",
+           config_class=LoRAConfig, capabilities=Capabilities(batch=True, sequential=True)):
+    """Low-rank adapter trained on the target tokens (peft), merged into the weights"""
 
     def _apply(self, model, tokenizer, profile, cases, config: LoRAConfig, context: EditContext) -> EditHandle:
         import peft
 
-        layers = config.layers if config.layers is not None else [default_layer(profile.num_layers)]
+        layers = config.layers if config.layers is not None else [factual_recall_layer(profile.num_layers)]
         targets = _target_modules(model, profile, layers, config.target_modules)
         handle = EditHandle(self.name, model, self.snapshot(model, [f"{t}.weight" for t in targets]))
         batch = masked_batch(tokenizer, cases, device_of(model))
@@ -94,7 +91,8 @@ class LoRA(EditMethod):
             with trainable_only(model, trained):
                 params = [p for name, p in model.named_parameters() if name in set(trained)]
                 losses = adam_until(params, lambda: masked_nll(model, batch, per_edit=True), config.steps, config.lr,
-                                    config.early_stop_loss, lambda step: self._after_step(wrapped, step))
+                                    config.early_stop_loss, lambda step: self._after_step(wrapped, step),
+                                    progress=context, desc=f"{self.name}: steps")
             ranks = self._ranks(wrapped)
         finally:
             wrapped.merge_and_unload()   # the adapter is written into the weights and removed
@@ -120,11 +118,8 @@ class LoRA(EditMethod):
         return {}
 
 
-class AdaLoRA(LoRA):
-    name = "adalora"
-    config_class = AdaLoRAConfig
-    summary = "Adaptive-rank adapter (AdaLoRA, peft) trained on the target tokens, merged into the weights"
-    paper = "Zhang et al., ICLR 2023, arXiv:2303.10512"
+class AdaLoRA(LoRA, name="adalora", paper="Zhang et al., ICLR 2023, arXiv:2303.10512", config_class=AdaLoRAConfig):
+    """Adaptive-rank adapter (AdaLoRA, peft) trained on the target tokens, merged into the weights"""
 
     def _peft_config(self, config: AdaLoRAConfig, targets: list[str], profile):
         import peft

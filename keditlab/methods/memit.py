@@ -43,24 +43,14 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import check_value_layer, context_prefixes, default_layer, trainable_only
+from keditlab.methods.common import context_prefixes, trainable_only
 from keditlab.methods.keyvalue import (
-    STOP_WHEN, ValueRequest, ValueSettings, add_update, context_texts, optimise_values, read_at_subjects, ridged,
+    STOP_WHEN, ValueRequest, ValueSettings, context_texts, optimise_values, read_at_subjects, ridged,
 )
+from keditlab.methods.layers import check_value_layer, chosen_layers, memit_window, window_ending_at
 
 #: How the keys of one edit's contexts enter the solve (the ``keys`` setting).
 KEY_FORMS = ("contexts", "mean", "prompt_and_mean")
-
-#: MEMIT edits this many consecutive layers for every 30 of depth (5 on the embedded model).
-LAYERS_PER_30 = 5
-
-
-def default_layers(num_layers: int) -> list[int]:
-    """The edited layers when the spec names none: a run of ``num_layers/6`` ending at ROME's default layer."""
-    count = max(1, round(LAYERS_PER_30 * num_layers / 30))
-    last = max(default_layer(num_layers), count - 1)
-    return list(range(last - count + 1, last + 1))
-
 
 @dataclass
 class SpreadConfig(MethodConfig):
@@ -102,10 +92,7 @@ class SpreadConfig(MethodConfig):
                              self.early_stop_loss, self.stop_when)
 
     def resolved_layers(self, num_layers: int) -> list[int]:
-        layers = default_layers(num_layers) if self.layers is None else sorted(self.layers)
-        if not layers:
-            raise MethodConfigError("layers: the list is empty. Fix: name at least one layer, or leave layers out for the default.")
-        return layers
+        return chosen_layers(self.layers, memit_window(num_layers))
 
     def check_layers(self, num_layers: int) -> None:
         super().check_layers(num_layers)
@@ -121,13 +108,14 @@ class MemitConfig(SpreadConfig):
     )
 
 
-class Memit(EditMethod):
-    name = "memit"
-    family = "locate-then-edit"
-    paper = "Meng et al., ICLR 2023, arXiv:2210.07229"
-    config_class = MemitConfig
-    summary = "Mass-Editing Memory in a Transformer (Meng et al., 2023)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=True)
+class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et al., ICLR 2023, arXiv:2210.07229",
+            config_class=MemitConfig, capabilities=Capabilities(batch=True, sequential=True, needs_statistics=True)):
+    """Mass-Editing Memory in a Transformer (Meng et al., 2023)"""
+
+    @classmethod
+    def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, list[int]]:
+        """``layers: auto``: as many layers as the default window, ending at the traced layer (the default ends at ROME's layer)."""
+        return {"layers": window_ending_at(traced_layer, len(memit_window(num_layers)))}
 
     # -- the one step the successors change -------------------------------------------------
     def solve(self, layer: int, keys: torch.Tensor, gaps: torch.Tensor, covariance: torch.Tensor,
@@ -146,7 +134,8 @@ class Memit(EditMethod):
         modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
         handle = EditHandle(self.name, model, self.snapshot(model, [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]))
         device = next(model.parameters()).device
-        covariances = {layer: ridged(context.covariance(layer).to(device), config.covariance_ridge) for layer in layers}
+        covariances = {layer: ridged(matrix.to(device), config.covariance_ridge)
+                       for layer, matrix in covariances_of(context, layers).items()}
         with context.setup():
             prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)
         texts, positions, owner = [], [], []
@@ -161,7 +150,8 @@ class Memit(EditMethod):
 
         # 1. Target: δᵢ at the last edited layer, all edits optimised together.
         with trainable_only(model):
-            deltas, infos = optimise_values(model, tokenizer, modules[last], profile.hidden_size, requests, config.value_settings())
+            deltas, infos = optimise_values(model, tokenizer, modules[last], profile.hidden_size, requests, config.value_settings(),
+                                            progress=context)
         last_block = model.get_submodule(profile.layer_module(last))
         deltas = deltas.double()[owner_t.to(deltas.device)]   # one row per context
 
@@ -178,7 +168,7 @@ class Memit(EditMethod):
             if config.keys != "contexts":
                 keys, gaps = _per_edit_keys(keys, owner_t, len(cases), config.keys), _per_edit_keys(gaps, owner_t, len(cases), config.keys)
             update = self.solve(layer, keys, gaps, covariances[layer], config, context, handle)
-            add_update(modules[layer], update, profile.mlp_out_transposed)
+            profile.add_to_mlp_out(model, layer, update)
             written = keys @ update.T  # what this layer now writes at the keys
             layer_details.append({
                 "layer": layer,
@@ -201,6 +191,18 @@ class Memit(EditMethod):
             ],
         }
         return handle
+
+
+def covariances_of(context: EditContext, layers: list[int]) -> dict[int, torch.Tensor]:
+    """The key statistics of every layer, asked for together so a provider can read them in one corpus pass.
+
+    :class:`~keditlab.stats.covariance.CovarianceProvider` offers
+    ``for_layers``; any other callable ``covariance(layer)`` is asked layer by layer.
+    """
+    together = getattr(context.covariance, "for_layers", None)
+    if together is not None:
+        return together(layers)
+    return {layer: context.covariance(layer) for layer in layers}
 
 
 def _per_edit_keys(rows: torch.Tensor, owner: torch.Tensor, count: int, form: str) -> torch.Tensor:

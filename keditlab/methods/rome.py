@@ -43,8 +43,9 @@ import torch
 
 from keditlab.evaluate.teacher_forced import teacher_forced
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
-from keditlab.methods.common import check_value_layer, context_prefixes, default_layer, trainable_only
+from keditlab.methods.common import context_prefixes, trainable_only
 from keditlab.methods.keyvalue import UPDATE_KEYS, ValueSettings, add_rank_one, key_direction, optimise_value, subject_keys
+from keditlab.methods.layers import check_value_layer, factual_recall_layer
 
 
 @dataclass
@@ -73,24 +74,31 @@ class RomeConfig(MethodConfig):
 
     def check_layers(self, num_layers: int) -> None:
         super().check_layers(num_layers)
-        check_value_layer("layer", default_layer(num_layers) if self.layer is None else self.layer, num_layers)
+        check_value_layer("layer", self.resolved_layer(num_layers), num_layers)
+
+    def resolved_layer(self, num_layers: int) -> int:
+        """The edited layer: ``layer``, or the factual-recall layer when empty."""
+        return factual_recall_layer(num_layers) if self.layer is None else self.layer
 
     def value_settings(self) -> ValueSettings:
         return ValueSettings(self.v_steps, self.v_lr, self.v_weight_decay, self.kl_factor, self.clamp_norm_factor, self.early_stop_loss)
 
 
-class Rome(EditMethod):
-    name = "rome"
-    family = "locate-then-edit"
-    paper = "Meng et al., NeurIPS 2022, arXiv:2202.05262"
-    config_class = RomeConfig
-    summary = "Rank-One Model Editing (Meng et al., 2022)"
-    # One fact per rank-one update: several edits in one call are applied one
-    # after another, which is sequential editing, not a batch (MEMIT is for batches).
-    capabilities = Capabilities(batch=False, sequential=True, needs_statistics=True)
+class Rome(EditMethod, name="rome", family="locate-then-edit", paper="Meng et al., NeurIPS 2022, arXiv:2202.05262",
+           config_class=RomeConfig, capabilities=Capabilities(batch=False, sequential=True, needs_statistics=True)):
+    """Rank-One Model Editing (Meng et al., 2022)
+
+    One fact per rank-one update: several edits in one call are applied one
+    after another, which is sequential editing, not a batch (MEMIT is for batches).
+    """
+
+    @classmethod
+    def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, int]:
+        """``layer: auto``: the traced layer itself."""
+        return {"layer": traced_layer}
 
     def _apply(self, model, tokenizer, profile, cases, config: RomeConfig, context: EditContext) -> EditHandle:
-        layer = default_layer(profile.num_layers) if config.layer is None else config.layer
+        layer = config.resolved_layer(profile.num_layers)
         if context.covariance is None:
             raise MethodConfigError("rome needs key statistics: pass EditContext(covariance=...)")
         module_name = profile.mlp_out_module(layer)
@@ -105,9 +113,9 @@ class Rome(EditMethod):
             with trainable_only(model):
                 keys, texts, positions = subject_keys(model, tokenizer, module, case.prompt, case.subject, prefixes)
                 delta, info = optimise_value(model, tokenizer, module, out_dim, case.subject, case.target, texts, positions,
-                                             config.value_settings())
+                                             config.value_settings(), progress=context)
             direction = key_direction(keys, covariance, config.update_keys, config.covariance_ridge, config.solve_ridge)
-            update = add_rank_one(module, delta, direction, profile.mlp_out_transposed)
+            update = add_rank_one(model, profile, layer, delta, direction)
             handle.details["cases"].append(_diagnostics(model, tokenizer, case, info, keys, direction, update))
         return handle
 

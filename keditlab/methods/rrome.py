@@ -33,9 +33,6 @@ class RRomeConfig(RomeConfig):
     )
 
 
-class RRome(Rome):
-    name = "r-rome"
-    config_class = RRomeConfig
-    summary = "ROME with consistent keys for sequential editing (Gupta et al., 2024)"
-    family = "locate-then-edit"
-    paper = "Gupta, Baskaran and Anumanchipalli, 2024, arXiv:2403.07175"
+class RRome(Rome, name="r-rome", paper="Gupta, Baskaran and Anumanchipalli, 2024, arXiv:2403.07175",
+            config_class=RRomeConfig):
+    """ROME with consistent keys for sequential editing (Gupta et al., 2024)"""

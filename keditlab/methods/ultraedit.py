@@ -104,20 +104,13 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
 from keditlab.methods.adaptors import preserved_keys, upper_passes
-from keditlab.methods.common import chosen_layers, device_of, trainable_only
-from keditlab.methods.keyvalue import add_update
+from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.layers import chosen_layers, late_layers
+from keditlab.methods.lifelong import HeldSums, keep_earlier_setting, preserve_setting, preserve_weight_setting
+from keditlab.methods.progress import progress_bar
+from keditlab.models.hooks import hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
-
-#: The edited layers run from this fraction of the depth up to (not including) the last layer:
-#: layers 18-28 of 30 on the embedded model (the paper's 7B settings sit between 60% and 95% of the depth).
-FIRST_LAYER_FRACTION = 0.6
-
-
-def default_layers(num_layers: int) -> list[int]:
-    """Late layers: from 60% of the depth to the last-but-one layer."""
-    first = min(num_layers - 1, round(FIRST_LAYER_FRACTION * num_layers))
-    return list(range(first, max(first + 1, num_layers - 1)))
 
 
 @dataclass
@@ -159,25 +152,15 @@ class UltraEditConfig(MethodConfig):
                           "only the edits the model does not yet say and writes a further small step for them. "
                           "1 with value_scale 0.15 is the paper's single step."},
     )
-    preserve: int = field(
-        default=64,
-        metadata={"minimum": 0,
-                  "help": "How many unrelated texts (sampled from the model itself before the first edit) have their keys held "
-                          "at zero change in every solve; with a spec's stats.unrelated, at most this many of its questions and "
-                          "answers instead (keditlab's; 0: the paper's unconstrained ridge solve)."},
-    )
-    preserve_weight: float = field(
-        default=3.0,
-        metadata={"minimum": 0,
-                  "help": "Weight of the preserved keys against the edits' keys in the solve (per key, relative to the batch's key count)."},
-    )
-    keep_earlier: float = field(
-        default=1.0,
-        metadata={"minimum": 0,
-                  "help": "Weight with which the keys of earlier batches of the stream are held at zero change in later solves "
-                          "(keditlab's, as MEMIT's sequential statistics and AlphaEdit's preserved edits; 0: the paper's, "
-                          "later batches free to overwrite earlier ones)."},
-    )
+    preserve: int = preserve_setting(
+        64, held="How many unrelated texts (sampled from the model itself before the first edit) have their keys held "
+                 "at zero change in every solve",
+        without="the paper's unconstrained ridge solve")
+    preserve_weight: float = preserve_weight_setting(
+        3.0, weighs="the preserved keys against the edits' keys in the solve (per key, relative to the batch's key count).")
+    keep_earlier: float = keep_earlier_setting(
+        1.0, holds="Weight with which the keys of earlier batches of the stream are held at zero change in later solves",
+        note=", as MEMIT's sequential statistics and AlphaEdit's preserved edits", later="later batches free to overwrite earlier ones")
     pull_back: float = field(
         default=0.0,
         metadata={"minimum": 0,
@@ -191,7 +174,7 @@ class UltraEditConfig(MethodConfig):
     )
 
     def resolved_layers(self, num_layers: int) -> list[int]:
-        return chosen_layers(self.layers, default_layers(num_layers))
+        return chosen_layers(self.layers, late_layers(num_layers))
 
 
 class RunningMoments:
@@ -247,13 +230,10 @@ class RunningMoments:
         return (rows.to(torch.float64) - mean) / (variance.sqrt() + 1e-8)
 
 
-class UltraEdit(EditMethod):
-    name = "ultraedit"
-    family = "lifelong closed-form"
-    paper = "Gu et al., 2025, arXiv:2505.14679"
-    config_class = UltraEditConfig
-    summary = "Lifelong editing by a normalised closed-form update (Gu et al., 2025)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)
+class UltraEdit(EditMethod, name="ultraedit", family="lifelong closed-form", paper="Gu et al., 2025, arXiv:2505.14679",
+                config_class=UltraEditConfig,
+                capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)):
+    """Lifelong editing by a normalised closed-form update (Gu et al., 2025)"""
 
     def _apply(self, model, tokenizer, profile, cases, config: UltraEditConfig, context: EditContext) -> EditHandle:
         layers = config.resolved_layers(profile.num_layers)
@@ -261,24 +241,27 @@ class UltraEdit(EditMethod):
         modules = {layer: model.get_submodule(name) for layer, name in zip(layers, names)}
         handle = EditHandle(self.name, model, self.snapshot(model, [f"{name}.weight" for name in names]))
 
-        memory = context.memory.setdefault(self.name, {"moments": {}, "live": []})
+        memory = context.memory.setdefault(self.name, {"moments": HeldSums(), "earlier": HeldSums(), "live": []})
         if config.preserve and "preserved" not in memory:
             with context.setup():   # sampled and read once per stream, on the model before its first edit
                 memory["preserved"] = preserved_keys(model, tokenizer, modules, config.preserve, context.seed, context.unrelated)
-                memory["anchor"] = {layer: _out_in(module, profile.mlp_out_transposed).clone() for layer, module in modules.items()}
-        before = {layer: memory["moments"][layer].copy() for layer in layers if layer in memory["moments"]}
-        earlier = memory.setdefault("earlier", {})
+                memory["anchor"] = {layer: profile.mlp_out_weight(model, layer).detach().clone() for layer in layers}
+        # The stream's running statistics and the earlier batches' keys (Σ kkᵀ per layer): this batch's share joins
+        # them after its first read, and restoring the handle takes it back out (HeldSums).
+        moments, earlier = memory["moments"], memory["earlier"]
         earlier_before = {layer: earlier[layer] for layer in layers if layer in earlier}
-        earlier_added: dict[int, torch.Tensor] = {}
-        per_layer, shares, passes = [], {}, []
+        shares: dict[int, _Moments] = {}
+        per_layer, passes = [], []
         ids, mask, labels = answer_rows(tokenizer, cases, device_of(model))
         head = model.get_output_embeddings()
         # The edited layers are the upper ones: the blocks below the lowest run once for every pass.
-        with trainable_only(model), upper_passes(model, profile.layers, layers[0], ids, mask, chunk=config.forward_batch_size) as run:
+        with (trainable_only(model), upper_passes(model, profile.layers, layers[0], ids, mask, chunk=config.forward_batch_size) as run,
+              progress_bar(context, total=config.passes, desc=f"{self.name}: passes", unit="pass") as bar):
             pending = list(range(len(cases)))
             for pass_index in range(config.passes):
                 keys, grads, out_norms, row_case, correct = read_keys_and_gradients(run, head, labels, pending, modules, config.forward_batch_size)
                 passes.append(int((~correct).sum()))
+                bar.update()
                 if pass_index > 0:
                     rows = ~correct[row_case]
                     if not bool(rows.any()):
@@ -291,15 +274,11 @@ class UltraEdit(EditMethod):
                     if pass_index == 0:
                         shares[layer] = _Moments(k.shape[1], g.shape[1], k.device)
                         shares[layer].add(k, g)
-                        moments = memory["moments"].setdefault(layer, _Moments(k.shape[1], g.shape[1], k.device))
-                        moments.merge(shares[layer])
+                        moments.hold(layer, shares[layer], handle)
                         first_keys = k.float()
-                        added = first_keys.T @ first_keys
-                        earlier[layer] = earlier_before[layer] + added if layer in earlier_before else added
-                        earlier_added[layer] = added
-                    moments = memory["moments"][layer]
-                    k_hat = moments.keys.normalise(k, config.prior_tokens)
-                    g_hat = moments.grads.normalise(g, config.prior_tokens)
+                        earlier.hold(layer, first_keys.T @ first_keys, handle)
+                    k_hat = moments[layer].keys.normalise(k, config.prior_tokens)
+                    g_hat = moments[layer].grads.normalise(g, config.prior_tokens)
                     step = config.lr if config.lr is not None else config.value_scale * out_norms[layer] / (k.shape[1] * g.shape[1] ** 0.5)
                     shifts = -step * (k_hat * k_hat).sum(1, keepdim=True) * g_hat
                     if config.preserve or (config.keep_earlier and layer in earlier_before):
@@ -308,12 +287,12 @@ class UltraEdit(EditMethod):
                             held = held + config.keep_earlier * earlier_before[layer]
                         drift = None
                         if config.preserve and config.pull_back and layer in memory.get("anchor", {}):
-                            moved = (_out_in(modules[layer], profile.mlp_out_transposed) - memory["anchor"][layer]).double()
+                            moved = (profile.mlp_out_weight(model, layer).detach() - memory["anchor"][layer]).double()
                             drift = config.pull_back * config.preserve_weight * len(k) * memory["preserved"][layer].double() @ moved.T
                         update = preserving_solve(k.to(torch.float64), shifts, config.ridge, held, drift)
                     else:
                         update = ridge_solve(k.to(torch.float64), shifts, config.ridge)
-                    add_update(modules[layer], update, profile.mlp_out_transposed)
+                    profile.add_to_mlp_out(model, layer, update)
                     written = k.to(torch.float64) @ update.T
                     per_layer.append({
                         "pass": pass_index,
@@ -325,38 +304,16 @@ class UltraEdit(EditMethod):
                         "written_share": float((written * shifts).sum() / (shifts * shifts).sum().clamp(min=1e-30)),
                     })
 
+        # The batches of the stream not yet restored, in the order applied.
         token = object()
-        live_before = list(memory["live"])
         memory["live"].append(token)
-
-        def take_back_statistics() -> None:
-            if memory["live"][-1] is token and memory["live"][:-1] == live_before:
-                # the latest batch, nothing beneath it undone since: the statistics as they were, bit for bit
-                for layer in layers:
-                    if layer in before:
-                        memory["moments"][layer] = before[layer]
-                    else:
-                        memory["moments"].pop(layer, None)
-                    if layer in earlier_before:
-                        earlier[layer] = earlier_before[layer]
-                    else:
-                        earlier.pop(layer, None)
-            else:   # restored out of order: subtract this batch's share
-                for layer, share in shares.items():
-                    memory["moments"][layer].merge(share, sign=-1)
-                    earlier[layer] = earlier[layer] - earlier_added[layer]
-                    if memory["moments"][layer].keys.count == 0:
-                        memory["moments"].pop(layer)
-                        earlier.pop(layer, None)
-            memory["live"].remove(token)
-
-        handle.on_restore.append(take_back_statistics)
+        handle.on_restore.append(lambda: memory["live"].remove(token))
         handle.details = {
             "layers": layers,
             "modules": names,
             "tokens": int(shares[layers[0]].keys.count),
             "unwritten_before_each_pass": passes,
-            "statistics_tokens": memory["moments"][layers[0]].keys.count,
+            "statistics_tokens": moments[layers[0]].keys.count,
             "per_layer": per_layer,
         }
         return handle
@@ -382,6 +339,17 @@ class _Moments:
         other.keys, other.grads = self.keys.copy(), self.grads.copy()
         return other
 
+    def __add__(self, other: "_Moments") -> "_Moments":
+        """The statistics of both sets of rows (a new instance: :class:`~keditlab.methods.lifelong.HeldSums` keeps the old one)."""
+        both = self.copy()
+        both.merge(other)
+        return both
+
+    def __sub__(self, other: "_Moments") -> "_Moments":
+        rest = self.copy()
+        rest.merge(other, sign=-1)
+        return rest
+
 
 def ridge_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float) -> torch.Tensor:
     """``ΔW = Vᵀ (K Kᵀ + λ I)⁻¹ K`` with ``λ = ridge · mean ‖kᵢ‖²``: the ridge least-squares update, ``(out, in)``.
@@ -397,12 +365,6 @@ def ridge_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float) -> torch
         return torch.linalg.solve(gram, shifts).T @ keys
     system = keys.T @ keys + scale * torch.eye(width, dtype=keys.dtype, device=keys.device)
     return torch.linalg.solve(system, keys.T @ shifts).T
-
-
-def _out_in(module: torch.nn.Module, transposed: bool) -> torch.Tensor:
-    """The module's weight as ``(out, in)``, detached (GPT-2's Conv1D stores it transposed)."""
-    weight = module.weight.detach()
-    return weight.T if transposed else weight
 
 
 def preserving_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float, held: torch.Tensor,
@@ -479,16 +441,11 @@ def read_keys_and_gradients(run, head, labels: torch.Tensor, rows: list[int], mo
         length = int((labels[part] != -100).nonzero()[:, 1].max()) + 1
         label_ids = labels[part, :length]
         where = torch.nonzero(label_ids != -100, as_tuple=True)
-        handles = [module.register_forward_hook(hook(layer)) for layer, module in modules.items()]
-        try:
-            with torch.enable_grad():
-                hidden = run(part)
-                logits = head(hidden[:, :length][where]).float()
-                loss = torch.nn.functional.cross_entropy(logits, label_ids[where], reduction="sum")
-                found = torch.autograd.grad(loss, [probes[layer] for layer in modules])
-        finally:
-            for h in handles:
-                h.remove()
+        with hooks(forward=[(module, hook(layer)) for layer, module in modules.items()]), torch.enable_grad():
+            hidden = run(part)
+            logits = head(hidden[:, :length][where]).float()
+            loss = torch.nn.functional.cross_entropy(logits, label_ids[where], reduction="sum")
+            found = torch.autograd.grad(loss, [probes[layer] for layer in modules])
         hits = (logits.detach().argmax(-1) == label_ids[where]).float()
         misses = torch.zeros(len(part), device=hits.device).index_add_(0, where[0], 1 - hits)
         correct.append(misses == 0)

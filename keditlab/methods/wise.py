@@ -53,10 +53,11 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, find_or_install, installed_elsewhere, unrelated_texts, upper_passes
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, unrelated_texts, upper_passes
+from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
-from keditlab.methods.grace import adaptor_layer
+from keditlab.methods.progress import progress_cases
+from keditlab.models.hooks import add_hook, hooks
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -65,12 +66,8 @@ MERGES = ("ties", "sum")
 
 
 @dataclass
-class WiseConfig(MethodConfig):
-    layer: int | None = field(
-        default=None,
-        metadata={"help": "Layer whose MLP output projection gets the side memory. Empty: 80% of the depth (layer 24 of 30 on the embedded model).",
-                  "layer_index": True},
-    )
+class WiseConfig(MethodConfig, AdaptorSite):
+    layer: int | None = adaptor_layer_setting("side memory")
     steps: int = field(default=30, metadata={"minimum": 1, "help": "Most optimisation steps per edit."})
     lr: float = field(default=5e-3, metadata={"exclusive_minimum": 0, "help": "Adam learning rate for the side memory's entries."})
     mask_ratio: float = field(default=0.2, metadata={"exclusive_minimum": 0, "maximum": 1, "help": "Share of the side memory's entries one shard may change (its random gradient mask)."})
@@ -93,8 +90,6 @@ class WiseConfig(MethodConfig):
                 "Fix: choose alpha < beta, or leave both out for the defaults."
             )
 
-    def resolved_layer(self, num_layers: int) -> int:
-        return adaptor_layer(num_layers) if self.layer is None else self.layer
 
 
 def ties_merge(changes: list[torch.Tensor]) -> torch.Tensor:
@@ -164,7 +159,7 @@ class WiseMemory(Adaptor):
 
     # -- inference ----------------------------------------------------------------------------
     def installed(self, model: torch.nn.Module) -> None:
-        self._hooks.append(model.base_model.register_forward_pre_hook(self._see_call, with_kwargs=True))
+        self._hooks.append(add_hook(model.base_model, self._see_call, pre=True, with_kwargs=True))
 
     def _see_call(self, _module, args, kwargs):
         """Remember which tokens of this call are real, and whether it continues a cached sequence."""
@@ -194,23 +189,15 @@ class WiseMemory(Adaptor):
         return torch.where(route[:, None, None], output + side, output)
 
 
-class Wise(EditMethod):
-    name = "wise"
-    family = "memory"
-    paper = "Wang et al., NeurIPS 2024, arXiv:2405.14768"
-    config_class = WiseConfig
-    summary = "A routed side memory beside one MLP, written shard by shard (Wang et al., 2024)"
-    capabilities = Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)
+class Wise(AdaptorMethod, name="wise", paper="Wang et al., NeurIPS 2024, arXiv:2405.14768", config_class=WiseConfig,
+           adaptor_class=WiseMemory, adaptor_noun="side memory"):
+    """A routed side memory beside one MLP, written shard by shard (Wang et al., 2024)
 
-    def _apply(self, model, tokenizer, profile, cases, config: WiseConfig, context: EditContext) -> EditHandle:
-        layer = config.resolved_layer(profile.num_layers)
-        module_name = profile.mlp_out_module(layer)
-        elsewhere = installed_elsewhere(model, self.name, WiseMemory, module_name)
-        if elsewhere:
-            raise MethodConfigError(
-                f"layer: a wise side memory is already installed on {elsewhere}; edits of one stream share one side memory. "
-                "Fix: use the same layer for every wise edit, or restore the earlier edits first."
-            )
+    The module docstring explains the side memory, its routing and its shards (:mod:`keditlab.methods.wise`).
+    """
+
+    def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: WiseConfig, context: EditContext,
+                 handle: EditHandle) -> dict[str, Any]:
         device = device_of(model)
         module = model.get_submodule(module_name)
         with context.setup():   # sampled once per model, before anything is installed
@@ -223,14 +210,12 @@ class Wise(EditMethod):
             with torch.no_grad():
                 outputs = module.forward(torch.cat(memory.unrelated).to(next(module.parameters()).dtype))
             memory.scale = float(outputs.float().norm(dim=-1).median())
-        handle = EditHandle(self.name, model, {})
         memory.push(handle, lambda state=memory.state(): memory.set_state(state))
         details = []
-        for case in cases:
+        for case in progress_cases(context, cases, f"{self.name}: edits"):
             details.append({"case_id": case.case_id, **self._edit(model, tokenizer, profile, module, memory, case, config, context)})
-        handle.details = {"layer": layer, "module": module_name, "edits_in_memory": len(memory.edits), "finished_shards": len(memory.finished),
-                          "threshold": memory.threshold, "output_scale": memory.scale, "cases": details}
-        return handle
+        return {"edits_in_memory": len(memory.edits), "finished_shards": len(memory.finished),
+                "threshold": memory.threshold, "output_scale": memory.scale, "cases": details}
 
     def _edit(self, model, tokenizer, profile, module, memory: WiseMemory, case, config: WiseConfig, context: EditContext) -> dict[str, Any]:
         device = device_of(model)
@@ -295,10 +280,6 @@ def _activations(model, tokenizer, module, rows: list[list[int]]) -> list[torch.
     device = device_of(model)
     ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
     seen: dict[str, torch.Tensor] = {}
-    hook = module.register_forward_hook(lambda _m, inputs, _out: seen.__setitem__("a", inputs[0].detach().float()))
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
-    finally:
-        hook.remove()
+    with hooks(forward=[(module, lambda _m, inputs, _out: seen.__setitem__("a", inputs[0].detach().float()))]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
     return [seen["a"][i, :len(row)] for i, row in enumerate(rows)]

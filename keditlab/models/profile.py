@@ -20,7 +20,9 @@ class ModelProfile:
 
     Templates contain ``{layer}``, e.g. ``"model.layers.{layer}.mlp.down_proj"``.
     ``mlp_out_transposed`` is true when the projection stores its weight as
-    (in, out), as GPT-2's ``Conv1D`` does, instead of ``nn.Linear``'s (out, in).
+    (in, out), as GPT-2's ``Conv1D`` does, instead of ``nn.Linear``'s (out, in);
+    :meth:`mlp_out_weight` and :meth:`add_to_mlp_out` read and write it as
+    (out, in) either way, so methods never look at the flag.
     """
 
     architecture: str  # e.g. "llama", "gpt2": the config's model_type
@@ -40,6 +42,33 @@ class ModelProfile:
 
     def layer_module(self, layer: int) -> str:
         return f"{self.layers}.{layer}"
+
+    def mlp_out_weight(self, model: Any, layer: int) -> Any:
+        """The weight of the MLP output projection at ``layer`` as ``(out, in)``, whatever its storage.
+
+        A view of the parameter, not a copy: gradients flow through it, and
+        writing into it (in ``torch.no_grad()``) edits the model.  Methods
+        write their algebra as ``ΔW`` of shape ``(out, in)``, ``W k`` the value
+        at key ``k``; GPT-2's ``Conv1D`` stores ``W`` as ``(in, out)``, which
+        this hides::
+
+            W = profile.mlp_out_weight(model, 5)      # (hidden, mlp) on Llama and GPT-2 alike
+            values = keys @ W.T
+        """
+        weight = model.get_submodule(self.mlp_out_module(layer)).weight
+        return weight.T if self.mlp_out_transposed else weight
+
+    def add_to_mlp_out(self, model: Any, layer: int, update: Any) -> None:
+        """``W ← W + ΔW`` in place at ``layer``'s MLP output projection, ``ΔW`` given as ``(out, in)``.
+
+        The update is cast to the weight's device and dtype; the one writer of
+        every closed-form method (ROME, MEMIT and successors, UltraEdit).
+        """
+        import torch
+
+        weight = self.mlp_out_weight(model, layer)
+        with torch.no_grad():
+            weight.add_(update.to(weight.device, weight.dtype))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

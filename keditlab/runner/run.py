@@ -244,28 +244,29 @@ def _schedule(spec: Spec, methods: list[tuple[MethodSpec, EditMethod]]) -> list[
 
 
 def resolve_auto_layers(params: dict[str, Any], model: Any, tokenizer: Any, profile: Any, *, seed: int = 0,
-                        log: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                        log: Any = None, method: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``params`` with ``layer: auto`` / ``layers: auto`` replaced by traced layers, and the evidence (None if no ``auto``).
 
     The layer is :func:`keditlab.trace.auto_layer.traced_layer` (traced once
-    per model, cached).  ``layers: auto`` keeps the method's default number
-    of layers and ends the run at the traced layer, as MEMIT's default run
-    ends at ROME's default layer.
+    per model, cached); what ``auto`` then means is the method's to say
+    (:meth:`~keditlab.methods.base.EditMethod.auto_layer_settings`): ROME's
+    ``layer`` is the traced layer, MEMIT's ``layers`` keep their default
+    number and end at it.  ``method`` is the :class:`EditMethod` (or its
+    registered name) the settings belong to; without it, the registered
+    method whose config lets that setting be ``auto`` answers
+    (:func:`keditlab.methods.auto_layer_method`).
     """
     wanted = [key for key in ("layer", "layers") if params.get(key) == "auto"]
     if not wanted:
         return params, None
-    from keditlab.methods.memit import default_layers
+    from keditlab.methods import auto_layer_method, get_method
     from keditlab.trace.auto_layer import traced_layer
 
     found = traced_layer(model, tokenizer, profile, seed=seed, log=log)
     resolved = dict(params)
-    if "layer" in wanted:
-        resolved["layer"] = found.layer
-    if "layers" in wanted:
-        count = len(default_layers(profile.num_layers))
-        last = max(found.layer, count - 1)
-        resolved["layers"] = list(range(last - count + 1, last + 1))
+    for key in wanted:
+        owner = get_method(method) if isinstance(method, str) else method or auto_layer_method(key)
+        resolved[key] = owner.auto_layer_settings(found.layer, profile.num_layers)[key]
     return resolved, {"settings": {key: resolved[key] for key in wanted}, **found.to_dict()}
 
 

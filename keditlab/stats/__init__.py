@@ -1,7 +1,9 @@
 """Statistics of a model's activations over a corpus, cached on disk (see :mod:`keditlab.stats.covariance`)."""
 
 from keditlab.stats.corpus import MODEL_SAMPLES, Corpus, CorpusError, load_corpus
-from keditlab.stats.covariance import CovarianceProvider, CovarianceStats, cache_dir, layer_covariance, model_fingerprint
+from keditlab.stats.covariance import (
+    CovarianceProvider, CovarianceStats, cache_dir, layer_covariance, layer_covariances, model_fingerprint,
+)
 
 __all__ = [
     "MODEL_SAMPLES",
@@ -11,6 +13,7 @@ __all__ = [
     "CovarianceStats",
     "cache_dir",
     "layer_covariance",
+    "layer_covariances",
     "load_corpus",
     "model_fingerprint",
 ]

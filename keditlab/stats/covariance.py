@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from keditlab.models.hooks import StopForward, hooks
 from keditlab.models.sampling import right_padded
 from keditlab.stats.corpus import Corpus, load_corpus
 
@@ -76,10 +77,6 @@ def model_fingerprint(model: Any) -> str:
     return f"{safe}-{digest.hexdigest()[:12]}"
 
 
-class _StopForward(Exception):
-    """Raised by a hook once the layer of interest has been seen: later layers are not needed."""
-
-
 def layer_covariance(
     model: Any,
     tokenizer: Any,
@@ -92,20 +89,52 @@ def layer_covariance(
     batch_size: int = 16,
 ) -> CovarianceStats:
     """``E[k kᵀ]`` of the inputs to ``module_name`` (the MLP output projection at ``layer``)."""
-    key = f"{model_fingerprint(model)}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
-    path = cache_dir() / "stats" / f"{key}.pt"
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        return CovarianceStats(layer, saved["matrix"], int(saved["num_tokens"]), saved["corpus"], str(path), True,
-                               split_half_difference=saved.get("split_half_difference"))
+    return layer_covariances(model, tokenizer, {layer: module_name}, corpus, num_tokens, max_length, seed, batch_size)[layer]
 
-    text = _cached_corpus(path.parent / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
-                          corpus, model, tokenizer, num_tokens, max_length, seed)
-    matrix, count, split = _second_moment(model, dict(model.named_modules())[module_name], text.sequences, batch_size)
-    _atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description, "split_half_difference": split}, path)
-    (path.with_suffix(".json")).write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": module_name,
-                                                       "split_half_difference": split}))
-    return CovarianceStats(layer, matrix, count, text.description, str(path), False, split_half_difference=split)
+
+def layer_covariances(
+    model: Any,
+    tokenizer: Any,
+    modules: dict[int, str],
+    corpus: str = "model-samples",
+    num_tokens: int = 15360,
+    max_length: int = 64,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> dict[int, CovarianceStats]:
+    """:func:`layer_covariance` for several layers (``{layer: module name}``), in one pass over the corpus.
+
+    Each layer is cached in its own file under the same key as a single-layer
+    call, so a layer already on disk is loaded and not recomputed, and a
+    later single-layer call finds what this one wrote.  The layers not on disk
+    are read together: one forward per corpus batch, with a hook on each of
+    their modules, stopped after the last of them.  MEMIT's five layers cost
+    one pass instead of five.
+    """
+    found: dict[int, CovarianceStats] = {}
+    missing: dict[int, Path] = {}
+    for layer in modules:
+        key = f"{model_fingerprint(model)}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
+        path = cache_dir() / "stats" / f"{key}.pt"
+        if path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            found[layer] = CovarianceStats(layer, saved["matrix"], int(saved["num_tokens"]), saved["corpus"], str(path), True,
+                                           split_half_difference=saved.get("split_half_difference"))
+        else:
+            missing[layer] = path
+    if missing:
+        folder = next(iter(missing.values())).parent
+        text = _cached_corpus(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
+                              corpus, model, tokenizer, num_tokens, max_length, seed)
+        named = dict(model.named_modules())
+        moments = _second_moments(model, {layer: named[modules[layer]] for layer in missing}, text.sequences, batch_size)
+        for layer, path in missing.items():
+            matrix, count, split = moments[layer]
+            _atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description, "split_half_difference": split}, path)
+            path.with_suffix(".json").write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": modules[layer],
+                                                             "split_half_difference": split}))
+            found[layer] = CovarianceStats(layer, matrix, count, text.description, str(path), False, split_half_difference=split)
+    return {layer: found[layer] for layer in modules}
 
 
 def _cached_corpus(path: Path, corpus: str, model: Any, tokenizer: Any, num_tokens: int, max_length: int, seed: int) -> Corpus:
@@ -118,49 +147,54 @@ def _cached_corpus(path: Path, corpus: str, model: Any, tokenizer: Any, num_toke
     return text
 
 
-def _second_moment(model: Any, module: torch.nn.Module, sequences: list[list[int]], batch_size: int) -> tuple[torch.Tensor, int, float]:
-    """``(E[k kᵀ], tokens, split-half difference)`` of the inputs to ``module`` over ``sequences``.
+def _second_moments(model: Any, modules: dict[int, torch.nn.Module], sequences: list[list[int]],
+                    batch_size: int) -> dict[int, tuple[torch.Tensor, int, float]]:
+    """Per layer, ``(E[k kᵀ], tokens, split-half difference)`` of the inputs to its module over ``sequences``.
 
-    The sums of alternate batches are kept apart, so the estimate's own
-    convergence is measured for free: ``‖C_even − C_odd‖ / ‖C‖`` (Frobenius).
-    It shrinks like 1/√tokens; it is recorded with the statistics.
+    One forward per batch reads every module; it stops once the last of them
+    has been read (the layers above are not needed).  The sums of alternate
+    batches are kept apart, so the estimate's own convergence is measured for
+    free: ``‖C_even − C_odd‖ / ‖C‖`` (Frobenius).  It shrinks like 1/√tokens;
+    it is recorded with the statistics.
     """
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    halves: list[torch.Tensor | None] = [None, None]
-    counts = [0, 0]
+    halves: dict[int, list[torch.Tensor | None]] = {layer: [None, None] for layer in modules}
+    counts = {layer: [0, 0] for layer in modules}
     current: dict[str, Any] = {}
 
-    def grab(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
-        keys = inputs[0][current["mask"]].double()  # (real tokens, mlp_size); padding dropped
-        half = current["half"]
-        halves[half] = keys.T @ keys if halves[half] is None else halves[half] + keys.T @ keys
-        counts[half] += keys.shape[0]
-        raise _StopForward
+    def reader(layer: int):
+        def grab(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+            keys = inputs[0][current["mask"]].double()  # (real tokens, mlp_size); padding dropped
+            half, sums = current["half"], halves[layer]
+            sums[half] = keys.T @ keys if sums[half] is None else sums[half] + keys.T @ keys
+            counts[layer][half] += keys.shape[0]
+            current["seen"].add(layer)
+            if len(current["seen"]) == len(modules):
+                raise StopForward
+        return grab
 
-    hook = module.register_forward_pre_hook(grab)
-    try:
-        with tqdm(total=sum(len(s) for s in sequences), desc="Key statistics", unit="tok") as progress:
-            for index, start in enumerate(range(0, len(sequences), batch_size)):
-                batch = sequences[start : start + batch_size]
-                ids, mask = right_padded(batch, 0, device)  # padded positions are dropped from the keys
-                current.update(mask=mask.bool(), half=index % 2)
-                try:
-                    with torch.inference_mode():
-                        model(input_ids=ids, attention_mask=mask)
-                except _StopForward:
-                    pass
-                progress.update(int(mask.sum()))
-    finally:
-        hook.remove()
-    if halves[0] is None:
-        raise ValueError("the corpus holds no tokens")
-    count = counts[0] + counts[1]
-    total = halves[0] if halves[1] is None else halves[0] + halves[1]
-    matrix = total / count
-    split = float("nan") if halves[1] is None else float((halves[0] / counts[0] - halves[1] / counts[1]).norm() / matrix.norm())
-    return matrix.float().cpu(), count, round(split, 4)
+    readers = [(module, reader(layer)) for layer, module in modules.items()]
+    label = "Key statistics" if len(modules) == 1 else f"Key statistics, layers {', '.join(map(str, sorted(modules)))}"
+    with tqdm(total=sum(len(s) for s in sequences), desc=label, unit="tok") as progress:
+        for index, start in enumerate(range(0, len(sequences), batch_size)):
+            batch = sequences[start : start + batch_size]
+            ids, mask = right_padded(batch, 0, device)  # padded positions are dropped from the keys
+            current.update(mask=mask.bool(), half=index % 2, seen=set())
+            with hooks(pre=readers), torch.inference_mode():
+                model(input_ids=ids, attention_mask=mask)
+            progress.update(int(mask.sum()))
+    results = {}
+    for layer in modules:
+        (even, odd), (even_count, odd_count) = halves[layer], counts[layer]
+        if even is None:
+            raise ValueError("the corpus holds no tokens")
+        count = even_count + odd_count
+        matrix = (even if odd is None else even + odd) / count
+        split = float("nan") if odd is None else float((even / even_count - odd / odd_count).norm() / matrix.norm())
+        results[layer] = (matrix.float().cpu(), count, round(split, 4))
+    return results
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -213,15 +247,28 @@ class CovarianceProvider:
         self.seconds = 0.0  # time spent computing or loading matrices: one-off, not per edit
 
     def __call__(self, layer: int) -> torch.Tensor:
-        if layer not in self.stats:
+        return self.for_layers([layer])[layer]
+
+    def for_layers(self, layers: list[int]) -> dict[int, torch.Tensor]:
+        """``E[k kᵀ]`` at each of ``layers``; those not yet known are computed (or loaded) together, in one corpus pass.
+
+        A multi-layer method (MEMIT and its successors) asks for all its
+        layers at once, so their statistics cost one pass over the corpus.
+        The time is shared out equally among the layers it produced.
+        """
+        wanted = [layer for layer in dict.fromkeys(layers) if layer not in self.stats]
+        if wanted:
             start = time.perf_counter()
-            self.stats[layer] = layer_covariance(
-                self.model, self.tokenizer, self.profile.mlp_out_module(layer), layer, corpus=self.corpus,
+            found = layer_covariances(
+                self.model, self.tokenizer, {layer: self.profile.mlp_out_module(layer) for layer in wanted}, corpus=self.corpus,
                 num_tokens=self.num_tokens, max_length=self.max_length, seed=self.seed,
             )
-            self.stats[layer].seconds = round(time.perf_counter() - start, 3)
-            self.seconds += self.stats[layer].seconds
-        return self.stats[layer].matrix
+            seconds = time.perf_counter() - start
+            for layer, stats in found.items():
+                stats.seconds = round(seconds / len(found), 3)
+                self.stats[layer] = stats
+            self.seconds += round(seconds, 3)
+        return {layer: self.stats[layer].matrix for layer in layers}
 
     def null_space(self, layer: int, energy: float) -> torch.Tensor:
         """AlphaEdit's projector at ``layer`` (:mod:`keditlab.stats.nullspace`), computed once and cached beside ``C``."""

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from keditlab.models.hooks import HookSpec, hooks
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_token_range
 from keditlab.spec.hints import did_you_mean
 from keditlab.trace.noise import NoiseLevel, given_noise, noise_level
@@ -157,18 +158,14 @@ class Tracer:
         ids = encode_prompt(self.tokenizer, prompt)
         span = subject_token_range(self.tokenizer, prompt, subject)
         clean: dict[tuple[str, int], torch.Tensor] = {}
-        hooks = []
+        grabs = []
         for kind in kinds:
             for layer in range(self.num_layers):
                 def grab(_m, _i, output, key=(kind, layer)):
                     clean[key] = _first(output)[0].detach().clone()
-                hooks.append(self.module(kind, layer).register_forward_hook(grab))
-        try:
-            with torch.no_grad():
-                probs, _ = self._forward(torch.tensor([ids], device=self.device))
-        finally:
-            for hook in hooks:
-                hook.remove()
+                grabs.append((self.module(kind, layer), grab))
+        with hooks(forward=grabs), torch.no_grad():
+            probs, _ = self._forward(torch.tensor([ids], device=self.device))
         probs = probs[0]
         predicted_id = int(probs.argmax())
         if answer is None:
@@ -185,8 +182,8 @@ class Tracer:
         draws = torch.randn(samples, width, self.profile.hidden_size, generator=generator) * float(noise)
         return draws.to(self.device, self.embed.weight.dtype)
 
-    def _noise_hook(self, prep: _Prepared, draws: torch.Tensor, start: int, repeats: int):
-        """A forward hook on the embedding adding ``draws`` at the subject tokens of a pass over tokens ``start..``.
+    def _noise_hook(self, prep: _Prepared, draws: torch.Tensor, start: int, repeats: int) -> HookSpec:
+        """A forward hook on the embedding adding ``draws`` at the subject tokens of a pass over tokens ``start..``, as ``(module, hook)``.
 
         Rows are laid out draw-major: row ``s * repeats + r`` carries draw ``s``.
         """
@@ -205,18 +202,14 @@ class Tracer:
             output[:, lo - start: end] += part[:, : end - (lo - start)]
             return output
 
-        return self.embed.register_forward_hook(hook)
+        return self.embed, hook
 
     def corrupted(self, prep: _Prepared, draws: torch.Tensor) -> float:
         """P(answer) with the subject corrupted and nothing restored, averaged over the draws."""
         samples = draws.shape[0]
         ids = torch.tensor([prep.ids] * samples, device=self.device)
-        hook = self._noise_hook(prep, draws, 0, 1)
-        try:
-            with torch.no_grad():
-                probs, _ = self._forward(ids)
-        finally:
-            hook.remove()
+        with hooks(forward=[self._noise_hook(prep, draws, 0, 1)]), torch.no_grad():
+            probs, _ = self._forward(ids)
         return float(probs[:, prep.answer_id].mean())
 
     def restored(self, prep: _Prepared, draws: torch.Tensor, runs: list[list[tuple[str, int, int]]],
@@ -246,12 +239,8 @@ class Tracer:
     def _prefix_cache(self, prep: _Prepared, draws: torch.Tensor, start: int) -> Any:
         samples = draws.shape[0]
         ids = torch.tensor([prep.ids[:start]] * samples, device=self.device)
-        hook = self._noise_hook(prep, draws, 0, 1)
-        try:
-            with torch.no_grad():
-                _, cache = self._forward(ids, want_cache=True)
-        finally:
-            hook.remove()
+        with hooks(forward=[self._noise_hook(prep, draws, 0, 1)]), torch.no_grad():
+            _, cache = self._forward(ids, want_cache=True)
         return cache
 
     def _restored_pass(self, prep: _Prepared, draws: torch.Tensor, runs: list[list[tuple[str, int, int]]],
@@ -264,7 +253,7 @@ class Tracer:
                 for s in range(samples):
                     row_list.append(s * count + r)
                     token_list.append(token)
-        hooks = [self._noise_hook(prep, draws, start, count)]
+        patches = [self._noise_hook(prep, draws, start, count)]
         for (kind, layer), (row_list, token_list) in rows.items():
             where_rows = torch.tensor(row_list, device=self.device)
             where_tokens = torch.tensor(token_list, device=self.device)
@@ -275,18 +264,14 @@ class Tracer:
                 hidden[r, t] = v.to(hidden.dtype)
                 return _replace_first(output, hidden)
 
-            hooks.append(self.module(kind, layer).register_forward_hook(patch))
+            patches.append((self.module(kind, layer), patch))
         ids = torch.tensor([prep.ids[start:]] * (samples * count), device=self.device)
         run_cache = None
         if cache is not None:
             run_cache = copy.deepcopy(cache)
             run_cache.batch_repeat_interleave(count)
-        try:
-            with torch.no_grad():
-                probs, _ = self._forward(ids, cache=run_cache)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        with hooks(forward=patches), torch.no_grad():
+            probs, _ = self._forward(ids, cache=run_cache)
         return probs
 
 

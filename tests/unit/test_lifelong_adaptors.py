@@ -15,7 +15,8 @@ import torch
 
 from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.methods.adaptors import AdaptorOrderError
-from keditlab.methods.grace import GraceCodebook, GraceConfig, Grace, adaptor_layer
+from keditlab.methods.grace import GraceCodebook, GraceConfig, Grace
+from keditlab.methods.layers import adaptor_layer
 from keditlab.methods.wise import WiseConfig, ties_merge
 from keditlab.models import derive_profile
 from keditlab.spec.types import EditCase

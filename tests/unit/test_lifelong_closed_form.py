@@ -12,7 +12,8 @@ import torch
 from keditlab.methods import EditContext, MethodConfigError, get_method
 from keditlab.methods.finetune import masked_batch, masked_nll
 from keditlab.methods.locft_bf import LocFTConfig
-from keditlab.methods.ultraedit import RunningMoments, UltraEditConfig, default_layers, preserving_solve, ridge_solve
+from keditlab.methods.layers import late_layers as default_layers
+from keditlab.methods.ultraedit import RunningMoments, UltraEditConfig, preserving_solve, ridge_solve
 from keditlab.models import derive_profile
 from keditlab.spec.types import EditCase
 from tests.conftest import make_tiny_model

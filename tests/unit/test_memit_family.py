@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from keditlab.methods import EditContext, EditHandle, get_method
-from keditlab.methods.memit import MemitConfig, default_layers
+from keditlab.methods.layers import memit_window as default_layers
+from keditlab.methods.memit import MemitConfig
 from keditlab.methods.emmet import EmmetConfig
 from keditlab.methods.alphaedit import AlphaEditConfig
 from keditlab.stats.covariance import CovarianceStats

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -154,3 +156,45 @@ def test_corpus_is_sampled_in_bfloat16_only_where_the_cpu_does_it_natively(monke
     assert dtype == "bfloat16" and sampler is not model
     assert next(sampler.parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
+
+
+def test_several_layers_in_one_pass_equal_one_pass_per_layer(tmp_path, monkeypatch, tokenizer, corpus):
+    """MEMIT's layers are read together: one forward per batch, the same matrices and cache files as one layer at a time."""
+    from keditlab.stats import CovarianceProvider, layer_covariances
+
+    model = make_tiny_model("llama", vocab_size=49152, num_hidden_layers=3)
+    profile = derive_profile(model)
+    names = {layer: profile.mlp_out_module(layer) for layer in (0, 2)}
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "apart"))
+    apart = {layer: layer_covariance(model, tokenizer, name, layer, corpus=corpus, num_tokens=1500, max_length=32)
+             for layer, name in names.items()}
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "together"))
+    passes = []
+    handle = model.model.embed_tokens.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        layer_covariance(model, tokenizer, names[2], 2, corpus=corpus, num_tokens=1500, max_length=32)
+        passes_one_layer = len(passes)
+        passes.clear()
+        (tmp_path / "together").joinpath("stats").mkdir(parents=True, exist_ok=True)
+        for cached in (tmp_path / "together" / "stats").rglob("layer2-*.pt"):
+            cached.unlink()   # both layers to compute
+        together = layer_covariances(model, tokenizer, names, corpus=corpus, num_tokens=1500, max_length=32)
+    finally:
+        handle.remove()
+    assert len(passes) == passes_one_layer, "two layers cost the forward passes of one"
+    for layer in names:
+        assert not together[layer].loaded_from_cache
+        torch.testing.assert_close(together[layer].matrix, apart[layer].matrix, rtol=1e-6, atol=1e-7)
+        assert together[layer].num_tokens == apart[layer].num_tokens
+        assert Path(together[layer].path).name == Path(apart[layer].path).name   # the same cache key per layer
+
+    provider = CovarianceProvider(model, tokenizer, profile, corpus=corpus, num_tokens=1500, max_length=32)
+    passes.clear()
+    handle = model.model.embed_tokens.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        matrices = provider.for_layers([0, 2])   # both on disk now: loaded, nothing run
+    finally:
+        handle.remove()
+    assert passes == [] and all(stats.loaded_from_cache for stats in provider.stats.values())
+    assert torch.equal(matrices[2], provider(2))
