@@ -38,7 +38,7 @@ def run_text(text: str, out: Any = "runs", **kwargs: Any) -> Any:
 
     An invalid spec raises :class:`~keditlab.spec.SpecValidationError` before any
     work; in a notebook it shows as the spec's text with the offending lines
-    highlighted (see :mod:`keditlab.widgets.errors`), not as a traceback.
+    highlighted (see :mod:`keditlab.widgets.spec_errors`), not as a traceback.
     """
     from keditlab.runner import run_spec
 
@@ -49,7 +49,7 @@ def check_text(text: str, source: str = "<cell>") -> Any:
     """The resolved ``Spec`` for YAML ``text``; raises ``SpecValidationError`` listing every error."""
     from keditlab.models import peek_num_layers
     from keditlab.spec import parse_spec
-    from keditlab.widgets.errors import remember_source
+    from keditlab.widgets.spec_errors import remember_source
 
     remember_source(source, text)
     return parse_spec(text, source, num_layers_of=peek_num_layers)

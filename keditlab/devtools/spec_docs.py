@@ -24,7 +24,7 @@ reports every problem with its line, column and a suggested fix; in a notebook,
 validated spec with every default filled in.
 
 This page is generated from `schemas/spec.schema.json` by
-`python -m keditlab.devtools.schema --write`; do not edit it by hand.
+`python -m keditlab.devtools.generate --write`; do not edit it by hand.
 
 ## Example
 

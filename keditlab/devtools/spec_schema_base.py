@@ -2,7 +2,7 @@
 
 Everything except the editing methods is described here; the methods (their
 names and settings) come from the method registry and are merged in by
-:mod:`keditlab.devtools.schema`.  Defaults are taken from the data classes in
+:mod:`keditlab.devtools.generate`.  Defaults are taken from the data classes in
 :mod:`keditlab.spec.types`, so the schema, the docs and the resolved spec agree.
 
 Besides standard JSON Schema, a few ``x-keditlab-*`` annotations help the

@@ -2,7 +2,7 @@
 
 Adding a method is one module in this folder and one ``register_method`` line
 below; the spec schema's list of method names and their settings is generated
-from this registry (``python -m keditlab.devtools.schema --write``).
+from this registry (``python -m keditlab.devtools.generate --write``).
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def run_spec(
     traced: dict[str, dict[str, Any]] = {}  # label -> evidence for a `layer(s): auto` setting
     configs = {}
     for m, method in methods:
-        params, evidence = resolve_auto_layers(m.params, model, tokenizer, profile, seed=spec.run.seed, log=log)
+        params, evidence = resolve_auto_layers(m.params, model, tokenizer, profile, seed=spec.run.seed, log=log,
+                                             method=method)
         if evidence is not None:
             traced[m.label] = evidence
             log(f"[{m.label}] {', '.join(f'{k}: auto -> {v}' for k, v in evidence['settings'].items())} "

@@ -4,7 +4,7 @@ The schema is a data file, not code, so editors and other tools can use it
 too.  A wheel ships it inside the package (``keditlab/_schemas``, see
 ``pyproject.toml``); an editable install reads it from the repository's
 ``schemas/`` folder.  It is generated from the method registry by
-``python -m keditlab.devtools.schema --write``; do not edit it by hand.
+``python -m keditlab.devtools.generate --write``; do not edit it by hand.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def schema_text() -> str:
         return repo_file.read_text(encoding="utf-8")
     raise FileNotFoundError(
         f"the spec schema {SCHEMA_FILE} was found neither in the installed package (keditlab/_schemas) "
-        f"nor at {repo_file}; run `python -m keditlab.devtools.schema --write` in the repository"
+        f"nor at {repo_file}; run `python -m keditlab.devtools.generate --write` in the repository"
     )
 
 

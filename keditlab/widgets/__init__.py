@@ -9,7 +9,7 @@ same public entry point a user has).  Computation and rendering stay apart:
 * :mod:`keditlab.widgets.static`: the dashboard as static HTML (exports, GitHub, CI logs);
 * :mod:`keditlab.widgets.dashboard`: :func:`show`, the ipywidgets dashboard;
 * :mod:`keditlab.widgets.playground`: :class:`EditPlayground`, edit and undo by hand;
-* :mod:`keditlab.widgets.magic` and :mod:`keditlab.widgets.errors`: ``%%keditlab`` and inline spec errors.
+* :mod:`keditlab.widgets.magic` and :mod:`keditlab.widgets.spec_errors`: ``%%keditlab`` and inline spec errors.
 
 Importing this package is cheap: pandas, matplotlib and ipywidgets load when
 first used.  They come with the ``notebook`` extra (``pip install

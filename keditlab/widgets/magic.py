@@ -30,7 +30,7 @@ import shlex
 from typing import Any
 
 from keditlab.widgets import NotebookExtraMissing, require_notebook_extra
-from keditlab.widgets.errors import error_html, spec_errors_html
+from keditlab.widgets.spec_errors import error_html, spec_errors_html
 
 CELL_SOURCE = "<cell>"
 

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_schema_and_docs_are_up_to_date():
     result = subprocess.run(
-        [sys.executable, "-m", "keditlab.devtools.schema", "--check"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "keditlab.devtools.generate", "--check"], cwd=REPO, capture_output=True, text=True
     )
-    assert result.returncode == 0, result.stderr + "\nrun: python -m keditlab.devtools.schema --write"
+    assert result.returncode == 0, result.stderr + "\nrun: python -m keditlab.devtools.generate --write"
 
 
 def test_spec_layer_does_not_import_torch():

@@ -9,7 +9,7 @@ pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
 
 import keditlab  # noqa: E402
-from keditlab.widgets import dashboard, errors, magic  # noqa: E402
+from keditlab.widgets import dashboard, magic, spec_errors  # noqa: E402
 from widget_records import fake_run  # noqa: E402
 
 BAD_SPEC = """keditlab: 1
@@ -54,7 +54,7 @@ def test_spec_errors_show_the_offending_lines_and_the_fix():
 
     with pytest.raises(SpecValidationError) as caught:
         parse_spec(BAD_SPEC, "<cell>")
-    page = errors.spec_errors_html(caught.value, BAD_SPEC)
+    page = spec_errors.spec_errors_html(caught.value, BAD_SPEC)
     assert "keditlab-error-line" in page and "Traceback" not in page
     assert "method: rmoe" in page and "rome" in page  # the line, and the did-you-mean fix
     assert "line 3" in page
@@ -101,7 +101,7 @@ def test_failed_checks_and_spec_errors_stay_errors_without_a_stack(monkeypatch):
 
     html_shown = []
     monkeypatch.setattr(magic, "_display_html", html_shown.append)
-    errors.remember_source("<cell>", BAD_SPEC)  # as check_text does: the error view quotes the cell
+    spec_errors.remember_source("<cell>", BAD_SPEC)  # as check_text does: the error view quotes the cell
     shell = Shell()
     magic._custom_exc(shell, CheckFailed, CheckFailed("✗ the model does not say 'Rome' yet\n  - it says Paris"), None)
     assert shell.shown[-1] == ("CheckFailed", ["✗ the model does not say 'Rome' yet", "  - it says Paris"])

@@ -6,8 +6,8 @@ This script turns them into JSON Schema and merges them into the hand-written
 rest of the schema (:mod:`keditlab.devtools.spec_schema_base`), so a new
 method or setting cannot be forgotten in the schema or the docs::
 
-    python -m keditlab.devtools.schema --write   # regenerate both files
-    python -m keditlab.devtools.schema --check   # exit 1 if either is stale (CI, tests)
+    python -m keditlab.devtools.generate --write   # regenerate both files
+    python -m keditlab.devtools.generate --check   # exit 1 if either is stale (CI, tests)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SCHEMA_PATH = REPO_ROOT / "schemas" / "spec.schema.json"
 DOCS_PATH = REPO_ROOT / "docs" / "spec.md"
 README_PATH = REPO_ROOT / "README.md"
 #: The README's method table sits between these two lines; the rest of the README is hand-written.
-TABLE_START = "<!-- methods table: generated from the registry by `python -m keditlab.devtools.schema --write` -->"
+TABLE_START = "<!-- methods table: generated from the registry by `python -m keditlab.devtools.generate --write` -->"
 TABLE_END = "<!-- end of methods table -->"
 
 _SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -202,7 +202,7 @@ def stale_files() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keditlab.devtools.schema", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m keditlab.devtools.generate", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", action="store_true", help="write schemas/spec.schema.json, docs/spec.md and the README's method table")
     group.add_argument("--check", action="store_true", help="exit 1 if either file is out of date")
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stale = stale_files()
     for path in stale:
-        print(f"{path.relative_to(REPO_ROOT)} is out of date; run `python -m keditlab.devtools.schema --write`", file=sys.stderr)
+        print(f"{path.relative_to(REPO_ROOT)} is out of date; run `python -m keditlab.devtools.generate --write`", file=sys.stderr)
     return 1 if stale else 0
 
 
