@@ -142,6 +142,7 @@ def method_defs() -> dict[str, Any]:
             "x-keditlab-capabilities": cls.capabilities.to_dict(),
             "x-keditlab-family": cls.family,
             "x-keditlab-paper": cls.paper,
+            **({"x-keditlab-refuses-moe": cls.refuses_moe} if cls.refuses_moe else {}),
             "properties": {
                 "name": {"title": "Method name", "description": f"`{name}`.", "const": name},
                 "label": {"$ref": "#/$defs/label"},

@@ -100,6 +100,17 @@ class Adaptor(torch.nn.Module):
         self._host = None
 
 
+def own_output(module: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """What ``module`` alone computes for ``inputs`` (rows ``(n, in)``), without the hooks on it (its adaptor's).
+
+    A projection takes the rows as they are; a mixture-of-experts block (the
+    adaptor's host on an MoE model) reads ``(batch, tokens, hidden)``, so the rows are given as one sequence.
+    """
+    if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+        return module.forward(inputs)
+    return module.forward(inputs[None])[0]
+
+
 def adaptor_layer_setting(noun: str) -> Any:
     """The ``layer`` field of an adaptor method's config; ``noun`` names the adaptor ("codebook", "side memory")."""
     return field(

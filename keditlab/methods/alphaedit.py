@@ -66,14 +66,22 @@ class AlphaEditConfig(SpreadConfig):
 class AlphaEdit(Memit, name="alphaedit", paper="Fang et al., ICLR 2025, arXiv:2410.02355", config_class=AlphaEditConfig):
     """Null-space constrained editing (Fang et al., 2025)"""
 
-    def solve(self, layer, keys, gaps, covariance, config: AlphaEditConfig, context, handle) -> torch.Tensor:
-        projector = context.covariance.null_space(layer, config.null_space_energy).to(keys)
+    def solve(self, layer, keys, gaps, covariance, config: AlphaEditConfig, context, handle, site=None) -> torch.Tensor:
+        projector = context.covariance.null_space(layer, config.null_space_energy)
+        projector = (site.gather(projector) if site is not None else projector).to(keys)
         held = context.memory.setdefault(self.name, HeldSums())   # K_p K_pᵀ of the earlier edits, per layer
-        earlier = held.get(layer, torch.zeros_like(projector))
-        scale = covariance.diagonal().mean()
         added = keys.T @ keys
+        if site is None or not site.moe:
+            earlier = held.get(layer, torch.zeros_like(projector))
+            shares = {layer: added}
+        else:   # an MoE layer: the earlier keys are held per expert (the diagonal blocks of K_p K_pᵀ)
+            blocks = site.blocks(added)
+            earlier = torch.block_diag(*[held.get((layer, e), torch.zeros_like(blocks[e])) for e in site.units])
+            shares = {(layer, e): block for e, block in blocks.items()}
+        scale = covariance.diagonal().mean()
         system = projector @ (earlier + added) + config.ridge * scale * torch.eye(len(projector), dtype=keys.dtype, device=keys.device)
         update = torch.linalg.solve(system, projector @ keys.T @ gaps).T
         # Remember this batch's keys for the edits that follow; restoring the edit forgets them.
-        held.hold(layer, added, handle, start=torch.zeros_like(projector))
+        for key, share in shares.items():
+            held.hold(key, share, handle, start=torch.zeros_like(share))
         return update

@@ -255,6 +255,10 @@ class EditMethod:
     #: Where the method comes from: authors, venue, arXiv id.
     paper: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Why the method cannot edit a sparse mixture-of-experts model, and what to use instead; empty when it can.
+    #: The spec validator reads it from the schema (``x-keditlab-refuses-moe``) and refuses the spec before
+    #: any weights load when the model's config declares experts.
+    refuses_moe: ClassVar[str] = ""
 
     def __init_subclass__(cls, *, name: str | None = None, family: str | None = None, paper: str | None = None,
                           config_class: type[MethodConfig] | None = None, capabilities: Capabilities | None = None,
@@ -281,6 +285,8 @@ class EditMethod:
         if config is None or isinstance(config, dict):
             config = self.config_class.from_params(config or {})
         config.check_layers(profile.num_layers)
+        if getattr(profile, "is_moe", False) and self.refuses_moe:
+            raise MethodConfigError(f"{self.name} cannot edit a mixture-of-experts model: {self.refuses_moe}")
         if not cases:
             raise MethodConfigError(f"{self.name}: no edits to apply. Fix: pass a list with at least one EditCase.")
         context = context or EditContext()

@@ -47,5 +47,5 @@ class Emmet(Memit, name="emmet", paper="Gupta, Sajnani and Anumanchipalli, 2024,
             config_class=EmmetConfig):
     """Equality-constrained mass editing (Gupta et al., 2024)"""
 
-    def solve(self, layer, keys, gaps, covariance, config: EmmetConfig, context, handle) -> torch.Tensor:
+    def solve(self, layer, keys, gaps, covariance, config: EmmetConfig, context, handle, site=None) -> torch.Tensor:
         return equality_solve(keys, gaps, covariance, config.solve_ridge)

@@ -137,7 +137,7 @@ class _FineTune(EditMethod, family="fine-tuning",
 
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
         layers = config.layers if config.layers is not None else [factual_recall_layer(profile.num_layers)]
-        names = [f"{profile.mlp_out_module(layer)}.weight" for layer in sorted(set(layers))]
+        names = [profile.mlp_out_parameter(layer) for layer in sorted(set(layers))]   # an MoE layer: every expert's down projection
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         params = dict(model.named_parameters())
         trained = [params[name] for name in names]

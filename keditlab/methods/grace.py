@@ -56,7 +56,7 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, upper_passes
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, own_output, upper_passes
 from keditlab.methods.base import EditContext, EditHandle, MethodConfig
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.progress import progress_cases
@@ -133,7 +133,7 @@ class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023,
                  handle: EditHandle) -> dict[str, Any]:
         device = device_of(model)
         codebook, _ = find_or_install(model, module_name, self.name, layer,
-                                      lambda: GraceCodebook(layer, profile.mlp_size, profile.hidden_size, device), GraceCodebook)
+                                      lambda: GraceCodebook(layer, profile.mlp_out_input_size, profile.hidden_size, device), GraceCodebook)
         # Undo record: entries appended after `count` are dropped, radii and the entries changed in place put back.
         count, radii = len(codebook), codebook.radii.clone()
         changed: dict[int, tuple[torch.Tensor, str]] = {}
@@ -201,7 +201,7 @@ def _read(model, module, prompt: list[int], target: list[int], device) -> tuple[
 
     with hooks(forward=[(module, grab)]), torch.no_grad():
         model(input_ids=torch.tensor([prompt + target[:-1]], device=device), use_cache=False)
-        output = module.forward(seen["key"])   # forward(): the module alone, without the adaptor's hook
+        output = own_output(module, seen["key"])   # the module alone, without the adaptor's hook
     return seen["key"].float(), output.float()
 
 

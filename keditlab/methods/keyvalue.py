@@ -58,27 +58,34 @@ def context_texts(tokenizer, prompt: str, subject: str, prefixes: list[str]) -> 
     return texts, positions
 
 
-def subject_keys(model, tokenizer, module, prompt: str, subject: str, prefixes: list[str]) -> tuple[torch.Tensor, list[str], list[int]]:
+def subject_keys(model, tokenizer, site, prompt: str, subject: str, prefixes: list[str]) -> tuple[torch.Tensor, list[str], list[int]]:
     """Keys at the subject's last token of ``prefix + prompt`` for each prefix.
 
-    Returns ``(keys, texts, positions)``: keys of shape ``(len(prefixes), mlp_size)``
-    in float32, the texts read and the subject position in each.
+    ``site`` is a :class:`~keditlab.models.experts.ExpertSite` (``profile.key_site(model, layer)``)
+    or the projection module itself.  Returns ``(keys, texts, positions)``: keys of shape
+    ``(len(prefixes), site.width)`` in float32, the texts read and the subject position in each.
     """
     texts, positions = context_texts(tokenizer, prompt, subject, prefixes)
-    keys, _ = read_at_subjects(model, tokenizer, texts, positions, module)
+    keys, _ = read_at_subjects(model, tokenizer, texts, positions, site)
     return keys, texts, positions
 
 
-def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], key_module,
+def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], key_site,
                      out_module=None, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keys (inputs of ``key_module``) and, optionally, outputs of ``out_module`` at the given positions.
+    """Keys (read at ``key_site``) and, optionally, outputs of ``out_module`` at the given positions.
 
-    One forward per ``chunk`` rows, stopped after the last module read.  Used by
-    the multi-layer methods to read the keys at the layer being edited and the
-    hidden state at the last edited layer (a decoder block: its output is the
-    residual stream).  Returns float32 ``(len(texts), key_width)`` and
-    ``(len(texts), hidden)`` (or ``None``).
+    ``key_site``: a :class:`~keditlab.models.experts.ExpertSite` (the keys of a
+    dense projection, or the gate-weighted keys of an MoE layer's routed
+    experts) or a module (its input is the key).  One forward per ``chunk``
+    rows, stopped after the last module read.  Used by the multi-layer methods
+    to read the keys at the layer being edited and the hidden state at the last
+    edited layer (a decoder block: its output is the residual stream).
+    Returns float32 ``(len(texts), key_width)`` and ``(len(texts), hidden)`` (or ``None``).
     """
+    if isinstance(key_site, torch.nn.Module):
+        key_module, read = key_site, (lambda inputs, where, _sequence: inputs[0][where].detach().float())
+    else:
+        key_module, read = key_site.key_module, key_site.read_keys
     device = device_of(model)
     keys: list[torch.Tensor] = []
     outs: list[torch.Tensor] = []
@@ -89,7 +96,7 @@ def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], k
         seen: dict[str, torch.Tensor] = {}
 
         def grab_key(_module, inputs):
-            seen["key"] = inputs[0][where].detach().float()
+            seen["key"] = read(inputs, where, ids.shape[1])
             if out_module is None or "out" in seen:
                 raise StopForward
 
@@ -372,12 +379,12 @@ def ridged(covariance: torch.Tensor, ridge: float) -> torch.Tensor:
     return cov + ridge * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
 
 
-def add_rank_one(model, profile, layer: int, delta: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """``W ← W + δ uᵀ`` in place at ``layer``'s MLP output projection; returns the update, ``(out, in)``, float64.
+def add_rank_one(model, site, delta: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """``W ← W + δ uᵀ`` in place at ``site`` (an :class:`~keditlab.models.experts.ExpertSite`); returns the update, ``(out, width)``, float64.
 
-    Written by :meth:`~keditlab.models.profile.ModelProfile.add_to_mlp_out`, which knows how ``W`` is stored.
+    Written by ``site.add``, which knows how ``W`` is stored (GPT-2's ``Conv1D``, an MoE layer's fused experts).
     """
-    device = profile.mlp_out_weight(model, layer).device
+    device = delta.device
     update = torch.outer(delta.to(device, torch.float64), direction.to(device, torch.float64))
-    profile.add_to_mlp_out(model, layer, update)
+    site.add(model, update)
     return update

@@ -68,6 +68,10 @@ class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al
                        config_class=KNConfig, capabilities=Capabilities(batch=True, sequential=True)):
     """Knowledge neurons found by integrated gradients; their MLP columns moved from the old answer to the new"""
 
+    refuses_moe = ("its neurons are the columns of one dense MLP output projection, and an MoE layer's neurons belong to "
+                   "experts that each see only the tokens routed to them (no attribution over them is implemented). "
+                   "Use rome or memit (they edit the experts the subject is routed to) or ft-m.")
+
     def _apply(self, model, tokenizer, profile, cases, config: KNConfig, context: EditContext) -> EditHandle:
         layers = config.layers if config.layers is not None else upper_half(profile.num_layers)
         names = sorted({f"{profile.mlp_out_module(layer)}.weight" for layer in layers})

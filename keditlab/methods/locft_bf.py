@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
@@ -151,7 +151,11 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
     def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
         layers = chosen_layers(config.layers, [tuning_layer(profile.num_layers)])
         modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
-        names = [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]
+        names = [profile.mlp_out_parameter(layer) for layer in layers]   # an MoE layer: every expert's down projection
+        if profile.is_moe and (config.preserve or config.keep_earlier):
+            raise MethodConfigError(
+                f"{self.name}: preserve and keep_earlier read the keys of one down projection, and an MoE layer's are per expert. "
+                "Fix: leave preserve and keep_earlier at 0 on a mixture-of-experts model (the paper's method), or use memit / alphaedit.")
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         parameters = dict(model.named_parameters())
         weights = {layer: parameters[name] for layer, name in zip(layers, names)}

@@ -157,7 +157,7 @@ def _target_modules(model, profile, layers: list[int], names: list[str] | None) 
     """Full paths of the adapted modules; an unknown or non-linear name is an error that lists the layer's linear modules."""
     modules = dict(model.named_modules())
     block = profile.layer_module(layers[0])
-    inside = names if names is not None else [profile.mlp_out_module(layers[0])[len(block) + 1:]]
+    inside = names if names is not None else [_default_target(model, profile, block)]
     if not inside:
         raise MethodConfigError("target_modules: the list is empty. Fix: name at least one module, or leave it out for the MLP output projection.")
     linear = sorted(n[len(block) + 1:] for n, m in modules.items()
@@ -177,6 +177,25 @@ def _target_modules(model, profile, layers: list[int], names: list[str] | None) 
                 )
             paths.append(path)
     return paths
+
+
+def _default_target(model, profile, block: str) -> str:
+    """The MLP output projection, named inside the layer; on a mixture-of-experts model, the attention's output projection.
+
+    An MoE layer's experts are one fused 3-D parameter, not linear modules ``peft``'s LoRA and AdaLoRA can wrap,
+    so the adapter goes on the last linear module of the block outside its MoE block that writes the hidden size
+    (``self_attn.o_proj``): like the MLP's, its output is added to the residual stream.
+    """
+    if not profile.is_moe:
+        return profile.mlp_out_module(int(block.rsplit(".", 1)[1]))[len(block) + 1:]
+    moe_block = profile.mlp_out_module(int(block.rsplit(".", 1)[1]))
+    writers = [name for name, module in model.get_submodule(block).named_modules(prefix=block)
+               if _is_linear(module) and not name.startswith(moe_block + ".")
+               and getattr(module, "out_features", None) == profile.hidden_size]
+    if not writers:
+        raise MethodConfigError(f"target_modules: this mixture-of-experts model's layers have no linear module writing the hidden size "
+                                "outside the experts. Fix: name the modules to adapt in target_modules.")
+    return writers[-1][len(block) + 1:]
 
 
 def _is_linear(module: torch.nn.Module) -> bool:

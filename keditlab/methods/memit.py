@@ -119,8 +119,12 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
 
     # -- the one step the successors change -------------------------------------------------
     def solve(self, layer: int, keys: torch.Tensor, gaps: torch.Tensor, covariance: torch.Tensor,
-              config: SpreadConfig, context: EditContext, handle: EditHandle) -> torch.Tensor:
-        """The weight change ``(hidden, mlp)`` that writes ``gaps`` (rows) at ``keys`` (rows), all float64."""
+              config: SpreadConfig, context: EditContext, handle: EditHandle, site=None) -> torch.Tensor:
+        """The weight change ``(hidden, site.width)`` that writes ``gaps`` (rows) at ``keys`` (rows), all float64.
+
+        ``site`` (:class:`~keditlab.models.experts.ExpertSite`) is where it is written: a dense projection,
+        or the experts of an MoE layer the keys reach (``keys`` and ``covariance`` are already narrowed to them).
+        """
         weight = config.covariance_weight if config.covariance_weight is not None else float(keys.shape[1])
         system = weight * covariance + keys.T @ keys
         return torch.linalg.solve(system, keys.T @ gaps).T
@@ -131,11 +135,10 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
             raise MethodConfigError(f"{self.name} needs key statistics: pass EditContext(covariance=...)")
         layers = config.resolved_layers(profile.num_layers)
         last = layers[-1]
-        modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
-        handle = EditHandle(self.name, model, self.snapshot(model, [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]))
+        sites = {layer: profile.key_site(model, layer) for layer in layers}   # dense projections or MoE experts (models/experts.py)
+        handle = EditHandle(self.name, model, self.snapshot(model, [sites[layer].parameter for layer in layers]))
         device = next(model.parameters()).device
-        covariances = {layer: ridged(matrix.to(device), config.covariance_ridge)
-                       for layer, matrix in covariances_of(context, layers).items()}
+        statistics = {layer: matrix.to(device) for layer, matrix in covariances_of(context, layers).items()}
         with context.setup():
             prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)
         texts, positions, owner = [], [], []
@@ -150,7 +153,7 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
 
         # 1. Target: δᵢ at the last edited layer, all edits optimised together.
         with trainable_only(model):
-            deltas, infos = optimise_values(model, tokenizer, modules[last], profile.hidden_size, requests, config.value_settings(),
+            deltas, infos = optimise_values(model, tokenizer, sites[last].value_module, profile.hidden_size, requests, config.value_settings(),
                                             progress=context)
         last_block = model.get_submodule(profile.layer_module(last))
         deltas = deltas.double()[owner_t.to(deltas.device)]   # one row per context
@@ -158,25 +161,28 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
         # 2-3. Spread the gap over the layers, first to last, re-reading the model as edited so far.
         layer_details = []
         for step, layer in enumerate(layers):
-            keys, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layer], last_block)
+            keys, hidden = read_at_subjects(model, tokenizer, texts, positions, sites[layer], last_block)
             if step == 0:  # the model is still unedited: the target is its hidden state plus δ
                 targets = hidden.double() + deltas.to(hidden.device)
                 if config.value_norm_anchor:
                     targets = targets * (hidden.double().norm(dim=1, keepdim=True) / targets.norm(dim=1, keepdim=True))
             gaps = (targets - hidden.double()) / (len(layers) - step)
-            keys = keys.double()
+            part = sites[layer].touched_by(keys)   # an MoE layer: only the experts the subjects are routed to
+            keys = part.select(keys).double()
             if config.keys != "contexts":
                 keys, gaps = _per_edit_keys(keys, owner_t, len(cases), config.keys), _per_edit_keys(gaps, owner_t, len(cases), config.keys)
-            update = self.solve(layer, keys, gaps, covariances[layer], config, context, handle)
-            profile.add_to_mlp_out(model, layer, update)
+            covariance = ridged(part.gather(statistics[layer]), config.covariance_ridge)
+            update = self.solve(layer, keys, gaps, covariance, config, context, handle, part)
+            part.add(model, update)
             written = keys @ update.T  # what this layer now writes at the keys
             layer_details.append({
                 "layer": layer,
                 "update_norm": float(update.norm()),
                 "gap_norm": float(gaps.norm(dim=1).mean()),
                 "written_share": float((written * gaps).sum() / (gaps * gaps).sum().clamp(min=1e-12)),
+                **part.describe(),
             })
-        _, hidden = read_at_subjects(model, tokenizer, texts, positions, modules[layers[0]], last_block)
+        _, hidden = read_at_subjects(model, tokenizer, texts, positions, sites[layers[0]], last_block)
         reached = 1 - (targets - hidden.double()).norm(dim=1) / deltas.to(hidden.device).norm(dim=1).clamp(min=1e-12)
         handle.details = {
             "layers": layers,

@@ -101,22 +101,23 @@ class Rome(EditMethod, name="rome", family="locate-then-edit", paper="Meng et al
         layer = config.resolved_layer(profile.num_layers)
         if context.covariance is None:
             raise MethodConfigError("rome needs key statistics: pass EditContext(covariance=...)")
-        module_name = profile.mlp_out_module(layer)
-        module = model.get_submodule(module_name)
-        handle = EditHandle(self.name, model, self.snapshot(model, [f"{module_name}.weight"]))
+        site = profile.key_site(model, layer)   # the MLP output projection, or an MoE layer's experts (models/experts.py)
+        handle = EditHandle(self.name, model, self.snapshot(model, [site.parameter]))
         covariance = context.covariance(layer)
         with context.setup():  # sampled once per model, then reused: one-off, not per edit
             prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)
-        handle.details = {"layer": layer, "module": module_name, "context_prefixes": prefixes, "cases": []}
+        handle.details = {"layer": layer, "module": profile.mlp_out_module(layer), "context_prefixes": prefixes, "cases": []}
         out_dim = profile.hidden_size
         for case in cases:
             with trainable_only(model):
-                keys, texts, positions = subject_keys(model, tokenizer, module, case.prompt, case.subject, prefixes)
-                delta, info = optimise_value(model, tokenizer, module, out_dim, case.subject, case.target, texts, positions,
+                keys, texts, positions = subject_keys(model, tokenizer, site, case.prompt, case.subject, prefixes)
+                delta, info = optimise_value(model, tokenizer, site.value_module, out_dim, case.subject, case.target, texts, positions,
                                              config.value_settings(), progress=context)
-            direction = key_direction(keys, covariance, config.update_keys, config.covariance_ridge, config.solve_ridge)
-            update = add_rank_one(model, profile, layer, delta, direction)
-            handle.details["cases"].append(_diagnostics(model, tokenizer, case, info, keys, direction, update))
+            part = site.touched_by(keys)   # an MoE layer: only the experts the subject is routed to
+            keys = part.select(keys)
+            direction = key_direction(keys, part.gather(covariance), config.update_keys, config.covariance_ridge, config.solve_ridge)
+            update = add_rank_one(model, part, delta, direction)
+            handle.details["cases"].append({**_diagnostics(model, tokenizer, case, info, keys, direction, update), **part.describe()})
         return handle
 
 

@@ -235,6 +235,10 @@ class UltraEdit(EditMethod, name="ultraedit", family="lifelong closed-form", pap
                 capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)):
     """Lifelong editing by a normalised closed-form update (Gu et al., 2025)"""
 
+    refuses_moe = ("its running per-feature statistics and closed-form solve are over one dense projection's keys, and an MoE "
+                   "layer's keys are per expert and sparse (not implemented). Use alphaedit or memit for sequential batches "
+                   "(they edit the experts the subjects are routed to).")
+
     def _apply(self, model, tokenizer, profile, cases, config: UltraEditConfig, context: EditContext) -> EditHandle:
         layers = config.resolved_layers(profile.num_layers)
         names = [profile.mlp_out_module(layer) for layer in layers]

@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, unrelated_texts, upper_passes
+from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, own_output, unrelated_texts, upper_passes
 from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodConfigError
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.progress import progress_cases
@@ -203,12 +203,12 @@ class Wise(AdaptorMethod, name="wise", paper="Wang et al., NeurIPS 2024, arXiv:2
         with context.setup():   # sampled once per model, before anything is installed
             texts = unrelated_texts(model, tokenizer, config.unrelated, seed=context.seed)
         memory, new = find_or_install(model, module_name, self.name, layer,
-                                      lambda: WiseMemory(layer, profile.hidden_size, profile.mlp_size, device, config.merge), WiseMemory)
+                                      lambda: WiseMemory(layer, profile.hidden_size, profile.mlp_out_input_size, device, config.merge), WiseMemory)
         if new:
             rows = [encode_prompt(tokenizer, text) for text in texts]
             memory.unrelated = _activations(model, tokenizer, module, rows)
             with torch.no_grad():
-                outputs = module.forward(torch.cat(memory.unrelated).to(next(module.parameters()).dtype))
+                outputs = own_output(module, torch.cat(memory.unrelated).to(next(module.parameters()).dtype))
             memory.scale = float(outputs.float().norm(dim=-1).median())
         memory.push(handle, lambda state=memory.state(): memory.set_state(state))
         details = []

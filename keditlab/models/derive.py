@@ -7,6 +7,10 @@ checkpoint of a known family is recognised by its structure.
 * **MLP output**: the ``Linear`` (or GPT-2 ``Conv1D``) inside a block that maps
   the MLP width back to the hidden size; ``Conv1D`` stores its weight as
   (in, out), hence ``mlp_out_transposed``;
+* **sparse mixture of experts** (:mod:`keditlab.models.experts`): a block
+  whose MLP is a router plus fused experts; then ``mlp_out`` is the MoE block,
+  ``expert_out`` the experts' fused down projection and ``mlp_size`` one
+  expert's width;
 * **final norm**: the normalisation module next to the blocks, registered
   after them (the order ``__init__`` creates modules in follows the forward);
 * **LM head / embeddings**: ``get_output_embeddings()`` / ``get_input_embeddings()``.
@@ -22,6 +26,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from keditlab.models.errors import ProfileError, UnknownArchitectureError
+from keditlab.models.experts import config_num_experts, find_experts
 from keditlab.models.profile import ModelProfile
 
 if TYPE_CHECKING:
@@ -220,9 +225,30 @@ def _validate(model: nn.Module, fields: dict[str, Any], given: set[str]) -> None
         )
     for layer in range(fields["num_layers"]):
         path = fields["mlp_out"].format(layer=layer)
+        if fields.get("expert_out"):
+            if _resolve(model, path) is None or _resolve(model, fields["expert_out"].format(layer=layer).rpartition(".")[0]) is None:
+                raise ProfileError(f"{where('mlp_out')} = {fields['mlp_out']!r}: layer {layer} has no mixture-of-experts block there; "
+                                   "keditlab edits models whose every layer is sparse, or whose every layer is dense")
+            continue
         module = _resolve(model, path)
         if module is None or getattr(module, "weight", None) is None:
             raise ProfileError(f"{where('mlp_out')} = {fields['mlp_out']!r}: {path!r} is not a module with a weight")
+
+
+def _moe_fields(model: nn.Module, fields: dict[str, Any], hidden: int, config: Any) -> bool:
+    """Fill the MoE fields when every block holds a sparse mixture of experts (router + fused experts); else False."""
+    if not config_num_experts(config):
+        return False
+    blocks = _resolve(model, fields["layers"])
+    found = [find_experts(block, hidden, config) for block in blocks]
+    if any(f is None or f != found[0] for f in found):
+        return False
+    first = found[0]
+    prefix = f"{fields['layers']}.{{layer}}"
+    fields.update(mlp_out=f"{prefix}.{first.block}", expert_out=f"{prefix}.{first.experts}.{first.down}",
+                  router=f"{prefix}.{first.router}", num_experts=first.num_experts, experts_per_token=first.top_k,
+                  mlp_size=first.expert_size, mlp_out_transposed=False)
+    return True
 
 
 def derive_profile(model: nn.Module, override: dict[str, Any] | None = None) -> ModelProfile:
@@ -271,6 +297,8 @@ def derive_profile(model: nn.Module, override: dict[str, Any] | None = None) -> 
         if dims is not None:
             mlp_size = mlp_size or dims[0]
             fields["mlp_out_transposed"] = dims[2]
+    elif "layers" in fields and hidden is not None and num_layers and _moe_fields(model, fields, hidden, config):
+        mlp_size = fields.pop("mlp_size")
     elif "layers" in fields and hidden is not None and num_layers:
         block = _resolve(model, f"{fields['layers']}.0")
         found = _find_mlp_out(block, hidden, mlp_size) if block is not None else None

@@ -89,3 +89,43 @@ def peek_num_layers(name_or_path: str) -> int | None:
     except Exception:  # not a valid repo id, for instance
         return None
     return _from_config_file(hit) if isinstance(hit, str) else None
+
+
+def _experts_in_config_file(path: str | os.PathLike[str]) -> int | None:
+    from keditlab.models.experts import config_num_experts
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return config_num_experts(data) if isinstance(data, dict) else None
+
+
+def peek_num_experts(name_or_path: str) -> int | None:
+    """Routed experts per layer a model's ``config.json`` declares (0: dense), or None when it cannot be read without loading.
+
+    The embedded model is dense.  A local directory or a Hugging Face id already in the local cache
+    is read as :func:`peek_num_layers` reads it; nothing is downloaded.
+    """
+    if is_embedded_name(name_or_path):
+        return 0
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return _experts_in_config_file(path / "config.json")
+    if path.exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        hit = try_to_load_from_cache(name_or_path, "config.json")
+    except Exception:  # not a valid repo id, for instance
+        return None
+    return _experts_in_config_file(hit) if isinstance(hit, str) else None
+
+
+#: The spec validator asks the same callback it is given for layer counts whether the model has experts
+#: (``keditlab.spec.rules.check_experts``), so every caller that passes ``num_layers_of=peek_num_layers`` gets both.
+peek_num_layers.num_experts = peek_num_experts  # type: ignore[attr-defined]

@@ -35,10 +35,39 @@ class ModelProfile:
     lm_head: str
     embed: str
     mlp_out_transposed: bool = False
+    #: Sparse mixture-of-experts models (:mod:`keditlab.models.experts`): the template of the fused
+    #: down-projection parameter of a layer's experts, ``(num_experts, hidden, mlp_size)``, e.g.
+    #: ``"model.layers.{layer}.mlp.experts.down_proj"``; ``None`` for a dense model.  Then ``mlp_out`` is
+    #: the MoE block (its output is what the experts write), ``mlp_size`` one expert's width, and
+    #: ``router`` the template of the router.
+    expert_out: str | None = None
+    router: str | None = None
+    num_experts: int = 0
+    experts_per_token: int = 0
 
     def mlp_out_module(self, layer: int) -> str:
         """Module path of the MLP output projection at ``layer``."""
         return self.mlp_out.format(layer=layer)
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether the MLPs are sparse mixtures of experts (:mod:`keditlab.models.experts`)."""
+        return self.expert_out is not None
+
+    @property
+    def mlp_out_input_size(self) -> int:
+        """Width of what ``mlp_out`` reads: the MLP width (dense), the hidden size (an MoE block reads the residual stream)."""
+        return self.hidden_size if self.is_moe else self.mlp_size
+
+    def mlp_out_parameter(self, layer: int) -> str:
+        """Name of the parameter holding ``layer``'s MLP output weight(s): the projection's weight, or every expert's fused down projection."""
+        return self.expert_out.format(layer=layer) if self.is_moe else f"{self.mlp_out_module(layer)}.weight"
+
+    def key_site(self, model: Any, layer: int) -> Any:
+        """Where locate-then-edit methods read keys and write at ``layer`` (:class:`~keditlab.models.experts.ExpertSite`)."""
+        from keditlab.models.experts import ExpertSite
+
+        return ExpertSite(self, model, layer)
 
     def layer_module(self, layer: int) -> str:
         return f"{self.layers}.{layer}"
@@ -55,6 +84,8 @@ class ModelProfile:
             W = profile.mlp_out_weight(model, 5)      # (hidden, mlp) on Llama and GPT-2 alike
             values = keys @ W.T
         """
+        if self.is_moe:   # (num_experts, out, in): every expert's down projection
+            return model.get_parameter(self.mlp_out_parameter(layer))
         weight = model.get_submodule(self.mlp_out_module(layer)).weight
         return weight.T if self.mlp_out_transposed else weight
 

@@ -430,6 +430,35 @@ def check_chat_context(data: dict[str, Any], report: Reporter) -> None:
                    "`chat_template: off` with `context: qa`")
 
 
+def check_experts(data: dict[str, Any], schema: dict[str, Any], num_layers_of: NumLayersOf | None, report: Reporter) -> None:
+    """A method that cannot edit a mixture-of-experts model (``x-keditlab-refuses-moe``) is refused before any weights load.
+
+    Whether the model has experts is read from its config, cheaply, by ``num_layers_of.num_experts``
+    (``keditlab.models.peek_num_experts``); without it, or when the config cannot be read, nothing is checked here
+    (the method refuses when it is applied).
+    """
+    experts_of = getattr(num_layers_of, "num_experts", None)
+    model = _model_name(data, schema)
+    if experts_of is None or model is None:
+        return
+    defs = schema["$defs"]
+    refusing = [(path, name, settings, defs[f"method-{name}"]["x-keditlab-refuses-moe"]) for path, name, settings in method_entries(data)
+                if "x-keditlab-refuses-moe" in defs.get(f"method-{name}", {})]
+    if not refusing:
+        return
+    try:
+        experts = experts_of(model)
+    except Exception:  # noqa: BLE001 - an unreachable model is the loader's error to report
+        return
+    if not experts:
+        return
+    for path, name, settings, why in refusing:
+        reason, _, fix = why.partition(" Use ")
+        report.add((*path, "name") if settings else path,
+                   f"{name} cannot edit {model!r}, a mixture-of-experts model ({experts} experts per layer): {reason}",
+                   f"use {fix}" if fix else "choose another method")
+
+
 def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_of: NumLayersOf | None = None) -> None:
     """Every check above, on whatever parts of ``data`` have the right shape."""
     if not isinstance(data, dict):
@@ -441,6 +470,7 @@ def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_o
     check_edits_file(data, report, schema)
     check_chat_context(data, report)
     check_layers(data, schema, num_layers_of, report)
+    check_experts(data, schema, num_layers_of, report)
     check_run_settings(data, schema, report)
 
 

@@ -37,7 +37,7 @@ class CovarianceStats:
     """A layer's key second moment and where it came from (recorded in run manifests)."""
 
     layer: int
-    matrix: torch.Tensor  # (mlp_size, mlp_size), float32
+    matrix: torch.Tensor  # (mlp_size, mlp_size), float32; an MoE layer: (num_experts, expert_size, expert_size), one block per expert
     num_tokens: int
     corpus: str
     path: str
@@ -95,7 +95,7 @@ def layer_covariance(
 def layer_covariances(
     model: Any,
     tokenizer: Any,
-    modules: dict[int, str],
+    modules: dict[int, Any],
     corpus: str = "model-samples",
     num_tokens: int = 15360,
     max_length: int = 64,
@@ -103,6 +103,11 @@ def layer_covariances(
     batch_size: int = 16,
 ) -> dict[int, CovarianceStats]:
     """:func:`layer_covariance` for several layers (``{layer: module name}``), in one pass over the corpus.
+
+    A value may also be a key site (``profile.key_site(model, layer)``,
+    :class:`~keditlab.models.experts.ExpertSite`): an MoE layer's statistics
+    are then one second moment per expert, over the tokens routed to it,
+    gate-weighted and divided by all the tokens read (``(E, size, size)``).
 
     Each layer is cached in its own file under the same key as a single-layer
     call, so a layer already on disk is loaded and not recomputed, and a
@@ -114,7 +119,8 @@ def layer_covariances(
     found: dict[int, CovarianceStats] = {}
     missing: dict[int, Path] = {}
     for layer in modules:
-        key = f"{model_fingerprint(model)}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
+        experts = "" if isinstance(modules[layer], str) or not modules[layer].moe else "experts-"
+        key = f"{model_fingerprint(model)}/layer{layer}-{experts}{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
         path = cache_dir() / "stats" / f"{key}.pt"
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -127,11 +133,12 @@ def layer_covariances(
         text = _cached_corpus(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
                               corpus, model, tokenizer, num_tokens, max_length, seed)
         named = dict(model.named_modules())
-        moments = _second_moments(model, {layer: named[modules[layer]] for layer in missing}, text.sequences, batch_size)
+        moments = _second_moments(model, {layer: _reader(named, modules[layer]) for layer in missing}, text.sequences, batch_size)
         for layer, path in missing.items():
             matrix, count, split = moments[layer]
             _atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description, "split_half_difference": split}, path)
-            path.with_suffix(".json").write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": modules[layer],
+            module = modules[layer] if isinstance(modules[layer], str) else modules[layer].parameter
+            path.with_suffix(".json").write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": module,
                                                              "split_half_difference": split}))
             found[layer] = CovarianceStats(layer, matrix, count, text.description, str(path), False, split_half_difference=split)
     return {layer: found[layer] for layer in modules}
@@ -147,7 +154,19 @@ def _cached_corpus(path: Path, corpus: str, model: Any, tokenizer: Any, num_toke
     return text
 
 
-def _second_moments(model: Any, modules: dict[int, torch.nn.Module], sequences: list[list[int]],
+def _dense_sums(inputs: tuple[torch.Tensor, ...], mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    keys = inputs[0][mask].double()  # (real tokens, mlp_size); padding dropped
+    return keys.T @ keys, keys.shape[0]
+
+
+def _reader(named: dict[str, torch.nn.Module], where: Any) -> tuple[torch.nn.Module, Any]:
+    """``(module to hook, sums(inputs, mask))`` for a module name (its input is the key) or a key site."""
+    if isinstance(where, str):
+        return named[where], _dense_sums
+    return where.key_module, where.second_moment_sums
+
+
+def _second_moments(model: Any, modules: dict[int, tuple[torch.nn.Module, Any]], sequences: list[list[int]],
                     batch_size: int) -> dict[int, tuple[torch.Tensor, int, float]]:
     """Per layer, ``(E[k kᵀ], tokens, split-half difference)`` of the inputs to its module over ``sequences``.
 
@@ -165,17 +184,19 @@ def _second_moments(model: Any, modules: dict[int, torch.nn.Module], sequences: 
     current: dict[str, Any] = {}
 
     def reader(layer: int):
+        summed = modules[layer][1]
+
         def grab(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
-            keys = inputs[0][current["mask"]].double()  # (real tokens, mlp_size); padding dropped
+            gram, count = summed(inputs, current["mask"])
             half, sums = current["half"], halves[layer]
-            sums[half] = keys.T @ keys if sums[half] is None else sums[half] + keys.T @ keys
-            counts[layer][half] += keys.shape[0]
+            sums[half] = gram if sums[half] is None else sums[half] + gram
+            counts[layer][half] += count
             current["seen"].add(layer)
             if len(current["seen"]) == len(modules):
                 raise StopForward
         return grab
 
-    readers = [(module, reader(layer)) for layer, module in modules.items()]
+    readers = [(module, reader(layer)) for layer, (module, _) in modules.items()]
     label = "Key statistics" if len(modules) == 1 else f"Key statistics, layers {', '.join(map(str, sorted(modules)))}"
     with tqdm(total=sum(len(s) for s in sequences), desc=label, unit="tok") as progress:
         for index, start in enumerate(range(0, len(sequences), batch_size)):
@@ -241,7 +262,9 @@ class CovarianceProvider:
                  num_tokens: int | str = "auto", max_length: int = 64, seed: int = 0) -> None:
         self.model, self.tokenizer, self.profile = model, tokenizer, profile
         self.corpus, self.max_length, self.seed = corpus, max_length, seed
-        self.num_tokens = resolve_num_tokens(num_tokens, profile.mlp_size)
+        # An MoE expert sees about top_k / num_experts of the tokens: read enough for each to see 10·width on average.
+        share = profile.num_experts / profile.experts_per_token if getattr(profile, "is_moe", False) else 1
+        self.num_tokens = resolve_num_tokens(num_tokens, int(profile.mlp_size * share))
         self.stats: dict[int, CovarianceStats] = {}
         self.null_spaces: dict[tuple[int, float], Any] = {}
         self.seconds = 0.0  # time spent computing or loading matrices: one-off, not per edit
@@ -260,7 +283,7 @@ class CovarianceProvider:
         if wanted:
             start = time.perf_counter()
             found = layer_covariances(
-                self.model, self.tokenizer, {layer: self.profile.mlp_out_module(layer) for layer in wanted}, corpus=self.corpus,
+                self.model, self.tokenizer, {layer: self._where(layer) for layer in wanted}, corpus=self.corpus,
                 num_tokens=self.num_tokens, max_length=self.max_length, seed=self.seed,
             )
             seconds = time.perf_counter() - start
@@ -269,6 +292,12 @@ class CovarianceProvider:
                 self.stats[layer] = stats
             self.seconds += round(seconds, 3)
         return {layer: self.stats[layer].matrix for layer in layers}
+
+    def _where(self, layer: int) -> Any:
+        """A dense layer's projection by name (as before); an MoE layer's key site (per-expert statistics)."""
+        if getattr(self.profile, "is_moe", False):
+            return self.profile.key_site(self.model, layer)
+        return self.profile.mlp_out_module(layer)
 
     def null_space(self, layer: int, energy: float) -> torch.Tensor:
         """AlphaEdit's projector at ``layer`` (:mod:`keditlab.stats.nullspace`), computed once and cached beside ``C``."""

@@ -36,7 +36,7 @@ class NullSpace:
     """A projector onto the low-energy directions of a layer's key covariance."""
 
     layer: int
-    projector: torch.Tensor  # (mlp, mlp), float32, symmetric, P @ P = P
+    projector: torch.Tensor  # (mlp, mlp), float32, symmetric, P @ P = P; an MoE layer: (E, size, size), one per expert
     dimensions: int
     energy: float            # the share of the trace the null space was allowed
     path: str
@@ -55,10 +55,18 @@ def null_space(stats: CovarianceStats, energy: float) -> NullSpace:
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         return NullSpace(stats.layer, saved["projector"], int(saved["dimensions"]), energy, str(path), True)
-    values, vectors = torch.linalg.eigh(stats.matrix.to(torch.float64))   # ascending
-    share = torch.cumsum(values.clamp(min=0), 0) / values.clamp(min=0).sum()
-    dimensions = int((share <= energy).sum())
-    basis = vectors[:, :dimensions]
-    projector = (basis @ basis.T).float()
+    if stats.matrix.dim() == 3:   # an MoE layer: one projector per expert, each from its own block
+        parts = [_projector(block, energy) for block in stats.matrix]
+        projector, dimensions = torch.stack([p for p, _ in parts]), sum(d for _, d in parts)
+    else:
+        projector, dimensions = _projector(stats.matrix, energy)
     _atomic_save({"projector": projector, "dimensions": dimensions, "energy": energy}, path)
     return NullSpace(stats.layer, projector, dimensions, energy, str(path), False)
+
+
+def _projector(matrix: torch.Tensor, energy: float) -> tuple[torch.Tensor, int]:
+    values, vectors = torch.linalg.eigh(matrix.to(torch.float64))   # ascending
+    share = torch.cumsum(values.clamp(min=0), 0) / values.clamp(min=0).sum().clamp(min=1e-300)
+    dimensions = int((share <= energy).sum())
+    basis = vectors[:, :dimensions]
+    return (basis @ basis.T).float(), dimensions

@@ -117,7 +117,7 @@ def model_key(model: Any, profile: Any) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([getattr(model, "keditlab_source", "") or getattr(model, "keditlab_name", ""),
                               profile.to_dict(), AUTO_VERSION], sort_keys=True).encode())
-    for weight in (model.get_input_embeddings().weight, model.get_submodule(profile.mlp_out_module(profile.num_layers - 1)).weight):
+    for weight in (model.get_input_embeddings().weight, model.get_parameter(profile.mlp_out_parameter(profile.num_layers - 1))):
         sample = weight.detach().reshape(-1)[:65536].to("cpu", torch.float32).contiguous()
         digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:16]
