@@ -30,6 +30,12 @@ shared with ROME, :mod:`keditlab.methods.keyvalue`):
    (:mod:`keditlab.methods.emmet`, :mod:`keditlab.methods.alphaedit` override
    :meth:`Memit.solve`).
 
+On a mixture-of-experts model each layer's keys are the gate-weighted keys
+of the experts the subjects are routed to, and each layer's solve is
+narrowed to those experts, with per-expert statistics
+(:class:`~keditlab.models.experts.ExpertSite`; MoEEdit, arXiv:2602.10965;
+the tensor-structured MoE MEMIT, arXiv:2605.16686).
+
 keditlab's difference from the paper, measured (``docs/methods.md``): by
 default every context's key is a column of ``K`` with its own gap
 (``keys: contexts``), as ROME's update in keditlab is solved at every

@@ -30,6 +30,11 @@ After the update, the edit is checked where it matters: the target's
 probability given the bare prompt is recorded per edit in ``details``, beside
 the optimisation's NLL at each step.
 
+On a mixture-of-experts model the projection is the layer's experts read as
+one memory (:mod:`keditlab.models.experts`): the keys are the gate-weighted
+activations of the experts the subject's last token is routed to, and only
+those experts' down projections are written (MoEEdit, arXiv:2602.10965).
+
 Several cases given at once are applied one after another, each on the model
 the previous one produced (as in the paper); MEMIT is the method for batches.
 """

@@ -26,7 +26,6 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from keditlab.models.errors import ProfileError, UnknownArchitectureError
-from keditlab.models.experts import config_num_experts, find_experts
 from keditlab.models.profile import ModelProfile
 
 if TYPE_CHECKING:
@@ -237,6 +236,9 @@ def _validate(model: nn.Module, fields: dict[str, Any], given: set[str]) -> None
 
 def _moe_fields(model: nn.Module, fields: dict[str, Any], hidden: int, config: Any) -> bool:
     """Fill the MoE fields when every block holds a sparse mixture of experts (router + fused experts); else False."""
+    from keditlab.models.experts import find_experts
+    from keditlab.models.peek import config_num_experts
+
     if not config_num_experts(config):
         return False
     blocks = _resolve(model, fields["layers"])

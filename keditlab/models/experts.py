@@ -15,7 +15,9 @@ parameter for every expert's down projection (``experts.down_proj``) and one
 for their input projections, with no per-expert module to hook.
 
 **The key–value view** (the tensor-structured reading of MoE MEMIT,
-arXiv:2605.16686, and MoEEdit, ICLR 2026).  Concatenating the down
+arXiv:2605.16686, and the block-structured one of MoEEdit: Gu, Wei, Zhu and
+Li, "MoEEdit: Efficient and Routing-Stable Knowledge Editing for
+Mixture-of-Experts LLMs", ICLR 2026, arXiv:2602.10965).  Concatenating the down
 projections side by side, ``W̃ = [W_1 … W_E]`` (``hidden × E·expert_size``),
 and the gate-weighted keys on top of each other,
 ``k̃ = [g_1 k_1; …; g_E k_E]`` (zero blocks for the experts a token is not
@@ -48,21 +50,7 @@ from typing import Any
 
 import torch
 
-#: Config keys holding the number of routed experts, in the order they are tried.
-NUM_EXPERTS_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
-#: Config keys holding how many experts each token is sent to.
-TOP_K_KEYS = ("num_experts_per_tok", "moe_top_k", "top_k")
-
-
-def config_num_experts(config: Any) -> int:
-    """The routed experts per MoE layer a config declares (0 for a dense model); works on dicts and config objects."""
-    read = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
-    for key in NUM_EXPERTS_KEYS:
-        value = read(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
-            return value
-    text = read("text_config")
-    return config_num_experts(text) if isinstance(text, dict) or (text is not None and not isinstance(text, (int, str))) else 0
+from keditlab.models.peek import config_num_experts  # noqa: F401  (the config keys are read there, without torch)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,19 @@ from typing import Any
 from keditlab.models.embedded import embedded_cache_dir, find_embedded_gguf, is_embedded_name, is_valid_cache
 
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+#: Config keys holding the number of routed experts of a mixture-of-experts model, in the order they are tried.
+NUM_EXPERTS_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+def config_num_experts(config: Any) -> int:
+    """The routed experts per MoE layer a config declares (0 for a dense model); a dict or a config object."""
+    read = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
+    for key in NUM_EXPERTS_KEYS:
+        value = read(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            return value
+    text = read("text_config")
+    return config_num_experts(text) if text is not None and not isinstance(text, (int, str, float, bool)) else 0
 """Config keys that hold the number of blocks, in the order they are tried."""
 
 
@@ -92,8 +105,6 @@ def peek_num_layers(name_or_path: str) -> int | None:
 
 
 def _experts_in_config_file(path: str | os.PathLike[str]) -> int | None:
-    from keditlab.models.experts import config_num_experts
-
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
