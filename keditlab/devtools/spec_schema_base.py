@@ -131,13 +131,13 @@ def base_schema() -> dict[str, Any]:
             ),
             "model": {
                 "title": "Model",
-                "description": "The model to edit: the embedded model `smollm2-135m`, a Hugging Face model id, or a local path; or a mapping with `name`, `dtype` and `profile`.",
+                "description": "The model to edit: an embedded model (`smollm2-135m`, `gemma3-270m`), a Hugging Face model id, or a local path; or a mapping with `name`, `dtype` and `profile`.",
                 "default": model_defaults.name,
                 "oneOf": [
-                    _text("Model name", "The embedded model `smollm2-135m`, a Hugging Face model id, or a local path."),
+                    _text("Model name", "An embedded model (`smollm2-135m`, `gemma3-270m`), a Hugging Face model id, or a local path."),
                     {"$ref": "#/$defs/model"},
                 ],
-                "examples": ["smollm2-135m"],
+                "examples": ["smollm2-135m", "gemma3-270m"],
             },
             "method": {
                 "title": "Method",
@@ -202,9 +202,9 @@ def base_schema() -> dict[str, Any]:
                 "properties": {
                     "name": _text(
                         "Model name",
-                        "The embedded model `smollm2-135m`, a Hugging Face model id, or a local path.",
+                        "An embedded model (`smollm2-135m`, `gemma3-270m`), a Hugging Face model id, or a local path.",
                         default=model_defaults.name,
-                        examples=["smollm2-135m"],
+                        examples=["smollm2-135m", "gemma3-270m"],
                     ),
                     "dtype": {
                         "title": "Weights dtype",

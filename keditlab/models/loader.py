@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from keditlab.models.embedded import EMBEDDED_NAME, ensure_embedded_cache, is_embedded_name
+from keditlab.models.embedded import EMBEDDED_NAME, embedded_model, ensure_embedded_cache, is_embedded_name
 from keditlab.models.errors import ModelLoadError
 from keditlab.models.hub import hub_endpoint, hub_offline, hub_unreachable_reason, is_cached
 from keditlab.models.profile import ModelProfile
@@ -264,8 +264,9 @@ def load_model(
     name = str(name_or_path)
 
     if is_embedded_name(name):
-        source = str(ensure_embedded_cache())
-        model, tokenizer = _load_pretrained(source, EMBEDDED_NAME, torch_dtype, local=True)
+        name = embedded_model(name).name
+        source = str(ensure_embedded_cache(name))
+        model, tokenizer = _load_pretrained(source, name, torch_dtype, local=True)
     else:
         path = Path(name).expanduser()
         if path.is_dir():

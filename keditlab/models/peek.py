@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from keditlab.models.embedded import embedded_cache_dir, find_embedded_gguf, is_embedded_name, is_valid_cache
+from keditlab.models.embedded import SMOLLM2, embedded_cache_dir, embedded_model, find_embedded_gguf, is_embedded_name, is_valid_cache
 
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 """Config keys that hold the number of blocks, in the order they are tried."""
@@ -62,17 +62,20 @@ def _from_gguf(path: Path) -> int | None:
 def peek_num_layers(name_or_path: str) -> int | None:
     """Number of layers of a model, or None when it cannot be known without loading.
 
-    * ``"smollm2-135m"``: the converted cache's ``config.json``, else the GGUF header;
+    * an embedded model (``"smollm2-135m"``, ``"gemma3-270m"``): the converted cache's
+      ``config.json``; else SmolLM2's GGUF header (Gemma's GGUF exists only in chunks
+      until it is converted: unknown until then);
     * a local directory: its ``config.json``;
     * a Hugging Face id: ``config.json`` in the local HF cache, if downloaded before.
     """
     if is_embedded_name(name_or_path):
-        cached = embedded_cache_dir()
-        gguf = find_embedded_gguf()
-        if is_valid_cache(cached, gguf):
+        embedded = embedded_model(name_or_path)
+        cached = embedded_cache_dir(embedded.name)
+        if is_valid_cache(cached):
             found = _from_config_file(cached / "config.json")
             if found is not None:
                 return found
+        gguf = find_embedded_gguf() if embedded is SMOLLM2 else None
         return _from_gguf(gguf) if gguf is not None else None
 
     path = Path(name_or_path).expanduser()
