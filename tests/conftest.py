@@ -36,6 +36,17 @@ def embedded():
 
 
 @pytest.fixture(scope="session")
+def gemma():
+    """``LoadedModel`` of the second embedded model, Gemma 3 270M (skipped when its package is not installed)."""
+    from keditlab.models import load_model
+    from keditlab.models.embedded import GEMMA3, embedded_cache_dir, is_valid_cache
+
+    if GEMMA3.source_stamp() is None and not is_valid_cache(embedded_cache_dir(GEMMA3.name)):
+        pytest.skip(f"the second embedded model needs its package: {GEMMA3.install}")
+    return load_model("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
 def shared_datasets():
     """The shared benchmark files (``../shared/datasets`` beside the checkout, or ``$KEDITLAB_DATASETS``)."""
     folder = Path(os.environ.get("KEDITLAB_DATASETS", SHARED_DATASETS))
