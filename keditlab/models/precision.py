@@ -31,7 +31,6 @@ import contextlib
 import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -154,7 +153,3 @@ class MasterWeights:
                     moved = param != master.to(param.dtype)
                     master.copy_(torch.where(moved, param.float(), master))
 
-
-def describe(model: Any) -> dict[str, Any]:
-    """The manifest's note on precision: the dtype, and whether edits were computed on a float32 upcast."""
-    return {"dtype": str(model_dtype(model)).removeprefix("torch."), "edits_computed_in_float32": needs_float32_compute(model)}
