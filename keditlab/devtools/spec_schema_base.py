@@ -208,7 +208,7 @@ def base_schema() -> dict[str, Any]:
                     ),
                     "dtype": {
                         "title": "Weights dtype",
-                        "description": "The dtype to load the weights in; `auto` means float32 on every device, the precision the editing methods are written for.",
+                        "description": "The dtype to load the weights in; `auto` means float32 on every device. `bfloat16` halves the memory: statistics, solves and optimised vectors stay in float32, the edit is written in bfloat16 and restored bit for bit (on a CPU without bfloat16 arithmetic the edit is computed on a float32 upcast, with a warning). `float16` is for GPUs: on a CPU it is refused at load. See docs/performance.md, Half precision.",
                         "enum": ["auto", "float32", "float16", "bfloat16"],
                         "default": model_defaults.dtype,
                         "x-keditlab-noun": "dtype",

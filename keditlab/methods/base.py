@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from keditlab.models.precision import float32_compute, needs_float32_compute
+
 if TYPE_CHECKING:
     from keditlab.models.profile import ModelProfile
     from keditlab.vocabulary import EditCase
@@ -285,7 +287,12 @@ class EditMethod:
             raise MethodConfigError(f"{self.name}: no edits to apply. Fix: pass a list with at least one EditCase.")
         context = context or EditContext()
         start, setup_before = time.perf_counter(), context.one_off_seconds()
-        handle = self._apply(model, tokenizer, profile, list(cases), config, context)
+        # A half-precision model on a CPU without arithmetic for it is edited in float32 (models/precision.py).
+        with float32_compute(model, needs_float32_compute(model)) as cast:
+            handle = self._apply(model, tokenizer, profile, list(cases), config, context)
+        for name, dtype in cast.items():   # the snapshots in the model's own dtype: restore() is bit for bit
+            if name in handle.originals:
+                handle.originals[name] = handle.originals[name].to(dtype)
         handle.setup_seconds = context.one_off_seconds() - setup_before
         handle.seconds = time.perf_counter() - start - handle.setup_seconds
         handle.config = config.to_dict()

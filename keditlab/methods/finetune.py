@@ -34,6 +34,7 @@ from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMet
 from keditlab.methods.common import device_of, target_logits, trainable_only
 from keditlab.methods.layers import factual_recall_layer
 from keditlab.methods.progress import progress_bar
+from keditlab.models.precision import MasterWeights
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -92,8 +93,12 @@ def adam_until(params, loss_of, steps: int, lr: float, early_stop_loss: float, a
     ``after_step(step)`` runs after each optimiser step (FT-L's clamp, AdaLoRA's
     budget allocation).  Returns the loss before each step taken (and the last one).
     ``progress`` (an ``EditContext`` or a bool) shows a bar over the steps.
+    Half-precision ``params`` are trained through float32 master copies
+    (:class:`~keditlab.models.precision.MasterWeights`); what ``after_step``
+    writes into them is taken into the masters.
     """
-    optimiser = torch.optim.Adam(params, lr=lr)
+    weights = MasterWeights(params)   # half-precision weights are trained through float32 copies
+    optimiser = torch.optim.Adam(weights.masters, lr=lr)
     losses: list[float] = []
     with progress_bar(progress, total=steps, desc=desc) as bar:
         for step in range(steps):
@@ -102,11 +107,14 @@ def adam_until(params, loss_of, steps: int, lr: float, early_stop_loss: float, a
             bar.update()
             if losses[-1] < early_stop_loss:
                 break
-            optimiser.zero_grad()
+            weights.zero_grad()
             loss.backward()
+            weights.pull_grads()
             optimiser.step()
+            weights.push()
             if after_step is not None:
                 after_step(step)
+                weights.absorb()
     return losses
 
 

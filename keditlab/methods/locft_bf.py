@@ -59,6 +59,7 @@ from keditlab.methods.layers import chosen_layers, tuning_layer
 from keditlab.methods.lifelong import HeldSums, KeySum, keep_earlier_setting, preserve_setting, preserve_weight_setting
 from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import hooks
+from keditlab.models.precision import MasterWeights
 
 #: Adam's step, as a share of the tuned weight's root-mean-square (Adam moves every
 #: entry by about lr a step, so the step is set against the size of the entries).
@@ -158,7 +159,8 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
         # One Adam group per matrix, each with its own step (see LR_SHARE_OF_WEIGHT_RMS).
         lrs = {layer: config.lr if config.lr is not None else LR_SHARE_OF_WEIGHT_RMS * float(w.detach().float().pow(2).mean().sqrt())
                for layer, w in weights.items()}
-        optimiser = torch.optim.Adam([{"params": [weights[layer]], "lr": lrs[layer]} for layer in layers])
+        masters = MasterWeights([weights[layer] for layer in layers])   # float32 copies of half-precision weights
+        optimiser = torch.optim.Adam([{"params": [master], "lr": lrs[layer]} for layer, master in zip(layers, masters.masters)])
 
         def out_in(layer: int) -> torch.Tensor:   # the tuned weight as (out, in), gradients flowing
             return profile.mlp_out_weight(model, layer)
@@ -215,9 +217,11 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
                     total += float(loss.detach()) * len(rows)
                     if float(loss.detach()) < config.early_stop_loss:
                         continue
-                    optimiser.zero_grad()
+                    masters.zero_grad()
                     (loss + penalties()).backward()
+                    masters.pull_grads()
                     optimiser.step()
+                    masters.push()
                     steps += 1
                 epoch_losses.append(total / len(order))
                 bar.update()

@@ -253,14 +253,20 @@ def load_model(
     ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
     ``"cuda:N"``, ``"mps"``; a GPU that is not there is a ``ModelLoadError``
     (see :func:`resolve_device`), raised before anything is loaded.
-    ``dtype``: None/``"auto"`` means float32.  ``profile``: the spec's
+    ``dtype``: None/``"auto"`` means float32; float16 on a CPU is a ``ModelLoadError``
+    (:mod:`keditlab.models.precision` says how half precision is handled).  ``profile``: the spec's
     ``model.profile`` overrides for architectures keditlab cannot derive.
     The model comes back in eval mode.
     """
     from keditlab.models.derive import derive_profile
 
+    from keditlab.models.precision import precision_problem
+
     torch_dtype = resolve_dtype(dtype)
     target_device = resolve_device(device)
+    problem = precision_problem(torch_dtype, target_device)
+    if problem is not None:
+        raise ModelLoadError(problem)
     name = str(name_or_path)
 
     if is_embedded_name(name):

@@ -10,8 +10,9 @@ once per model, layer and corpus, and reused by every later edit.
 
 The estimate is the uncentred second moment over every token position of the
 corpus, accumulated in float64.  It is cached under
-``$KEDITLAB_CACHE/stats/`` keyed by model fingerprint, layer, corpus and token
-count, written atomically so that two kernels cannot corrupt it.
+``$KEDITLAB_CACHE/stats/`` keyed by model fingerprint (the checkpoint's, whatever
+dtype it was loaded in), layer, corpus and token count, written atomically so
+that two kernels cannot corrupt it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -63,18 +65,58 @@ def cache_dir() -> Path:
 
 
 def model_fingerprint(model: Any) -> str:
-    """A short id of a model's weights, so statistics never mix two checkpoints.
+    """A short id of a checkpoint's weights, whatever dtype they were loaded in, so statistics never mix two checkpoints.
 
-    Hashes the config and a slice of the input embeddings: cheap, and different for
-    any two real checkpoints.  (It deliberately ignores later layers, so edits to
-    an MLP do not invalidate statistics computed before them.)
+    Hashes the config (its ``dtype`` left out) and a slice of the input
+    embeddings rounded to bfloat16: cheap, and different for any two real
+    checkpoints.  (It deliberately ignores later layers, so edits to an MLP do
+    not invalidate statistics computed before them.)  A float32 and a bfloat16
+    load of one checkpoint have the same fingerprint and share statistics:
+    computed from the bfloat16 weights, the embedded model's layer-5 covariance
+    differs from the float32 one by 0.4% of its norm (1.0% in bfloat16
+    arithmetic), against 51% between the two halves of its corpus
+    (docs/performance.md).  A float16 load of a float32 checkpoint can round
+    differently, and then computes its own.
+    """
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    for key in ("dtype", "torch_dtype"):
+        config.pop(key, None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    embed = model.get_input_embeddings().weight.detach()
+    digest.update(embed[:64].to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return f"{_model_slug(model)}-{digest.hexdigest()[:12]}"
+
+
+def _legacy_fingerprint(model: Any) -> str:
+    """The fingerprint of statistics cached before it ignored the dtype (config with its dtype, embeddings as loaded).
+
+    Only read: statistics found under it are linked under :func:`model_fingerprint`
+    (:func:`_adopt`), so a cache filled by an earlier version is not computed again.
     """
     digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     embed = model.get_input_embeddings().weight.detach()
     digest.update(embed[:64].float().cpu().numpy().tobytes())
+    return f"{_model_slug(model)}-{digest.hexdigest()[:12]}"
+
+
+def _model_slug(model: Any) -> str:
     name = Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
-    return f"{safe}-{digest.hexdigest()[:12]}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+
+
+def _adopt(path: Path, legacy_folder: Path) -> None:
+    """When ``path`` is missing but the legacy folder holds it: link it (and its .json and null spaces) under ``path``."""
+    old = legacy_folder / path.name
+    if path.exists() or not old.exists() or legacy_folder == path.parent:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for source in [old, *legacy_folder.glob(f"{old.stem}.json"), *legacy_folder.glob(f"{old.stem}-nullspace-*.pt")]:
+        target = path.parent / source.name
+        if not target.exists():
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
 
 
 def layer_covariance(
@@ -113,9 +155,10 @@ def layer_covariances(
     """
     found: dict[int, CovarianceStats] = {}
     missing: dict[int, Path] = {}
+    folder, legacy = cache_dir() / "stats" / model_fingerprint(model), cache_dir() / "stats" / _legacy_fingerprint(model)
     for layer in modules:
-        key = f"{model_fingerprint(model)}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
-        path = cache_dir() / "stats" / f"{key}.pt"
+        path = folder / f"layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt"
+        _adopt(path, legacy)
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             found[layer] = CovarianceStats(layer, saved["matrix"], int(saved["num_tokens"]), saved["corpus"], str(path), True,
@@ -123,7 +166,7 @@ def layer_covariances(
         else:
             missing[layer] = path
     if missing:
-        folder = next(iter(missing.values())).parent
+        _adopt(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt", legacy)
         text = _cached_corpus(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
                               corpus, model, tokenizer, num_tokens, max_length, seed)
         named = dict(model.named_modules())
