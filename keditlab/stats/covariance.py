@@ -69,12 +69,35 @@ def model_fingerprint(model: Any) -> str:
     any two real checkpoints.  (It deliberately ignores later layers, so edits to
     an MLP do not invalidate statistics computed before them.)
     """
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    embed = model.get_input_embeddings().weight.detach()
-    digest.update(embed[:64].float().cpu().numpy().tobytes())
-    name = Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
+    return fingerprint_of(model.config, model.get_input_embeddings().weight.detach()[:FINGERPRINT_ROWS])
+
+
+#: The fingerprint reads this many rows of the input embedding.
+FINGERPRINT_ROWS = 64
+
+
+def fingerprint_of(config: Any, embedding_rows: torch.Tensor) -> str:
+    """:func:`model_fingerprint` from the config and the embedding's first :data:`FINGERPRINT_ROWS` rows alone.
+
+    ``keditlab plan`` reads those rows from the checkpoint file (no model
+    loaded) to tell whether a run will find its statistics cached.
+    """
+    digest = hashlib.sha256(config.to_json_string(use_diff=False).encode())
+    digest.update(embedding_rows.float().cpu().numpy().tobytes())
+    name = Path(str(getattr(config, "_name_or_path", "") or config.model_type)).name
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
     return f"{safe}-{digest.hexdigest()[:12]}"
+
+
+def statistics_path(fingerprint: str, layer: int, corpus: str, num_tokens: int, max_length: int, seed: int) -> Path:
+    """Where the key statistics of one layer are cached: the one definition of the cache key."""
+    key = f"{fingerprint}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
+    return cache_dir() / "stats" / f"{key}.pt"
+
+
+def corpus_path(fingerprint: str, corpus: str, num_tokens: int, max_length: int, seed: int) -> Path:
+    """Where the tokenized corpus the statistics are read from is cached (beside them, shared by the layers)."""
+    return cache_dir() / "stats" / fingerprint / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt"
 
 
 def layer_covariance(
@@ -113,9 +136,9 @@ def layer_covariances(
     """
     found: dict[int, CovarianceStats] = {}
     missing: dict[int, Path] = {}
+    fingerprint = model_fingerprint(model)
     for layer in modules:
-        key = f"{model_fingerprint(model)}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
-        path = cache_dir() / "stats" / f"{key}.pt"
+        path = statistics_path(fingerprint, layer, corpus, num_tokens, max_length, seed)
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             found[layer] = CovarianceStats(layer, saved["matrix"], int(saved["num_tokens"]), saved["corpus"], str(path), True,
@@ -123,8 +146,7 @@ def layer_covariances(
         else:
             missing[layer] = path
     if missing:
-        folder = next(iter(missing.values())).parent
-        text = _cached_corpus(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
+        text = _cached_corpus(corpus_path(fingerprint, corpus, num_tokens, max_length, seed),
                               corpus, model, tokenizer, num_tokens, max_length, seed)
         named = dict(model.named_modules())
         moments = _second_moments(model, {layer: named[modules[layer]] for layer in missing}, text.sequences, batch_size)
