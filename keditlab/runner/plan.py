@@ -69,13 +69,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from keditlab.methods import MethodConfigError, MethodPlan, get_method
 from keditlab.models.embedded import cache_root, embedded_cache_dir, find_embedded_gguf, is_embedded_name, is_valid_cache
 from keditlab.models.errors import ModelLoadError, ProfileError, UnknownArchitectureError
 from keditlab.models.profile import ModelProfile
 from keditlab.spec import Spec
+
+if TYPE_CHECKING:   # torch and the methods load inside plan_spec, so a bad size or spec fails at once
+    from keditlab.methods import MethodPlan
 
 GiB = 2**30
 MiB = 2**20
@@ -473,6 +475,7 @@ def plan_spec(spec: Spec, gpu_memory: int | str | None = None) -> Plan:
     """Plan every method of ``spec`` without loading weights; see the module docstring for what is estimated and how."""
     import torch
 
+    from keditlab.methods import MethodConfigError, get_method
     from keditlab.models.derive import derive_profile
     from keditlab.models.loader import resolve_dtype
     from keditlab.models.peek import layers_from_config_dict
