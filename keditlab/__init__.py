@@ -126,6 +126,20 @@ def load(spec: Any) -> Any:
     return load_spec(Path(spec), num_layers_of=peek_num_layers)
 
 
+def plan(spec: Any, gpu_memory: Any = None) -> Any:
+    """What ``spec`` (a path, a dict or a ``Spec``) will change and cost, from the model's configuration alone.
+
+    Returns a :class:`~keditlab.runner.plan.Plan` (plain data classes; ``print(plan)``
+    is the table ``keditlab plan`` prints): per method the resolved layers and
+    settings, the values it changes, its one-off statistics and an estimate of
+    peak memory, with fits / does not fit against ``gpu_memory`` (``"16GiB"``)
+    or the spec's device.  No weights are loaded (docs/plan.md).
+    """
+    from keditlab.runner.plan import plan_spec
+
+    return plan_spec(load(spec), gpu_memory)
+
+
 def load_model(name_or_path: str = "smollm2-135m", **kwargs: Any) -> Any:
     """``(model, tokenizer, profile)``; see :func:`keditlab.models.load_model`."""
     from keditlab.models import load_model as _load_model

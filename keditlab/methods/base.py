@@ -227,6 +227,59 @@ class Capabilities:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class MethodPlan:
+    """What a method will do to a model, known from its profile and settings alone: no weights, no tracing.
+
+    ``keditlab plan`` (:mod:`keditlab.runner.plan`) asks each method for one
+    (:meth:`EditMethod.plan`) and turns it into parameter counts, one-off
+    statistics and a peak-memory estimate.  Counts are numbers of values
+    (multiply by the bytes of a value for memory); everything is per method
+    call of ``edits`` edits unless a field says otherwise.
+    """
+
+    #: Layers the method edits, or hangs its memory on (empty: none, e.g. IKE).
+    layers: tuple[int, ...] = ()
+    #: ``(what, values)`` the edit changes: weight matrices by parameter name, or a memory beside the model.
+    changed: tuple[tuple[str, int], ...] = ()
+    #: True when ``changed`` are the model's weights; False for a memory beside them (GRACE, WISE) or none (IKE).
+    changes_weights: bool = True
+    #: Values copied so that ``restore()`` can put them back (default: the changed weights).
+    copied: int | None = None
+    #: Values that take gradients and Adam's two moments while the edit is found.
+    trained: int = 0
+    #: The lowest layer a backward pass runs through (its activations from there up are kept); None: no backward.
+    backward_from: int | None = None
+    #: Sequences the model reads at once per edit while the edit is optimised (contexts, integrated-gradient steps).
+    rows_per_edit: int = 1
+    #: Layers whose key covariance ``E[k kᵀ]`` (mlp_size²) the method asks for (:mod:`keditlab.stats`).
+    statistics: tuple[int, ...] = ()
+    #: Of those, how many are held at once as float64 systems on the device while solving (ROME 1, MEMIT all).
+    solved_at_once: int = 0
+    #: AlphaEdit's null-space projectors (one mlp_size² float64 per statistics layer) are computed too.
+    null_space: bool = False
+    #: float32 values kept beside the model while editing (a side memory, running statistics, anchors).
+    held: int = 0
+    #: Tokens placed before every prompt the model reads (IKE's demonstrations), which lengthen evaluation too.
+    extra_tokens: int = 0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def changed_values(self) -> int:
+        return sum(count for _, count in self.changed)
+
+    @property
+    def copied_values(self) -> int:
+        return self.changed_values if self.copied is None else self.copied
+
+    @classmethod
+    def mlp_out(cls, profile: "ModelProfile", layers: Any, **fields: Any) -> "MethodPlan":
+        """The plan of a method that rewrites the MLP output projections of ``layers`` (the usual case)."""
+        layers = tuple(layers)
+        size = profile.hidden_size * profile.mlp_size
+        return cls(layers=layers, changed=tuple((f"{profile.mlp_out_module(layer)}.weight", size) for layer in layers), **fields)
+
+
 class EditMethod:
     """Base class of editing methods: a subclass gives its card in its class statement and implements ``_apply``.
 
@@ -316,6 +369,19 @@ class EditMethod:
             f"{cls.name}: its layers cannot be 'auto'. Fix: name the layers as a list of layer numbers, "
             "or leave them out for the method's default."
         )
+
+    @classmethod
+    def plan(cls, profile: "ModelProfile", config: MethodConfig, model: Any = None) -> MethodPlan:
+        """What this method will change and need on a model of this ``profile`` with these settings (``keditlab plan``).
+
+        ``config`` is checked already (its layers fit the model; an ``auto``
+        layer was replaced by the default the plan is made for).  ``model``,
+        when given, is the model built on the meta device (no weights), for a
+        method that needs module shapes the profile does not hold (LoRA's
+        ``target_modules``).  Every registered method answers; the base class
+        says it cannot.
+        """
+        raise MethodConfigError(f"{cls.name}: keditlab plan does not know what this method needs.")
 
     @staticmethod
     def snapshot(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
 from keditlab.methods.common import device_of, target_logits, trainable_only
 from keditlab.methods.layers import factual_recall_layer
 from keditlab.methods.progress import progress_bar
@@ -129,6 +129,10 @@ class FineTuneConfig(MethodConfig):
     norm_constraint: float | None = field(default=None, metadata={"help": "Each weight stays within ± this of its original value (L-infinity). Empty: no constraint."})
     early_stop_loss: float = field(default=0.05, metadata={"help": "Stop once the loss is below this."})
 
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        """The tuned layers: ``layers``, or the factual-recall layer when empty."""
+        return sorted(set(self.layers)) if self.layers is not None else [factual_recall_layer(num_layers)]
+
 
 @dataclass
 class FineTuneLConfig(FineTuneConfig):
@@ -143,9 +147,16 @@ class _FineTune(EditMethod, family="fine-tuning",
                 capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False)):
     """Shared loop; subclasses choose the batch and the loss."""
 
+    @classmethod
+    def plan(cls, profile, config: FineTuneConfig, model=None) -> MethodPlan:
+        """Its layers' MLP output matrices, trained with Adam (gradients and two moments), backward from the lowest."""
+        layers = config.resolved_layers(profile.num_layers)
+        return MethodPlan.mlp_out(profile, layers, backward_from=layers[0],
+                                  trained=len(layers) * profile.hidden_size * profile.mlp_size)
+
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else [factual_recall_layer(profile.num_layers)]
-        names = [f"{profile.mlp_out_module(layer)}.weight" for layer in sorted(set(layers))]
+        layers = config.resolved_layers(profile.num_layers)
+        names = [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         params = dict(model.named_parameters())
         trained = [params[name] for name in names]

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.layers import upper_half
 from keditlab.models.hooks import hooks
@@ -63,13 +63,25 @@ class KNConfig(MethodConfig):
     strength: float = field(default=1.0, metadata={"help": "First step, in units of each neuron's column norm.", "exclusive_minimum": 0})
     max_doublings: int = field(default=4, metadata={"help": "Times the step may be doubled until the new answer is predicted.", "minimum": 0})
 
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        """The searched layers: ``layers``, or the upper half when empty."""
+        return list(self.layers) if self.layers is not None else upper_half(num_layers)
+
 
 class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al., ACL 2022, arXiv:2104.08696",
                        config_class=KNConfig, capabilities=Capabilities(batch=True, sequential=True)):
     """Knowledge neurons found by integrated gradients; their MLP columns moved from the old answer to the new"""
 
+    @classmethod
+    def plan(cls, profile, config: KNConfig, model=None) -> MethodPlan:
+        """At most ``max_neurons`` columns (hidden each) per edit, among the searched layers, whose matrices are all copied;
+        integrated gradients run ``steps`` scaled copies of each prompt and rephrase through the layers from the searched one up."""
+        layers = config.resolved_layers(profile.num_layers)
+        return MethodPlan(layers=tuple(layers), changed=((f"up to {config.max_neurons} columns of {profile.mlp_out}", config.max_neurons * profile.hidden_size),),
+                          copied=len(layers) * profile.hidden_size * profile.mlp_size, backward_from=layers[0], rows_per_edit=2 * config.steps)
+
     def _apply(self, model, tokenizer, profile, cases, config: KNConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else upper_half(profile.num_layers)
+        layers = config.resolved_layers(profile.num_layers)
         names = sorted({f"{profile.mlp_out_module(layer)}.weight" for layer in layers})
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         head = model.get_output_embeddings().weight

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
@@ -143,14 +143,26 @@ class LocFTConfig(MethodConfig):
         PRESERVE_WEIGHT, weighs="the preservation penalty: the change of each tuned matrix's output at the preserved keys, "
                                 "relative to that output's size, squared, averaged over the matrices (used when preserve > 0).")
 
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        """The tuned layers: ``layers``, or the one at 70% of the depth when empty."""
+        return chosen_layers(self.layers, [tuning_layer(num_layers)])
+
 
 class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et al., ICLR 2026, arXiv:2509.22072",
               config_class=LocFTConfig,
               capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)):
     """Localised fine-tuning of one late MLP, breadth-first over mini-batches (Yang et al., 2026)"""
 
+    @classmethod
+    def plan(cls, profile, config: LocFTConfig, model=None) -> MethodPlan:
+        """Its late layers' MLP output matrices, trained with Adam, backward from the lowest; an anchor copy of each for the preservation term."""
+        layers = config.resolved_layers(profile.num_layers)
+        size = profile.hidden_size * profile.mlp_size
+        return MethodPlan.mlp_out(profile, layers, backward_from=layers[0], trained=len(layers) * size,
+                                  held=len(layers) * size if config.preserve else 0)
+
     def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
-        layers = chosen_layers(config.layers, [tuning_layer(profile.num_layers)])
+        layers = config.resolved_layers(profile.num_layers)
         modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
         names = [f"{profile.mlp_out_module(layer)}.weight" for layer in layers]
         handle = EditHandle(self.name, model, self.snapshot(model, names))

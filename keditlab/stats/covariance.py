@@ -78,13 +78,7 @@ def model_fingerprint(model: Any) -> str:
     (docs/performance.md).  A float16 load of a float32 checkpoint can round
     differently, and then computes its own.
     """
-    config = json.loads(model.config.to_json_string(use_diff=False))
-    for key in ("dtype", "torch_dtype"):
-        config.pop(key, None)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    embed = model.get_input_embeddings().weight.detach()
-    digest.update(embed[:64].to(torch.bfloat16).float().cpu().numpy().tobytes())
-    return f"{_model_slug(model)}-{digest.hexdigest()[:12]}"
+    return fingerprint_of(model.config, model.get_input_embeddings().weight.detach()[:FINGERPRINT_ROWS])
 
 
 def _legacy_fingerprint(model: Any) -> str:
@@ -96,11 +90,11 @@ def _legacy_fingerprint(model: Any) -> str:
     digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     embed = model.get_input_embeddings().weight.detach()
     digest.update(embed[:64].float().cpu().numpy().tobytes())
-    return f"{_model_slug(model)}-{digest.hexdigest()[:12]}"
+    return f"{_slug_of(model.config)}-{digest.hexdigest()[:12]}"
 
 
-def _model_slug(model: Any) -> str:
-    name = Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
+def _slug_of(config: Any) -> str:
+    name = Path(str(getattr(config, "_name_or_path", "") or config.model_type)).name
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
 
 
@@ -117,6 +111,35 @@ def _adopt(path: Path, legacy_folder: Path) -> None:
                 os.link(source, target)
             except OSError:
                 shutil.copy2(source, target)
+
+
+#: The fingerprint reads this many rows of the input embedding.
+FINGERPRINT_ROWS = 64
+
+
+def fingerprint_of(config: Any, embedding_rows: torch.Tensor) -> str:
+    """:func:`model_fingerprint` from the config and the embedding's first :data:`FINGERPRINT_ROWS` rows alone.
+
+    ``keditlab plan`` reads those rows from the checkpoint file (no model
+    loaded) to tell whether a run will find its statistics cached.
+    """
+    settings = json.loads(config.to_json_string(use_diff=False))
+    for key in ("dtype", "torch_dtype"):
+        settings.pop(key, None)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(embedding_rows.to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return f"{_slug_of(config)}-{digest.hexdigest()[:12]}"
+
+
+def statistics_path(fingerprint: str, layer: int, corpus: str, num_tokens: int, max_length: int, seed: int) -> Path:
+    """Where the key statistics of one layer are cached: the one definition of the cache key."""
+    key = f"{fingerprint}/layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
+    return cache_dir() / "stats" / f"{key}.pt"
+
+
+def corpus_path(fingerprint: str, corpus: str, num_tokens: int, max_length: int, seed: int) -> Path:
+    """Where the tokenized corpus the statistics are read from is cached (beside them, shared by the layers)."""
+    return cache_dir() / "stats" / fingerprint / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt"
 
 
 def layer_covariance(
@@ -155,9 +178,10 @@ def layer_covariances(
     """
     found: dict[int, CovarianceStats] = {}
     missing: dict[int, Path] = {}
-    folder, legacy = cache_dir() / "stats" / model_fingerprint(model), cache_dir() / "stats" / _legacy_fingerprint(model)
+    fingerprint = model_fingerprint(model)
+    legacy = cache_dir() / "stats" / _legacy_fingerprint(model)
     for layer in modules:
-        path = folder / f"layer{layer}-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt"
+        path = statistics_path(fingerprint, layer, corpus, num_tokens, max_length, seed)
         _adopt(path, legacy)
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -166,8 +190,8 @@ def layer_covariances(
         else:
             missing[layer] = path
     if missing:
-        _adopt(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt", legacy)
-        text = _cached_corpus(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
+        _adopt(corpus_path(fingerprint, corpus, num_tokens, max_length, seed), legacy)
+        text = _cached_corpus(corpus_path(fingerprint, corpus, num_tokens, max_length, seed),
                               corpus, model, tokenizer, num_tokens, max_length, seed)
         named = dict(model.named_modules())
         moments = _second_moments(model, {layer: named[modules[layer]] for layer in missing}, text.sequences, batch_size)
