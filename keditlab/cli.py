@@ -87,12 +87,13 @@ def _discard_stdout() -> None:
 def _validate(args: argparse.Namespace) -> int:
     from keditlab.data.download import deferred_downloads
     from keditlab.models import peek_num_layers
+    from keditlab.models.peek import peek_config
     from keditlab.spec import validate_file
 
     bad = 0
     for file in args.files:
         with deferred_downloads() as pending:  # validation downloads nothing: a file a run will fetch is a note
-            errors = validate_file(file, num_layers_of=peek_num_layers)
+            errors = validate_file(file, num_layers_of=peek_num_layers, model_config_of=peek_config)
         if errors:
             bad += 1
             for error in errors:

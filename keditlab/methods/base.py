@@ -310,12 +310,16 @@ class EditMethod:
     #: Where the method comes from: authors, venue, arXiv id.
     paper: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: What the method needs of a model's structure, by name (:data:`keditlab.spec.model_needs.NEEDS`): a spec naming
+    #: a model whose config shows a need unmet is refused at validation, before any weight loads.
+    model_needs: ClassVar[tuple[str, ...]] = ("mlp_out",)
 
     def __init_subclass__(cls, *, name: str | None = None, family: str | None = None, paper: str | None = None,
                           config_class: type[MethodConfig] | None = None, capabilities: Capabilities | None = None,
-                          **kwargs: Any) -> None:
+                          model_needs: tuple[str, ...] | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        card = {"name": name, "family": family, "paper": paper, "config_class": config_class, "capabilities": capabilities}
+        card = {"name": name, "family": family, "paper": paper, "config_class": config_class, "capabilities": capabilities,
+                "model_needs": model_needs}
         for key, value in card.items():
             if value is not None:
                 setattr(cls, key, value)

@@ -92,7 +92,7 @@ class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al
             old = encode_answer(tokenizer, case.ground_truth)[0] if case.ground_truth else _predicted(model, tokenizer, case.prompt)
             scores = {layer: _attributions(model, tokenizer, profile, prompts, old, layer, config.steps) for layer in layers}
             neurons = _select(scores, config)
-            direction = torch.nn.functional.normalize((head[new] - head[old]).detach().float(), dim=0)
+            direction = _answer_direction(model, tokenizer, profile, case.prompt, head, new, old)
             # each neuron's output column of its layer's (out, in) weight: a view, so writing to it edits the weight
             columns = [profile.mlp_out_weight(model, layer)[:, index] for layer, index in neurons]
             norms = [float(c.detach().float().norm()) for c in columns]
@@ -111,6 +111,34 @@ class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al
                              "writes_first_token": written})
         handle.details = {"cases": per_case}
         return handle
+
+
+def _answer_direction(model, tokenizer, profile, prompt: str, head: torch.Tensor, new: int, old: int) -> torch.Tensor:
+    """The unit direction, in the blocks' hidden space, that moves the new answer's logit above the old one's.
+
+    The paper's: the new answer's output embedding minus the old one's.  When
+    the output embeddings are narrower or wider than the blocks (OPT-350m
+    projects the last hidden state from 1024 to 512 before its head), that
+    difference is carried back to the blocks' space through whatever lies
+    between the last block and the head: the gradient of ``logit_new −
+    logit_old`` with respect to the last block's output at the prompt's last token.
+    """
+    difference = (head[new] - head[old]).detach().float()
+    if difference.shape[0] == profile.hidden_size:
+        return torch.nn.functional.normalize(difference, dim=0)
+    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device_of(model))
+    shift = torch.zeros(profile.hidden_size, device=ids.device, requires_grad=True)
+
+    def add(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = torch.cat([hidden[:, :-1], hidden[:, -1:] + shift.to(hidden.dtype)], dim=1)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    last_block = model.get_submodule(profile.layer_module(profile.num_layers - 1))
+    with hooks(forward=[(last_block, add)]), torch.enable_grad(), trainable_only(model, []):
+        logits = model(input_ids=ids).logits[0, -1].float()
+        (logits[new] - logits[old]).backward()
+    return torch.nn.functional.normalize(shift.grad.detach().float(), dim=0)
 
 
 def _predicted(model, tokenizer, prompt: str) -> int:

@@ -1,4 +1,4 @@
-"""How many layers a model has, found cheaply: no torch, no network.
+"""How many layers a model has, and its config, found cheaply: no torch, no network.
 
 The spec validator checks layer indices (``layers: [40]`` on a 30-layer model)
 while staying instant, so this reads only small files that are already on
@@ -30,13 +30,18 @@ def layers_from_config_dict(config: dict[str, Any]) -> int | None:
     return None
 
 
-def _from_config_file(path: str | os.PathLike[str]) -> int | None:
+def _config_dict(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return None
-    return layers_from_config_dict(data) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _from_config_file(path: str | os.PathLike[str]) -> int | None:
+    data = _config_dict(path)
+    return layers_from_config_dict(data) if data is not None else None
 
 
 def _from_gguf(path: Path) -> int | None:
@@ -92,3 +97,31 @@ def peek_num_layers(name_or_path: str) -> int | None:
     except Exception:  # not a valid repo id, for instance
         return None
     return _from_config_file(hit) if isinstance(hit, str) else None
+
+
+def peek_config(name_or_path: str) -> dict[str, Any] | None:
+    """A model's ``config.json`` as a dict, or None when it is not on disk (nothing is downloaded).
+
+    * ``"smollm2-135m"``: the converted cache's ``config.json`` (None before the first conversion);
+    * a local directory: its ``config.json``;
+    * a Hugging Face id: ``config.json`` in the local HF cache, if downloaded before.
+
+    The spec validator reads from it what a model's structure is (:mod:`keditlab.spec.model_needs`).
+    """
+    if is_embedded_name(name_or_path):
+        cached = embedded_cache_dir()
+        return _config_dict(cached / "config.json") if (cached / "config.json").is_file() else None
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return _config_dict(path / "config.json")
+    if path.exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        hit = try_to_load_from_cache(name_or_path, "config.json")
+    except Exception:  # not a valid repo id, for instance
+        return None
+    return _config_dict(hit) if isinstance(hit, str) else None
