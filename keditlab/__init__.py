@@ -48,11 +48,12 @@ def run_text(text: str, out: Any = "runs", **kwargs: Any) -> Any:
 def check_text(text: str, source: str = "<cell>") -> Any:
     """The resolved ``Spec`` for YAML ``text``; raises ``SpecValidationError`` listing every error."""
     from keditlab.models import peek_num_layers
+    from keditlab.models.peek import peek_config
     from keditlab.spec import parse_spec
     from keditlab.widgets.spec_errors import remember_source
 
     remember_source(source, text)
-    return parse_spec(text, source, num_layers_of=peek_num_layers)
+    return parse_spec(text, source, num_layers_of=peek_num_layers, model_config_of=peek_config)
 
 
 def load_run(path: Any) -> Any:
@@ -117,13 +118,28 @@ def load(spec: Any) -> Any:
     from pathlib import Path
 
     from keditlab.models import peek_num_layers
+    from keditlab.models.peek import peek_config
     from keditlab.spec import Spec, load_spec, spec_from_dict
 
     if isinstance(spec, Spec):
         return spec
     if isinstance(spec, dict):
-        return spec_from_dict(spec, num_layers_of=peek_num_layers)
-    return load_spec(Path(spec), num_layers_of=peek_num_layers)
+        return spec_from_dict(spec, num_layers_of=peek_num_layers, model_config_of=peek_config)
+    return load_spec(Path(spec), num_layers_of=peek_num_layers, model_config_of=peek_config)
+
+
+def plan(spec: Any, gpu_memory: Any = None) -> Any:
+    """What ``spec`` (a path, a dict or a ``Spec``) will change and cost, from the model's configuration alone.
+
+    Returns a :class:`~keditlab.runner.plan.Plan` (plain data classes; ``print(plan)``
+    is the table ``keditlab plan`` prints): per method the resolved layers and
+    settings, the values it changes, its one-off statistics and an estimate of
+    peak memory, with fits / does not fit against ``gpu_memory`` (``"16GiB"``)
+    or the spec's device.  No weights are loaded (docs/plan.md).
+    """
+    from keditlab.runner.plan import plan_spec
+
+    return plan_spec(load(spec), gpu_memory)
 
 
 def load_model(name_or_path: str = "smollm2-135m", **kwargs: Any) -> Any:

@@ -2,6 +2,7 @@
 
     keditlab run SPEC [--out DIR]     validate, edit, evaluate, save a run folder, print the table
     keditlab trace SPEC [--out DIR]   run the spec's trace: section (causal tracing), save heatmaps and JSON
+    keditlab plan SPEC [--gpu-memory 16GiB]  what each method changes and needs (statistics, peak memory), no weights loaded
     keditlab validate FILE...         check specs without running them (exit 1 on any error)
     keditlab show RUN_FOLDER          print the tables of a saved run (results, and method x dataset x metric x protocol)
     keditlab methods                  list the editing methods, what each can do, and their settings
@@ -42,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     trace = commands.add_parser("trace", help="run a spec's trace: section (causal tracing) and save heatmaps and JSON in a new run folder")
     trace.add_argument("spec", help="path of a YAML spec with a trace: section")
     trace.add_argument("--out", default=None, help="folder under which the run folder is created (default: run.out from the spec, else ./runs)")
+    plan = commands.add_parser("plan", help="estimate what each method changes and needs (statistics, peak memory) from the model's config, without loading weights")
+    plan.add_argument("spec", help="path of a YAML spec")
+    plan.add_argument("--gpu-memory", default=None, help="GPU memory to compare with, e.g. 16GiB (Colab's T4), 16GB, 15360MiB; default: the spec's device")
     validate = commands.add_parser("validate", help="check specs without running them")
     validate.add_argument("files", nargs="+", help="YAML specs to check")
     show = commands.add_parser("show", help="print the results table of a saved run folder")
     show.add_argument("folder")
     commands.add_parser("methods", help="list the editing methods, what each can do (run modes), and their settings")
     args = parser.parse_args(argv)
-    handler = {"run": _run, "trace": _trace, "validate": _validate, "show": _show, "methods": _methods}[args.command]
+    handler = {"run": _run, "trace": _trace, "plan": _plan, "validate": _validate, "show": _show, "methods": _methods}[args.command]
     try:
         code = handler(args)
         sys.stdout.flush()  # a reader that went away shows up here, inside the try, not at exit
@@ -83,12 +87,13 @@ def _discard_stdout() -> None:
 def _validate(args: argparse.Namespace) -> int:
     from keditlab.data.download import deferred_downloads
     from keditlab.models import peek_num_layers
+    from keditlab.models.peek import peek_config
     from keditlab.spec import validate_file
 
     bad = 0
     for file in args.files:
         with deferred_downloads() as pending:  # validation downloads nothing: a file a run will fetch is a note
-            errors = validate_file(file, num_layers_of=peek_num_layers)
+            errors = validate_file(file, num_layers_of=peek_num_layers, model_config_of=peek_config)
         if errors:
             bad += 1
             for error in errors:
@@ -125,6 +130,18 @@ def _trace(args: argparse.Namespace) -> int:
     out = args.out or spec.run.out or "runs"
     result = trace_spec(spec, out, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(result)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import keditlab
+    from keditlab.runner.plan import parse_memory
+
+    gpu_memory = parse_memory(args.gpu_memory) if args.gpu_memory is not None else None  # a bad size fails before any work
+    spec = keditlab.load(Path(args.spec))  # validation errors exit 2, as for validate and run
+    from keditlab.runner.plan import plan_spec
+
+    print(plan_spec(spec, gpu_memory))
     return 0
 
 

@@ -36,6 +36,17 @@ def embedded():
 
 
 @pytest.fixture(scope="session")
+def gemma():
+    """``LoadedModel`` of the second embedded model, Gemma 3 270M (skipped when its package is not installed)."""
+    from keditlab.models import load_model
+    from keditlab.models.embedded import GEMMA3, embedded_cache_dir, is_valid_cache
+
+    if GEMMA3.source_stamp() is None and not is_valid_cache(embedded_cache_dir(GEMMA3.name)):
+        pytest.skip(f"the second embedded model needs its package: {GEMMA3.install}")
+    return load_model("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
 def shared_datasets():
     """The shared benchmark files (``../shared/datasets`` beside the checkout, or ``$KEDITLAB_DATASETS``)."""
     folder = Path(os.environ.get("KEDITLAB_DATASETS", SHARED_DATASETS))
@@ -45,26 +56,15 @@ def shared_datasets():
 
 
 def make_tiny_model(model_type: str = "llama", seed: int = 0, **overrides):
-    """A tiny randomly initialised causal LM (hidden 32, 2 layers, vocab 128), in eval mode."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """A tiny randomly initialised causal LM (hidden 32, 2 layers, vocab 128), in eval mode.
 
-    base = {
-        "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128),
-        "qwen2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128),
-        "mistral": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, max_position_embeddings=128),
-        "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=0, eos_token_id=0),
-        "gptj": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128, rotary_dim=4, bos_token_id=0,
-                     eos_token_id=0),
-        "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=128),
-    }[model_type]
-    config = AutoConfig.for_model(model_type, **{"vocab_size": 128, **base, **overrides})
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config).eval()
+    ``model_type`` is any family of the architecture matrix (``keditlab.devtools.architectures.FAMILIES``:
+    gpt2, gptj, gpt_neox, opt, bloom, falcon, llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2,
+    and the mixture-of-experts qwen3_moe and mixtral).
+    """
+    from keditlab.devtools.architectures import tiny_model
+
+    return tiny_model(model_type, seed, **overrides)
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def tiny_llama():
 
 def tiny_with_embedded_vocab(model_type: str = "llama"):
     """A tiny random model (3 layers) with the embedded tokenizer's vocabulary, so real prompts can be fed to it."""
-    depth = {"n_layer": 3} if model_type == "gpt2" else {"num_hidden_layers": 3}
+    depth = {"n_layer": 3} if model_type in ("gpt2", "gptj", "bloom") else {"num_hidden_layers": 3}
     return make_tiny_model(model_type, vocab_size=49152, **depth)
 
 

@@ -1,4 +1,4 @@
-"""Generate ``schemas/spec.schema.json``, ``docs/spec.md`` and the README's method table from the code that defines them.
+"""Generate ``schemas/spec.schema.json``, ``docs/spec.md``, the README's method table and docs/models.md's matrix from the code.
 
 The list of editing methods and each method's settings live in one place: the
 method registry (:mod:`keditlab.methods`) and each method's config dataclass.
@@ -142,7 +142,7 @@ def method_defs() -> dict[str, Any]:
             "x-keditlab-capabilities": cls.capabilities.to_dict(),
             "x-keditlab-family": cls.family,
             "x-keditlab-paper": cls.paper,
-            **({"x-keditlab-refuses-moe": cls.refuses_moe} if cls.refuses_moe else {}),
+            "x-keditlab-model-needs": list(cls.model_needs),
             "properties": {
                 "name": {"title": "Method name", "description": f"`{name}`.", "const": name},
                 "label": {"$ref": "#/$defs/label"},
@@ -188,9 +188,12 @@ def readme_with_table(readme: str, schema: dict[str, Any]) -> str:
 
 def generated_files() -> dict[Path, str]:
     """Each generated file and the text it should have."""
+    from keditlab.devtools.models_doc import MODELS_DOC, models_doc_with_matrix
+
     schema = build_schema()
     return {SCHEMA_PATH: schema_json(schema), DOCS_PATH: render_docs(schema),
-            README_PATH: readme_with_table(README_PATH.read_text(encoding="utf-8"), schema)}
+            README_PATH: readme_with_table(README_PATH.read_text(encoding="utf-8"), schema),
+            MODELS_DOC: models_doc_with_matrix(MODELS_DOC.read_text(encoding="utf-8"))}
 
 
 def stale_files() -> list[Path]:

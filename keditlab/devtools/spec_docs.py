@@ -31,7 +31,7 @@ This page is generated from `schemas/spec.schema.json` by
 ```yaml
 keditlab: 1                      # required: the spec language version
 name: quickstart                 # optional; default: the file's name
-model: smollm2-135m              # embedded model, Hugging Face id or local path
+model: smollm2-135m              # embedded model (or gemma3-270m), Hugging Face id or local path
 method: rome                     # a name, {name: rome, label: rome-l5, layer: 5}, or a list to compare
 edits:
   - prompt: "The Eiffel Tower is located in the city of"

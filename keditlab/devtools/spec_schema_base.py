@@ -131,13 +131,13 @@ def base_schema() -> dict[str, Any]:
             ),
             "model": {
                 "title": "Model",
-                "description": "The model to edit: the embedded model `smollm2-135m`, a Hugging Face model id, or a local path; or a mapping with `name`, `dtype` and `profile`.",
+                "description": "The model to edit: an embedded model (`smollm2-135m`, `gemma3-270m`), a Hugging Face model id, or a local path; or a mapping with `name`, `dtype` and `profile`.",
                 "default": model_defaults.name,
                 "oneOf": [
-                    _text("Model name", "The embedded model `smollm2-135m`, a Hugging Face model id, or a local path."),
+                    _text("Model name", "An embedded model (`smollm2-135m`, `gemma3-270m`), a Hugging Face model id, or a local path."),
                     {"$ref": "#/$defs/model"},
                 ],
-                "examples": ["smollm2-135m"],
+                "examples": ["smollm2-135m", "gemma3-270m"],
             },
             "method": {
                 "title": "Method",
@@ -202,13 +202,13 @@ def base_schema() -> dict[str, Any]:
                 "properties": {
                     "name": _text(
                         "Model name",
-                        "The embedded model `smollm2-135m`, a Hugging Face model id, or a local path.",
+                        "An embedded model (`smollm2-135m`, `gemma3-270m`), a Hugging Face model id, or a local path.",
                         default=model_defaults.name,
-                        examples=["smollm2-135m"],
+                        examples=["smollm2-135m", "gemma3-270m"],
                     ),
                     "dtype": {
                         "title": "Weights dtype",
-                        "description": "The dtype to load the weights in; `auto` means float32 on every device, the precision the editing methods are written for.",
+                        "description": "The dtype to load the weights in; `auto` means float32 on every device. `bfloat16` halves the memory: statistics, solves and optimised vectors stay in float32, the edit is written in bfloat16 and restored bit for bit (on a CPU without bfloat16 arithmetic the edit is computed on a float32 upcast, with a warning). `float16` is for GPUs: on a CPU it is refused at load. See docs/performance.md, Half precision.",
                         "enum": ["auto", "float32", "float16", "bfloat16"],
                         "default": model_defaults.dtype,
                         "x-keditlab-noun": "dtype",

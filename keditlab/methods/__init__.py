@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 
 _REGISTRY: dict[str, type[EditMethod]] = {}
 
@@ -89,6 +89,7 @@ __all__ = [
     "EditMethod",
     "MethodConfig",
     "MethodConfigError",
+    "MethodPlan",
     "auto_layer_method",
     "get_method",
     "method_names",

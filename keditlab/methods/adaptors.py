@@ -165,7 +165,15 @@ class AdaptorMethod(EditMethod, family="memory",
                 f"{self.adaptor_noun}. Fix: use the same layer for every {self.name} edit, or restore the earlier edits first."
             )
         handle = EditHandle(self.name, model, {})
-        summary = self._edit_at(model, tokenizer, profile, layer, module_name, cases, config, context, handle)
+        try:
+            summary = self._edit_at(model, tokenizer, profile, layer, module_name, cases, config, context, handle)
+        except BaseException:
+            # a failed edit leaves nothing behind: its share taken back, and an adaptor it installed taken off
+            handle.restore()
+            left = model.get_submodule(module_name)._modules.get(self.name)
+            if isinstance(left, Adaptor) and not left.undo_stack:
+                left.detach()
+            raise
         handle.details = {"layer": layer, "module": module_name, **summary}
         return handle
 

@@ -35,6 +35,7 @@ locality 0.81).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +66,11 @@ class AlphaEditConfig(SpreadConfig):
 
 class AlphaEdit(Memit, name="alphaedit", paper="Fang et al., ICLR 2025, arXiv:2410.02355", config_class=AlphaEditConfig):
     """Null-space constrained editing (Fang et al., 2025)"""
+
+    @classmethod
+    def plan(cls, profile, config: AlphaEditConfig, model=None):
+        """MEMIT's, plus a null-space projector per layer (an eigendecomposition of C, cached beside it)."""
+        return dataclasses.replace(super().plan(profile, config, model), null_space=True)
 
     def solve(self, layer, keys, gaps, covariance, config: AlphaEditConfig, context, handle, site=None) -> torch.Tensor:
         projector = context.covariance.null_space(layer, config.null_space_energy)

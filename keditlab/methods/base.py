@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from keditlab.models.precision import float32_compute, needs_float32_compute
+
 if TYPE_CHECKING:
     from keditlab.models.profile import ModelProfile
     from keditlab.vocabulary import EditCase
@@ -225,6 +227,59 @@ class Capabilities:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class MethodPlan:
+    """What a method will do to a model, known from its profile and settings alone: no weights, no tracing.
+
+    ``keditlab plan`` (:mod:`keditlab.runner.plan`) asks each method for one
+    (:meth:`EditMethod.plan`) and turns it into parameter counts, one-off
+    statistics and a peak-memory estimate.  Counts are numbers of values
+    (multiply by the bytes of a value for memory); everything is per method
+    call of ``edits`` edits unless a field says otherwise.
+    """
+
+    #: Layers the method edits, or hangs its memory on (empty: none, e.g. IKE).
+    layers: tuple[int, ...] = ()
+    #: ``(what, values)`` the edit changes: weight matrices by parameter name, or a memory beside the model.
+    changed: tuple[tuple[str, int], ...] = ()
+    #: True when ``changed`` are the model's weights; False for a memory beside them (GRACE, WISE) or none (IKE).
+    changes_weights: bool = True
+    #: Values copied so that ``restore()`` can put them back (default: the changed weights).
+    copied: int | None = None
+    #: Values that take gradients and Adam's two moments while the edit is found.
+    trained: int = 0
+    #: The lowest layer a backward pass runs through (its activations from there up are kept); None: no backward.
+    backward_from: int | None = None
+    #: Sequences the model reads at once per edit while the edit is optimised (contexts, integrated-gradient steps).
+    rows_per_edit: int = 1
+    #: Layers whose key covariance ``E[k kᵀ]`` (mlp_size²) the method asks for (:mod:`keditlab.stats`).
+    statistics: tuple[int, ...] = ()
+    #: Of those, how many are held at once as float64 systems on the device while solving (ROME 1, MEMIT all).
+    solved_at_once: int = 0
+    #: AlphaEdit's null-space projectors (one mlp_size² float64 per statistics layer) are computed too.
+    null_space: bool = False
+    #: float32 values kept beside the model while editing (a side memory, running statistics, anchors).
+    held: int = 0
+    #: Tokens placed before every prompt the model reads (IKE's demonstrations), which lengthen evaluation too.
+    extra_tokens: int = 0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def changed_values(self) -> int:
+        return sum(count for _, count in self.changed)
+
+    @property
+    def copied_values(self) -> int:
+        return self.changed_values if self.copied is None else self.copied
+
+    @classmethod
+    def mlp_out(cls, profile: "ModelProfile", layers: Any, **fields: Any) -> "MethodPlan":
+        """The plan of a method that rewrites the MLP output projections of ``layers`` (the usual case)."""
+        layers = tuple(layers)
+        size = profile.hidden_size * profile.mlp_size
+        return cls(layers=layers, changed=tuple((f"{profile.mlp_out_module(layer)}.weight", size) for layer in layers), **fields)
+
+
 class EditMethod:
     """Base class of editing methods: a subclass gives its card in its class statement and implements ``_apply``.
 
@@ -255,16 +310,20 @@ class EditMethod:
     #: Where the method comes from: authors, venue, arXiv id.
     paper: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: What the method needs of a model's structure, by name (:data:`keditlab.spec.model_needs.NEEDS`): a spec naming
+    #: a model whose config shows a need unmet is refused at validation, before any weight loads.
+    model_needs: ClassVar[tuple[str, ...]] = ()
     #: Why the method cannot edit a sparse mixture-of-experts model, and what to use instead; empty when it can.
-    #: The spec validator reads it from the schema (``x-keditlab-refuses-moe``) and refuses the spec before
-    #: any weights load when the model's config declares experts.
+    #: Such a method also declares the ``dense_mlp`` need, so a spec is refused at validation when the model's
+    #: config declares experts; this text is the error when a model reaches ``apply`` unvalidated.
     refuses_moe: ClassVar[str] = ""
 
     def __init_subclass__(cls, *, name: str | None = None, family: str | None = None, paper: str | None = None,
                           config_class: type[MethodConfig] | None = None, capabilities: Capabilities | None = None,
-                          **kwargs: Any) -> None:
+                          model_needs: tuple[str, ...] | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        card = {"name": name, "family": family, "paper": paper, "config_class": config_class, "capabilities": capabilities}
+        card = {"name": name, "family": family, "paper": paper, "config_class": config_class, "capabilities": capabilities,
+                "model_needs": model_needs}
         for key, value in card.items():
             if value is not None:
                 setattr(cls, key, value)
@@ -291,7 +350,12 @@ class EditMethod:
             raise MethodConfigError(f"{self.name}: no edits to apply. Fix: pass a list with at least one EditCase.")
         context = context or EditContext()
         start, setup_before = time.perf_counter(), context.one_off_seconds()
-        handle = self._apply(model, tokenizer, profile, list(cases), config, context)
+        # A half-precision model on a CPU without arithmetic for it is edited in float32 (models/precision.py).
+        with float32_compute(model, needs_float32_compute(model)) as cast:
+            handle = self._apply(model, tokenizer, profile, list(cases), config, context)
+        for name, dtype in cast.items():   # the snapshots in the model's own dtype: restore() is bit for bit
+            if name in handle.originals:
+                handle.originals[name] = handle.originals[name].to(dtype)
         handle.setup_seconds = context.one_off_seconds() - setup_before
         handle.seconds = time.perf_counter() - start - handle.setup_seconds
         handle.config = config.to_dict()
@@ -315,6 +379,19 @@ class EditMethod:
             f"{cls.name}: its layers cannot be 'auto'. Fix: name the layers as a list of layer numbers, "
             "or leave them out for the method's default."
         )
+
+    @classmethod
+    def plan(cls, profile: "ModelProfile", config: MethodConfig, model: Any = None) -> MethodPlan:
+        """What this method will change and need on a model of this ``profile`` with these settings (``keditlab plan``).
+
+        ``config`` is checked already (its layers fit the model; an ``auto``
+        layer was replaced by the default the plan is made for).  ``model``,
+        when given, is the model built on the meta device (no weights), for a
+        method that needs module shapes the profile does not hold (LoRA's
+        ``target_modules``).  Every registered method answers; the base class
+        says it cannot.
+        """
+        raise MethodConfigError(f"{cls.name}: keditlab plan does not know what this method needs.")
 
     @staticmethod
     def snapshot(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:

@@ -30,10 +30,11 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
 from keditlab.methods.common import device_of, target_logits, trainable_only
 from keditlab.methods.layers import factual_recall_layer
 from keditlab.methods.progress import progress_bar
+from keditlab.models.precision import MasterWeights
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
@@ -92,8 +93,12 @@ def adam_until(params, loss_of, steps: int, lr: float, early_stop_loss: float, a
     ``after_step(step)`` runs after each optimiser step (FT-L's clamp, AdaLoRA's
     budget allocation).  Returns the loss before each step taken (and the last one).
     ``progress`` (an ``EditContext`` or a bool) shows a bar over the steps.
+    Half-precision ``params`` are trained through float32 master copies
+    (:class:`~keditlab.models.precision.MasterWeights`); what ``after_step``
+    writes into them is taken into the masters.
     """
-    optimiser = torch.optim.Adam(params, lr=lr)
+    weights = MasterWeights(params)   # half-precision weights are trained through float32 copies
+    optimiser = torch.optim.Adam(weights.masters, lr=lr)
     losses: list[float] = []
     with progress_bar(progress, total=steps, desc=desc) as bar:
         for step in range(steps):
@@ -102,11 +107,14 @@ def adam_until(params, loss_of, steps: int, lr: float, early_stop_loss: float, a
             bar.update()
             if losses[-1] < early_stop_loss:
                 break
-            optimiser.zero_grad()
+            weights.zero_grad()
             loss.backward()
+            weights.pull_grads()
             optimiser.step()
+            weights.push()
             if after_step is not None:
                 after_step(step)
+                weights.absorb()
     return losses
 
 
@@ -120,6 +128,10 @@ class FineTuneConfig(MethodConfig):
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
     norm_constraint: float | None = field(default=None, metadata={"help": "Each weight stays within ± this of its original value (L-infinity). Empty: no constraint."})
     early_stop_loss: float = field(default=0.05, metadata={"help": "Stop once the loss is below this."})
+
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        """The tuned layers: ``layers``, or the factual-recall layer when empty."""
+        return sorted(set(self.layers)) if self.layers is not None else [factual_recall_layer(num_layers)]
 
 
 @dataclass
@@ -135,8 +147,15 @@ class _FineTune(EditMethod, family="fine-tuning",
                 capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False)):
     """Shared loop; subclasses choose the batch and the loss."""
 
+    @classmethod
+    def plan(cls, profile, config: FineTuneConfig, model=None) -> MethodPlan:
+        """Its layers' MLP output matrices, trained with Adam (gradients and two moments), backward from the lowest."""
+        layers = config.resolved_layers(profile.num_layers)
+        return MethodPlan.mlp_out(profile, layers, backward_from=layers[0],
+                                  trained=len(layers) * profile.hidden_size * profile.mlp_size)
+
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else [factual_recall_layer(profile.num_layers)]
+        layers = config.resolved_layers(profile.num_layers)
         names = [profile.mlp_out_parameter(layer) for layer in sorted(set(layers))]   # an MoE layer: every expert's down projection
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         params = dict(model.named_parameters())

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, own_output, upper_passes
-from keditlab.methods.base import EditContext, EditHandle, MethodConfig
+from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodPlan
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import hooks
@@ -128,6 +128,14 @@ class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023,
 
     The module docstring explains the codebook's rules (:mod:`keditlab.methods.grace`).
     """
+
+    @classmethod
+    def plan(cls, profile, config: GraceConfig, model=None) -> MethodPlan:
+        """No weight; per target token at most one codebook entry (key, value, radius), its value trained from the layer up."""
+        layer = config.resolved_layer(profile.num_layers)
+        entry = profile.mlp_size + profile.hidden_size + 1
+        return MethodPlan(layers=(layer,), changed=((f"codebook entry per target token at {profile.mlp_out_module(layer)}", entry),),
+                          changes_weights=False, copied=0, trained=profile.hidden_size, backward_from=layer)
 
     def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: GraceConfig, context: EditContext,
                  handle: EditHandle) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import device_of
 
 SHIPPED_POOL = Path(__file__).with_name("ike_demonstrations.json")
@@ -86,8 +86,17 @@ class _Fact:
 
 
 class IKE(EditMethod, name="ike", family="in-context", paper="Zheng et al., EMNLP 2023, arXiv:2305.12740",
-          config_class=IKEConfig, capabilities=Capabilities(batch=True, sequential=True, changes_weights=False)):
+          config_class=IKEConfig, capabilities=Capabilities(batch=True, sequential=True, changes_weights=False),
+          model_needs=()):
     """In-context editing: demonstrations and the new fact placed before the prompt (IKE)"""
+
+    #: Tokens one demonstration or stored fact adds before a prompt, about (a fact and a question with its answer).
+    TOKENS_PER_DEMONSTRATION = 30
+
+    @classmethod
+    def plan(cls, profile, config: IKEConfig, model=None) -> MethodPlan:
+        """No weight; every prompt the model reads grows by the demonstrations and stored facts placed before it."""
+        return MethodPlan(changes_weights=False, extra_tokens=cls.TOKENS_PER_DEMONSTRATION * (config.demonstrations + config.facts))
 
     def _apply(self, model, tokenizer, profile, cases, config: IKEConfig, context: EditContext) -> EditHandle:
         embed = _embedder(model, tokenizer, profile, config.embedding)

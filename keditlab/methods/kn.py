@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.layers import upper_half
 from keditlab.models.hooks import hooks
@@ -63,6 +63,10 @@ class KNConfig(MethodConfig):
     strength: float = field(default=1.0, metadata={"help": "First step, in units of each neuron's column norm.", "exclusive_minimum": 0})
     max_doublings: int = field(default=4, metadata={"help": "Times the step may be doubled until the new answer is predicted.", "minimum": 0})
 
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        """The searched layers: ``layers``, or the upper half when empty."""
+        return list(self.layers) if self.layers is not None else upper_half(num_layers)
+
 
 class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al., ACL 2022, arXiv:2104.08696",
                        config_class=KNConfig, capabilities=Capabilities(batch=True, sequential=True)):
@@ -71,9 +75,18 @@ class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al
     refuses_moe = ("its neurons are the columns of one dense MLP output projection, and an MoE layer's neurons belong to "
                    "experts that each see only the tokens routed to them (no attribution over them is implemented). "
                    "Use rome or memit (they edit the experts the subject is routed to) or ft-m.")
+    model_needs = ("dense_mlp",)
+
+    @classmethod
+    def plan(cls, profile, config: KNConfig, model=None) -> MethodPlan:
+        """At most ``max_neurons`` columns (hidden each) per edit, among the searched layers, whose matrices are all copied;
+        integrated gradients run ``steps`` scaled copies of each prompt and rephrase through the layers from the searched one up."""
+        layers = config.resolved_layers(profile.num_layers)
+        return MethodPlan(layers=tuple(layers), changed=((f"up to {config.max_neurons} columns of {profile.mlp_out}", config.max_neurons * profile.hidden_size),),
+                          copied=len(layers) * profile.hidden_size * profile.mlp_size, backward_from=layers[0], rows_per_edit=2 * config.steps)
 
     def _apply(self, model, tokenizer, profile, cases, config: KNConfig, context: EditContext) -> EditHandle:
-        layers = config.layers if config.layers is not None else upper_half(profile.num_layers)
+        layers = config.resolved_layers(profile.num_layers)
         names = sorted({f"{profile.mlp_out_module(layer)}.weight" for layer in layers})
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         head = model.get_output_embeddings().weight
@@ -84,7 +97,7 @@ class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al
             old = encode_answer(tokenizer, case.ground_truth)[0] if case.ground_truth else _predicted(model, tokenizer, case.prompt)
             scores = {layer: _attributions(model, tokenizer, profile, prompts, old, layer, config.steps) for layer in layers}
             neurons = _select(scores, config)
-            direction = torch.nn.functional.normalize((head[new] - head[old]).detach().float(), dim=0)
+            direction = _answer_direction(model, tokenizer, profile, case.prompt, head, new, old)
             # each neuron's output column of its layer's (out, in) weight: a view, so writing to it edits the weight
             columns = [profile.mlp_out_weight(model, layer)[:, index] for layer, index in neurons]
             norms = [float(c.detach().float().norm()) for c in columns]
@@ -103,6 +116,34 @@ class KnowledgeNeurons(EditMethod, name="kn", family="neurons", paper="Dai et al
                              "writes_first_token": written})
         handle.details = {"cases": per_case}
         return handle
+
+
+def _answer_direction(model, tokenizer, profile, prompt: str, head: torch.Tensor, new: int, old: int) -> torch.Tensor:
+    """The unit direction, in the blocks' hidden space, that moves the new answer's logit above the old one's.
+
+    The paper's: the new answer's output embedding minus the old one's.  When
+    the output embeddings are narrower or wider than the blocks (OPT-350m
+    projects the last hidden state from 1024 to 512 before its head), that
+    difference is carried back to the blocks' space through whatever lies
+    between the last block and the head: the gradient of ``logit_new −
+    logit_old`` with respect to the last block's output at the prompt's last token.
+    """
+    difference = (head[new] - head[old]).detach().float()
+    if difference.shape[0] == profile.hidden_size:
+        return torch.nn.functional.normalize(difference, dim=0)
+    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device_of(model))
+    shift = torch.zeros(profile.hidden_size, device=ids.device, requires_grad=True)
+
+    def add(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = torch.cat([hidden[:, :-1], hidden[:, -1:] + shift.to(hidden.dtype)], dim=1)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    last_block = model.get_submodule(profile.layer_module(profile.num_layers - 1))
+    with hooks(forward=[(last_block, add)]), torch.enable_grad(), trainable_only(model, []):
+        logits = model(input_ids=ids).logits[0, -1].float()
+        (logits[new] - logits[old]).backward()
+    return torch.nn.functional.normalize(shift.grad.detach().float(), dim=0)
 
 
 def _predicted(model, tokenizer, prompt: str) -> int:

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
@@ -59,6 +59,7 @@ from keditlab.methods.layers import chosen_layers, tuning_layer
 from keditlab.methods.lifelong import HeldSums, KeySum, keep_earlier_setting, preserve_setting, preserve_weight_setting
 from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import hooks
+from keditlab.models.precision import MasterWeights
 
 #: Adam's step, as a share of the tuned weight's root-mean-square (Adam moves every
 #: entry by about lr a step, so the step is set against the size of the entries).
@@ -142,14 +143,26 @@ class LocFTConfig(MethodConfig):
         PRESERVE_WEIGHT, weighs="the preservation penalty: the change of each tuned matrix's output at the preserved keys, "
                                 "relative to that output's size, squared, averaged over the matrices (used when preserve > 0).")
 
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        """The tuned layers: ``layers``, or the one at 70% of the depth when empty."""
+        return chosen_layers(self.layers, [tuning_layer(num_layers)])
+
 
 class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et al., ICLR 2026, arXiv:2509.22072",
               config_class=LocFTConfig,
               capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=True, restorable=True)):
     """Localised fine-tuning of one late MLP, breadth-first over mini-batches (Yang et al., 2026)"""
 
+    @classmethod
+    def plan(cls, profile, config: LocFTConfig, model=None) -> MethodPlan:
+        """Its late layers' MLP output matrices, trained with Adam, backward from the lowest; an anchor copy of each for the preservation term."""
+        layers = config.resolved_layers(profile.num_layers)
+        size = profile.hidden_size * profile.mlp_size
+        return MethodPlan.mlp_out(profile, layers, backward_from=layers[0], trained=len(layers) * size,
+                                  held=len(layers) * size if config.preserve else 0)
+
     def _apply(self, model, tokenizer, profile, cases, config: LocFTConfig, context: EditContext) -> EditHandle:
-        layers = chosen_layers(config.layers, [tuning_layer(profile.num_layers)])
+        layers = config.resolved_layers(profile.num_layers)
         modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers}
         names = [profile.mlp_out_parameter(layer) for layer in layers]   # an MoE layer: every expert's down projection
         if profile.is_moe and (config.preserve or config.keep_earlier):
@@ -162,7 +175,8 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
         # One Adam group per matrix, each with its own step (see LR_SHARE_OF_WEIGHT_RMS).
         lrs = {layer: config.lr if config.lr is not None else LR_SHARE_OF_WEIGHT_RMS * float(w.detach().float().pow(2).mean().sqrt())
                for layer, w in weights.items()}
-        optimiser = torch.optim.Adam([{"params": [weights[layer]], "lr": lrs[layer]} for layer in layers])
+        masters = MasterWeights([weights[layer] for layer in layers])   # float32 copies of half-precision weights
+        optimiser = torch.optim.Adam([{"params": [master], "lr": lrs[layer]} for layer, master in zip(layers, masters.masters)])
 
         def out_in(layer: int) -> torch.Tensor:   # the tuned weight as (out, in), gradients flowing
             return profile.mlp_out_weight(model, layer)
@@ -219,9 +233,11 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
                     total += float(loss.detach()) * len(rows)
                     if float(loss.detach()) < config.early_stop_loss:
                         continue
-                    optimiser.zero_grad()
+                    masters.zero_grad()
                     (loss + penalties()).backward()
+                    masters.pull_grads()
                     optimiser.step()
+                    masters.push()
                     steps += 1
                 epoch_losses.append(total / len(order))
                 bar.update()

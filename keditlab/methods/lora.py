@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.layers import factual_recall_layer
 from keditlab.methods.finetune import adam_until, masked_batch, masked_nll
@@ -63,6 +63,10 @@ class LoRAConfig(MethodConfig):
     lr: float = field(default=2e-3, metadata={"help": "Adam learning rate.", "exclusive_minimum": 0})
     early_stop_loss: float = field(default=0.2, metadata={"help": "Stop once the loss is below this.", "minimum": 0})
 
+    def resolved_layers(self, num_layers: int) -> list[int]:
+        """The adapted layers: ``layers``, or the factual-recall layer when empty (FT-M's)."""
+        return list(self.layers) if self.layers is not None else [factual_recall_layer(num_layers)]
+
 
 @dataclass
 class AdaLoRAConfig(LoRAConfig):
@@ -74,10 +78,29 @@ class LoRA(EditMethod, name="lora", family="fine-tuning", paper="Hu et al., ICLR
            config_class=LoRAConfig, capabilities=Capabilities(batch=True, sequential=True)):
     """Low-rank adapter trained on the target tokens (peft), merged into the weights"""
 
+    @classmethod
+    def plan(cls, profile, config: LoRAConfig, model=None) -> MethodPlan:
+        """The target modules' weights (the adapter is merged into them); trained: ``rank × (in + out)`` per target."""
+        layers = config.resolved_layers(profile.num_layers)
+        if model is not None:
+            targets = _target_modules(model, profile, layers, config.target_modules)
+            shapes = {t: _in_out(model.get_submodule(t)) for t in targets}
+        elif config.target_modules is None:
+            shapes = {profile.mlp_out_module(layer): (profile.mlp_size, profile.hidden_size) for layer in layers}
+        else:
+            raise MethodConfigError("target_modules: their shapes need the model's module tree (keditlab plan passes it).")
+        return MethodPlan(layers=tuple(layers), changed=tuple((f"{t}.weight", i * o) for t, (i, o) in shapes.items()),
+                          trained=sum(cls._adapter_values(config, i, o) for i, o in shapes.values()), backward_from=min(layers))
+
+    @staticmethod
+    def _adapter_values(config: LoRAConfig, d_in: int, d_out: int) -> int:
+        """Values of one adapter: ``A`` (rank × in) and ``B`` (out × rank)."""
+        return config.rank * (d_in + d_out)
+
     def _apply(self, model, tokenizer, profile, cases, config: LoRAConfig, context: EditContext) -> EditHandle:
         import peft
 
-        layers = config.layers if config.layers is not None else [factual_recall_layer(profile.num_layers)]
+        layers = config.resolved_layers(profile.num_layers)
         targets = _target_modules(model, profile, layers, config.target_modules)
         handle = EditHandle(self.name, model, self.snapshot(model, [f"{t}.weight" for t in targets]))
         batch = masked_batch(tokenizer, cases, device_of(model))
@@ -120,6 +143,11 @@ class LoRA(EditMethod, name="lora", family="fine-tuning", paper="Hu et al., ICLR
 
 class AdaLoRA(LoRA, name="adalora", paper="Zhang et al., ICLR 2023, arXiv:2303.10512", config_class=AdaLoRAConfig):
     """Adaptive-rank adapter (AdaLoRA, peft) trained on the target tokens, merged into the weights"""
+
+    @staticmethod
+    def _adapter_values(config: AdaLoRAConfig, d_in: int, d_out: int) -> int:
+        """``P`` (out × r), ``Λ`` (r) and ``Q`` (r × in) at the starting rank ``init_rank``."""
+        return config.init_rank * (d_in + d_out + 1)
 
     def _peft_config(self, config: AdaLoRAConfig, targets: list[str], profile):
         import peft
@@ -196,6 +224,13 @@ def _default_target(model, profile, block: str) -> str:
         raise MethodConfigError(f"target_modules: this mixture-of-experts model's layers have no linear module writing the hidden size "
                                 "outside the experts. Fix: name the modules to adapt in target_modules.")
     return writers[-1][len(block) + 1:]
+
+
+def _in_out(module: torch.nn.Module) -> tuple[int, int]:
+    """``(in, out)`` of a Linear or a GPT-2 Conv1D (whose weight is stored (in, out))."""
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    return int(module.weight.shape[0]), int(module.weight.shape[1])
 
 
 def _is_linear(module: torch.nn.Module) -> bool:

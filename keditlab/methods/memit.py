@@ -48,7 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import context_prefixes, trainable_only
 from keditlab.methods.keyvalue import (
     STOP_WHEN, ValueRequest, ValueSettings, context_texts, optimise_values, read_at_subjects, ridged,
@@ -122,6 +122,13 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
     def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, list[int]]:
         """``layers: auto``: as many layers as the default window, ending at the traced layer (the default ends at ROME's layer)."""
         return {"layers": window_ending_at(traced_layer, len(memit_window(num_layers)))}
+
+    @classmethod
+    def plan(cls, profile, config: SpreadConfig, model=None) -> MethodPlan:
+        """Its layers' MLP output matrices; δ per edit optimised from the last layer up; every layer's covariance held, ridged, in float64."""
+        layers = config.resolved_layers(profile.num_layers)
+        return MethodPlan.mlp_out(profile, layers, trained=profile.hidden_size, backward_from=layers[-1],
+                                  rows_per_edit=config.context_templates + 2, statistics=tuple(layers), solved_at_once=len(layers))
 
     # -- the one step the successors change -------------------------------------------------
     def solve(self, layer: int, keys: torch.Tensor, gaps: torch.Tensor, covariance: torch.Tensor,

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from keditlab.evaluate.teacher_forced import teacher_forced
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import context_prefixes, trainable_only
 from keditlab.methods.keyvalue import UPDATE_KEYS, ValueSettings, add_rank_one, key_direction, optimise_value, subject_keys
 from keditlab.methods.layers import check_value_layer, factual_recall_layer
@@ -101,6 +101,13 @@ class Rome(EditMethod, name="rome", family="locate-then-edit", paper="Meng et al
     def auto_layer_settings(cls, traced_layer: int, num_layers: int) -> dict[str, int]:
         """``layer: auto``: the traced layer itself."""
         return {"layer": traced_layer}
+
+    @classmethod
+    def plan(cls, profile, config: RomeConfig, model=None) -> MethodPlan:
+        """One MLP output matrix; δ (hidden) optimised through the layers from the edited one up; one covariance, solved in float64."""
+        layer = config.resolved_layer(profile.num_layers)
+        return MethodPlan.mlp_out(profile, [layer], trained=profile.hidden_size, backward_from=layer,
+                                  rows_per_edit=config.context_templates + 2, statistics=(layer,), solved_at_once=1)
 
     def _apply(self, model, tokenizer, profile, cases, config: RomeConfig, context: EditContext) -> EditHandle:
         layer = config.resolved_layer(profile.num_layers)

@@ -97,12 +97,13 @@ back out (bit for bit when handles are restored last-first, as the runner does).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.layers import chosen_layers, late_layers
@@ -238,6 +239,15 @@ class UltraEdit(EditMethod, name="ultraedit", family="lifelong closed-form", pap
     refuses_moe = ("its running per-feature statistics and closed-form solve are over one dense projection's keys, and an MoE "
                    "layer's keys are per expert and sparse (not implemented). Use alphaedit or memit for sequential batches "
                    "(they edit the experts the subjects are routed to).")
+    model_needs = ("dense_mlp",)
+
+    @classmethod
+    def plan(cls, profile, config: UltraEditConfig, model=None) -> MethodPlan:
+        """Its late layers' MLP output matrices; no weight takes a gradient (the backward pass reads gradients at the outputs,
+        from the lowest edited layer up); an anchor copy of each matrix and running moments are kept."""
+        layers = config.resolved_layers(profile.num_layers)
+        plan = MethodPlan.mlp_out(profile, layers, backward_from=layers[0])
+        return dataclasses.replace(plan, held=plan.changed_values + 4 * len(layers) * (profile.hidden_size + profile.mlp_size))
 
     def _apply(self, model, tokenizer, profile, cases, config: UltraEditConfig, context: EditContext) -> EditHandle:
         layers = config.resolved_layers(profile.num_layers)

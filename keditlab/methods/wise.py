@@ -54,7 +54,7 @@ from typing import Any
 import torch
 
 from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, own_output, unrelated_texts, upper_passes
-from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodConfigError
+from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import add_hook, hooks
@@ -195,6 +195,16 @@ class Wise(AdaptorMethod, name="wise", paper="Wang et al., NeurIPS 2024, arXiv:2
 
     The module docstring explains the side memory, its routing and its shards (:mod:`keditlab.methods.wise`).
     """
+
+    @classmethod
+    def plan(cls, profile, config: WiseConfig, model=None) -> MethodPlan:
+        """No weight; a side memory the size of one MLP output matrix (merged shards and the change being written, float32),
+        the shard's masked share of it trained; each finished shard keeps one more dense copy."""
+        layer = config.resolved_layer(profile.num_layers)
+        size = profile.hidden_size * profile.mlp_size
+        return MethodPlan(layers=(layer,), changed=((f"side memory of {profile.mlp_out_module(layer)}", size),), changes_weights=False,
+                          copied=0, trained=round(config.mask_ratio * size), held=2 * size, backward_from=layer,
+                          notes=(f"one more {profile.hidden_size}×{profile.mlp_size} float32 copy per finished shard of {config.shard_size} edits",))
 
     def _edit_at(self, model, tokenizer, profile, layer, module_name, cases, config: WiseConfig, context: EditContext,
                  handle: EditHandle) -> dict[str, Any]:

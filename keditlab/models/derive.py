@@ -13,6 +13,8 @@ checkpoint of a known family is recognised by its structure.
   expert's width;
 * **final norm**: the normalisation module next to the blocks, registered
   after them (the order ``__init__`` creates modules in follows the forward);
+  None when the model has no norm outside its blocks (post-norm models such as
+  OPT-350m normalise inside each block);
 * **LM head / embeddings**: ``get_output_embeddings()`` / ``get_input_embeddings()``.
 
 Module paths are recovered by identity through ``named_modules()``.  Anything
@@ -207,6 +209,8 @@ def _validate(model: nn.Module, fields: dict[str, Any], given: set[str]) -> None
         return f"model.profile.{key}" if key in given else f"the derived {key}"
 
     for key in ("final_norm", "lm_head", "embed", "layers"):
+        if key == "final_norm" and fields[key] is None:
+            continue
         if _resolve(model, fields[key]) is None:
             raise ProfileError(
                 f"{where(key)} = {fields[key]!r} is not a module of this model; "
@@ -318,16 +322,43 @@ def derive_profile(model: nn.Module, override: dict[str, Any] | None = None) -> 
     if "final_norm" in override:
         fields["final_norm"] = override["final_norm"]
     elif "layers" in fields and _resolve(model, fields["layers"]) is not None:
-        norm = _find_final_norm(model, fields["layers"], _resolve(model, fields["layers"]))
+        layers_module = _resolve(model, fields["layers"])
+        norm = _find_final_norm(model, fields["layers"], layers_module)
         if norm is not None:
             fields["final_norm"] = norm
+        elif not _norms_outside(model, layers_module):
+            fields["final_norm"] = None   # post-norm: every norm is inside the blocks
     fields["lm_head"] = override.get("lm_head") or _module_name(model, head_module)
     fields["embed"] = override.get("embed") or _module_name(model, embed_module)
 
     needed = ["num_layers", "hidden_size", "mlp_size", *PATH_KEYS]
-    missing = [key for key in needed if fields.get(key) is None]
+    missing = [key for key in needed if fields.get(key) is None and not (key == "final_norm" and key in fields)]
     if missing:
         raise _unknown(model, str(architecture), missing)
     _validate(model, fields, set(override))
     fields.setdefault("mlp_out_transposed", False)
-    return ModelProfile(**fields)
+    profile = ModelProfile(**fields)
+    _note_token_layout(model, profile)
+    return profile
+
+
+def _norms_outside(model: nn.Module, layers: nn.Module) -> bool:
+    """Whether any normalisation module sits outside the blocks."""
+    block_ids = {id(m) for m in layers.modules()}
+    return any(n and id(m) not in block_ids and _is_norm(m) for n, m in model.named_modules())
+
+
+def _note_token_layout(model: nn.Module, profile: ModelProfile) -> None:
+    """Tell the hook helper which block each MLP output projection sits in.
+
+    Some families (OPT) flatten a batch's tokens before the MLP; hooks on the
+    projection then still see ``(batch, tokens, features)`` (:func:`keditlab.models.hooks.note_blocks`).
+    """
+    from keditlab.models.hooks import note_blocks
+
+    pairs = []
+    for layer in range(profile.num_layers):
+        module, block = _resolve(model, profile.mlp_out_module(layer)), _resolve(model, profile.layer_module(layer))
+        if module is not None and block is not None:
+            pairs.append((module, block))
+    note_blocks(pairs)

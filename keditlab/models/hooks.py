@@ -39,11 +39,22 @@ pass, so keditlab never registers one by hand: it uses
         handle = add_hook(module, adaptor_call)
         ...                       # the edit is on
         handle.remove()           # off; a second remove() does nothing
+
+**Tokens as (batch, tokens, features), whatever the family.**  Hooks on a
+block's MLP output projection are written for tensors of shape
+``(batch, tokens, features)``.  Some families (OPT) flatten the tokens of a
+batch before their MLP, so the projection sees ``(batch × tokens, features)``.
+:func:`note_blocks` (called by ``derive_profile``) records which block each
+MLP output projection sits in; a hook on such a module then sees its 2-D
+inputs and output viewed as ``(batch, tokens, features)``, the shape the block
+itself received, and what the hook returns is flattened back.  Families that
+do not flatten are untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -57,11 +68,75 @@ class StopForward(Exception):
     """Raised by a hook once everything wanted is read: later layers need not run (:func:`hooks` ends its block)."""
 
 
+#: A module whose hooks see tokens as (batch, tokens, features) -> the block it sits in (see :func:`note_blocks`).
+_BLOCK_OF: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def note_blocks(pairs: Iterable[tuple[torch.nn.Module, torch.nn.Module]]) -> None:
+    """Record ``(module, block)`` pairs: hooks on ``module`` see 2-D token rows as ``(batch, tokens, features)``.
+
+    ``derive_profile`` calls it with each layer's MLP output projection and its
+    block.  A module whose inputs already come as ``(batch, tokens, features)``
+    is never reshaped, so recording it costs nothing but a block pre-hook
+    while one of its hooks is on.
+    """
+    for module, block in pairs:
+        if module is not block:
+            _BLOCK_OF[module] = block
+
+
+class _TokenShape:
+    """The ``(batch, tokens)`` of the hidden state a block is being called with, read by a pre-hook on the block."""
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, int] | None = None
+
+    def see(self, _block, args, kwargs):
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        self.shape = tuple(hidden.shape[:2]) if isinstance(hidden, torch.Tensor) and hidden.dim() == 3 else None
+        return None
+
+    def unflat(self, x: Any) -> Any:
+        """``x`` viewed as ``(batch, tokens, features)`` when it is the block's tokens flattened, else ``x``."""
+        if self.shape is None or not isinstance(x, torch.Tensor) or x.dim() != 2:
+            return x
+        batch, tokens = self.shape
+        return x.view(batch, tokens, x.shape[-1]) if x.shape[0] == batch * tokens else x
+
+    @staticmethod
+    def flat(x: Any, like: Any) -> Any:
+        """``x`` back in the 2-D form of ``like`` when ``like`` was 2-D and ``x`` is its 3-D view."""
+        if isinstance(x, torch.Tensor) and isinstance(like, torch.Tensor) and like.dim() == 2 and x.dim() == 3:
+            return x.reshape(-1, x.shape[-1])
+        return x
+
+    def wrap(self, function: Callable[..., Any], pre: bool, with_kwargs: bool) -> Callable[..., Any]:
+        if pre:
+            def pre_hook(module, inputs, *rest):
+                seen = (self.unflat(inputs[0]), *inputs[1:]) if inputs else inputs
+                result = function(module, seen, *rest)
+                if with_kwargs and isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], tuple):
+                    args, kwargs = result
+                    return (self.flat(args[0], inputs[0]), *args[1:]) if args else args, kwargs
+                if isinstance(result, tuple) and result and inputs:
+                    return (self.flat(result[0], inputs[0]), *result[1:])
+                return self.flat(result, inputs[0]) if inputs else result
+            return pre_hook
+
+        def forward_hook(module, inputs, *rest):
+            *middle, output = rest
+            seen = (self.unflat(inputs[0]), *inputs[1:]) if inputs else inputs
+            result = function(module, seen, *middle, self.unflat(output))
+            return self.flat(result, output)
+        return forward_hook
+
+
 class HookHandle:
     """One registered hook; :meth:`remove` takes it off and is idempotent."""
 
-    def __init__(self, torch_handle: Any, module: torch.nn.Module, kind: str) -> None:
+    def __init__(self, torch_handle: Any, module: torch.nn.Module, kind: str, also: list[Any] | None = None) -> None:
         self._handle = torch_handle
+        self._also = also or []   # the block pre-hook that reads the token shape, when there is one
         self.module = module
         self.kind = kind
 
@@ -75,6 +150,9 @@ class HookHandle:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+            for extra in self._also:
+                extra.remove()
+            self._also = []
 
     def __repr__(self) -> str:
         state = "on" if self.active else "removed"
@@ -93,11 +171,17 @@ def add_hook(module: torch.nn.Module, function: Callable[..., Any], *, pre: bool
     ``(args, kwargs)``).  Prefer :func:`hooks` unless the hook must outlive a
     ``with`` block.
     """
+    also = []
+    block = _BLOCK_OF.get(module)
+    if block is not None:   # tokens may arrive flattened: read their (batch, tokens) where the block is called
+        shape = _TokenShape()
+        also.append(block.register_forward_pre_hook(shape.see, with_kwargs=True))
+        function = shape.wrap(function, pre, with_kwargs)
     if pre:
         handle = module.register_forward_pre_hook(function, with_kwargs=with_kwargs)
     else:
         handle = module.register_forward_hook(function, with_kwargs=with_kwargs)
-    return HookHandle(handle, module, "pre-forward" if pre else "forward")
+    return HookHandle(handle, module, "pre-forward" if pre else "forward", also)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from keditlab.models.embedded import EMBEDDED_NAME, ensure_embedded_cache, is_embedded_name
+from keditlab.models.embedded import EMBEDDED_NAME, embedded_model, ensure_embedded_cache, is_embedded_name
 from keditlab.models.errors import ModelLoadError
 from keditlab.models.hub import hub_endpoint, hub_offline, hub_unreachable_reason, is_cached
 from keditlab.models.profile import ModelProfile
@@ -253,19 +253,26 @@ def load_model(
     ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
     ``"cuda:N"``, ``"mps"``; a GPU that is not there is a ``ModelLoadError``
     (see :func:`resolve_device`), raised before anything is loaded.
-    ``dtype``: None/``"auto"`` means float32.  ``profile``: the spec's
+    ``dtype``: None/``"auto"`` means float32; float16 on a CPU is a ``ModelLoadError``
+    (:mod:`keditlab.models.precision` says how half precision is handled).  ``profile``: the spec's
     ``model.profile`` overrides for architectures keditlab cannot derive.
     The model comes back in eval mode.
     """
     from keditlab.models.derive import derive_profile
 
+    from keditlab.models.precision import precision_problem
+
     torch_dtype = resolve_dtype(dtype)
     target_device = resolve_device(device)
+    problem = precision_problem(torch_dtype, target_device)
+    if problem is not None:
+        raise ModelLoadError(problem)
     name = str(name_or_path)
 
     if is_embedded_name(name):
-        source = str(ensure_embedded_cache())
-        model, tokenizer = _load_pretrained(source, EMBEDDED_NAME, torch_dtype, local=True)
+        name = embedded_model(name).name
+        source = str(ensure_embedded_cache(name))
+        model, tokenizer = _load_pretrained(source, name, torch_dtype, local=True)
     else:
         path = Path(name).expanduser()
         if path.is_dir():

@@ -1,4 +1,4 @@
-"""How many layers a model has, found cheaply: no torch, no network.
+"""How many layers a model has, and its config, found cheaply: no torch, no network.
 
 The spec validator checks layer indices (``layers: [40]`` on a 30-layer model)
 while staying instant, so this reads only small files that are already on
@@ -12,22 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from keditlab.models.embedded import embedded_cache_dir, find_embedded_gguf, is_embedded_name, is_valid_cache
+from keditlab.spec.model_needs import config_num_experts  # noqa: F401  (read here by the model layer)
+from keditlab.models.embedded import SMOLLM2, embedded_cache_dir, embedded_model, find_embedded_gguf, is_embedded_name, is_valid_cache
 
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
-#: Config keys holding the number of routed experts of a mixture-of-experts model, in the order they are tried.
-NUM_EXPERTS_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
-
-
-def config_num_experts(config: Any) -> int:
-    """The routed experts per MoE layer a config declares (0 for a dense model); a dict or a config object."""
-    read = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
-    for key in NUM_EXPERTS_KEYS:
-        value = read(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
-            return value
-    text = read("text_config")
-    return config_num_experts(text) if text is not None and not isinstance(text, (int, str, float, bool)) else 0
 """Config keys that hold the number of blocks, in the order they are tried."""
 
 
@@ -43,13 +31,18 @@ def layers_from_config_dict(config: dict[str, Any]) -> int | None:
     return None
 
 
-def _from_config_file(path: str | os.PathLike[str]) -> int | None:
+def _config_dict(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return None
-    return layers_from_config_dict(data) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _from_config_file(path: str | os.PathLike[str]) -> int | None:
+    data = _config_dict(path)
+    return layers_from_config_dict(data) if data is not None else None
 
 
 def _from_gguf(path: Path) -> int | None:
@@ -75,17 +68,20 @@ def _from_gguf(path: Path) -> int | None:
 def peek_num_layers(name_or_path: str) -> int | None:
     """Number of layers of a model, or None when it cannot be known without loading.
 
-    * ``"smollm2-135m"``: the converted cache's ``config.json``, else the GGUF header;
+    * an embedded model (``"smollm2-135m"``, ``"gemma3-270m"``): the converted cache's
+      ``config.json``; else SmolLM2's GGUF header (Gemma's GGUF exists only in chunks
+      until it is converted: unknown until then);
     * a local directory: its ``config.json``;
     * a Hugging Face id: ``config.json`` in the local HF cache, if downloaded before.
     """
     if is_embedded_name(name_or_path):
-        cached = embedded_cache_dir()
-        gguf = find_embedded_gguf()
-        if is_valid_cache(cached, gguf):
+        embedded = embedded_model(name_or_path)
+        cached = embedded_cache_dir(embedded.name)
+        if is_valid_cache(cached):
             found = _from_config_file(cached / "config.json")
             if found is not None:
                 return found
+        gguf = find_embedded_gguf() if embedded is SMOLLM2 else None
         return _from_gguf(gguf) if gguf is not None else None
 
     path = Path(name_or_path).expanduser()
@@ -104,26 +100,22 @@ def peek_num_layers(name_or_path: str) -> int | None:
     return _from_config_file(hit) if isinstance(hit, str) else None
 
 
-def _experts_in_config_file(path: str | os.PathLike[str]) -> int | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return config_num_experts(data) if isinstance(data, dict) else None
+def peek_config(name_or_path: str) -> dict[str, Any] | None:
+    """A model's ``config.json`` as a dict, or None when it is not on disk (nothing is downloaded).
 
+    * an embedded model (``"smollm2-135m"``, ``"gemma3-270m"``): its converted cache's ``config.json``
+      (None before the first conversion);
+    * a local directory: its ``config.json``;
+    * a Hugging Face id: ``config.json`` in the local HF cache, if downloaded before.
 
-def peek_num_experts(name_or_path: str) -> int | None:
-    """Routed experts per layer a model's ``config.json`` declares (0: dense), or None when it cannot be read without loading.
-
-    The embedded model is dense.  A local directory or a Hugging Face id already in the local cache
-    is read as :func:`peek_num_layers` reads it; nothing is downloaded.
+    The spec validator reads from it what a model's structure is (:mod:`keditlab.spec.model_needs`).
     """
     if is_embedded_name(name_or_path):
-        return 0
+        cached = embedded_cache_dir(name_or_path)
+        return _config_dict(cached / "config.json") if (cached / "config.json").is_file() else None
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return _experts_in_config_file(path / "config.json")
+        return _config_dict(path / "config.json")
     if path.exists():
         return None
     try:
@@ -134,9 +126,4 @@ def peek_num_experts(name_or_path: str) -> int | None:
         hit = try_to_load_from_cache(name_or_path, "config.json")
     except Exception:  # not a valid repo id, for instance
         return None
-    return _experts_in_config_file(hit) if isinstance(hit, str) else None
-
-
-#: The spec validator asks the same callback it is given for layer counts whether the model has experts
-#: (``keditlab.spec.rules.check_experts``), so every caller that passes ``num_layers_of=peek_num_layers`` gets both.
-peek_num_layers.num_experts = peek_num_experts  # type: ignore[attr-defined]
+    return _config_dict(hit) if isinstance(hit, str) else None

@@ -31,7 +31,7 @@ class ModelProfile:
     mlp_size: int
     layers: str  # path of the ModuleList of blocks, e.g. "model.layers"
     mlp_out: str  # template of the MLP output projection
-    final_norm: str
+    final_norm: str | None  # None: no norm after the last block (post-norm models)
     lm_head: str
     embed: str
     mlp_out_transposed: bool = False

@@ -30,6 +30,8 @@ def start_manifest(spec: Any, loaded: Any, methods: dict[str, dict[str, Any]], *
     ``layer: auto``); ``chat`` says whether prompts went through the chat
     template; ``started`` is the start time (``time.time()``).
     """
+    from keditlab.models.precision import precision_warnings
+
     model, _, profile = loaded
     first = next(model.parameters())
     return {
@@ -38,7 +40,8 @@ def start_manifest(spec: Any, loaded: Any, methods: dict[str, dict[str, Any]], *
         "spec": spec.to_spec_data(),
         "edits": spec.edits_origin(),  # inline, or which benchmark file, window and how many
         "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict(),
-                  "chat_template": "on" if chat else "off", "dtype": str(first.dtype)},
+                  "chat_template": "on" if chat else "off", "dtype": str(first.dtype),
+                  "precision_warnings": precision_warnings(model)},
         "methods": methods,
         "seed": spec.run.seed,
         "device": str(first.device),

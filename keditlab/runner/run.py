@@ -45,6 +45,7 @@ from keditlab.data.datasets import dataset_cases
 from keditlab.evaluate import CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, get_method, method_names
 from keditlab.models import LoadedModel, load_model
+from keditlab.models.precision import precision_warnings
 from keditlab.runner import folder as run_folder
 from keditlab.runner.chat import ChatTemplateError, chat_on, chat_prompt, map_prompts
 from keditlab.runner.edit_warnings import ground_truth_warning, target_warning, unchanged_warning
@@ -102,6 +103,8 @@ def run_spec(
         log(f"Loading {spec.model.name} …")
         loaded = load_model(spec.model.name, device=spec.run.device, dtype=spec.model.dtype, profile=spec.model.profile)
     model, tokenizer, profile = loaded
+    for warning in precision_warnings(model):
+        log(f"warning: {warning}")
     traced: dict[str, dict[str, Any]] = {}  # label -> evidence for a `layer(s): auto` setting
     configs = {}
     for m, method in methods:

@@ -28,7 +28,10 @@ torch-free record readers of :mod:`keditlab.data`, imported only when a spec
 reads its edits from a file; so validating is instant.  To check layer indices against a
 model, pass ``num_layers_of``
 (e.g. ``keditlab.models.peek_num_layers``): it is called with the model name
-and returns its number of layers, or None to skip the check.
+and returns its number of layers, or None to skip the check.  To check that
+every method can edit the model's structure (:mod:`keditlab.spec.model_needs`),
+pass ``model_config_of`` (e.g. ``keditlab.models.peek.peek_config``): it
+returns the model's ``config.json`` as a dict, or None to skip the check.
 """
 
 from __future__ import annotations
@@ -60,12 +63,15 @@ from keditlab.spec.types import (
 from keditlab.spec.validate import validate_data
 
 NumLayersOf = Callable[[str], "int | None"]
+ModelConfigOf = Callable[[str], "dict[str, Any] | None"]
 
 
 def _compile(data: Any, source: str, num_layers_of: NumLayersOf | None, source_map: SourceMap | None = None,
-             prior_errors: list[SpecError] | None = None) -> tuple[Spec | None, list[SpecError]]:
+             prior_errors: list[SpecError] | None = None,
+             model_config_of: ModelConfigOf | None = None) -> tuple[Spec | None, list[SpecError]]:
     """The resolved spec and no errors, or None and every error (validation, then reading a records file)."""
-    errors = validate_data(data, source=source, source_map=source_map, num_layers_of=num_layers_of, prior_errors=prior_errors)
+    errors = validate_data(data, source=source, source_map=source_map, num_layers_of=num_layers_of, prior_errors=prior_errors,
+                           model_config_of=model_config_of)
     if errors:
         return None, errors
     try:
@@ -74,11 +80,12 @@ def _compile(data: Any, source: str, num_layers_of: NumLayersOf | None, source_m
         return None, exc.errors
 
 
-def _check_text(text: str, source: str, num_layers_of: NumLayersOf | None) -> tuple[Spec | None, list[SpecError]]:
+def _check_text(text: str, source: str, num_layers_of: NumLayersOf | None,
+                model_config_of: ModelConfigOf | None = None) -> tuple[Spec | None, list[SpecError]]:
     loaded = load_yaml(text, source)
     if loaded.data is None and loaded.errors:  # a syntax error: nothing further can be trusted
         return None, loaded.errors
-    return _compile(loaded.data, source, num_layers_of, loaded.source_map, loaded.errors)
+    return _compile(loaded.data, source, num_layers_of, loaded.source_map, loaded.errors, model_config_of)
 
 
 def _read(path: str | PathLike[str]) -> tuple[str | None, list[SpecError]]:
@@ -93,17 +100,19 @@ def _read(path: str | PathLike[str]) -> tuple[str | None, list[SpecError]]:
         return None, [SpecError(source, None, None, "", f"cannot read the file: {exc.strerror or exc}")]
 
 
-def validate_text(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None) -> list[SpecError]:
+def validate_text(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None,
+                  model_config_of: ModelConfigOf | None = None) -> list[SpecError]:
     """Every error in spec ``text`` (empty list when it is valid).
 
     Validation downloads nothing: a published benchmark file that is not here
     yet is left for the run to fetch (``keditlab validate`` prints it as a note).
     """
     with _no_downloads():
-        return _check_text(text, source, num_layers_of)[1]
+        return _check_text(text, source, num_layers_of, model_config_of)[1]
 
 
-def validate_file(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None) -> list[SpecError]:
+def validate_file(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None,
+                  model_config_of: ModelConfigOf | None = None) -> list[SpecError]:
     """Every error in the spec file at ``path`` (empty when valid); never raises for a bad spec.
 
     An unreadable file is reported as an error too, so a command line tool
@@ -112,23 +121,25 @@ def validate_file(path: str | PathLike[str], *, num_layers_of: NumLayersOf | Non
     text, errors = _read(path)
     if text is None:
         return errors
-    return validate_text(text, str(path), num_layers_of=num_layers_of)
+    return validate_text(text, str(path), num_layers_of=num_layers_of, model_config_of=model_config_of)
 
 
-def parse_spec(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None) -> Spec:
+def parse_spec(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None,
+                  model_config_of: ModelConfigOf | None = None) -> Spec:
     """The resolved :class:`Spec` for YAML ``text``; raises :class:`SpecValidationError` listing every error."""
-    spec, errors = _check_text(text, source, num_layers_of)
+    spec, errors = _check_text(text, source, num_layers_of, model_config_of)
     if spec is None:
         raise SpecValidationError(errors)
     return spec
 
 
-def load_spec(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None) -> Spec:
+def load_spec(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None,
+                  model_config_of: ModelConfigOf | None = None) -> Spec:
     """The resolved :class:`Spec` in the file at ``path``; raises :class:`SpecValidationError`."""
     text, errors = _read(path)
     if text is None:
         raise SpecValidationError(errors)
-    return parse_spec(text, str(path), num_layers_of=num_layers_of)
+    return parse_spec(text, str(path), num_layers_of=num_layers_of, model_config_of=model_config_of)
 
 
 def _plain(value: Any) -> Any:
@@ -140,10 +151,11 @@ def _plain(value: Any) -> Any:
     return copy.copy(value)
 
 
-def validate_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None) -> list[SpecError]:
+def validate_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None,
+                  model_config_of: ModelConfigOf | None = None) -> list[SpecError]:
     """Every error in a spec given as Python data (errors name paths, not lines); downloads nothing."""
     with _no_downloads():
-        return _compile(_plain(data), source, num_layers_of)[1]
+        return _compile(_plain(data), source, num_layers_of, model_config_of=model_config_of)[1]
 
 
 def _no_downloads() -> Any:
@@ -153,9 +165,10 @@ def _no_downloads() -> Any:
     return deferred_downloads()
 
 
-def spec_from_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None) -> Spec:
+def spec_from_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_of: NumLayersOf | None = None,
+                  model_config_of: ModelConfigOf | None = None) -> Spec:
     """The resolved :class:`Spec` for a spec written as a dict (in a notebook); raises :class:`SpecValidationError`."""
-    spec, errors = _compile(_plain(data), source, num_layers_of)
+    spec, errors = _compile(_plain(data), source, num_layers_of, model_config_of=model_config_of)
     if spec is None:
         raise SpecValidationError(errors)
     return spec

@@ -9,6 +9,9 @@
   (it is downloaded when the spec runs);
 * layer settings must be layers the model has (asked of the caller's
   ``num_layers_of``, because the spec layer does not load models);
+* every method must be able to edit the model's structure: what it needs of a
+  model (``x-keditlab-model-needs`` in the schema) is asked of the model's
+  config (the caller's ``model_config_of``) by :mod:`keditlab.spec.model_needs`;
 * ``run.mode``, ``run.batch_size`` and ``run.evaluate_at`` must fit together
   (:func:`run_settings_problems`), and every method must be able to do what
   they ask (:func:`capability_problem`, reading the capabilities the schema
@@ -264,6 +267,35 @@ def check_layers(data: dict[str, Any], schema: dict[str, Any], num_layers_of: Nu
                     )
 
 
+def check_model_needs(data: dict[str, Any], schema: dict[str, Any], model_config_of: Any, report: Reporter) -> None:
+    """Each method must find in the model what it declares it needs; refused here, before any weight loads."""
+    from keditlab.spec.model_needs import methods_that_fit, refusal
+
+    model = _model_name(data, schema) if model_config_of is not None else None
+    if model is None:
+        return
+    try:
+        config = model_config_of(model)
+    except Exception:  # noqa: BLE001 - an unreadable config is the loader's error to report, not the spec's
+        config = None
+    if not isinstance(config, dict):
+        return
+    defs = schema["$defs"]
+    needs_of = {d["x-keditlab-method"]: d.get("x-keditlab-model-needs", []) for d in defs.values()
+                if isinstance(d, dict) and "x-keditlab-method" in d}
+    for path, name, _settings in method_entries(data):
+        if name not in needs_of:
+            continue  # an unknown method is the schema's to report
+        why = refusal(name, needs_of[name], config)
+        if why is None:
+            continue
+        fitting = methods_that_fit(config, needs_of)
+        instead = (f"use a method that can: {', '.join(fitting)}" if fitting else
+                   "no keditlab method can edit it yet; use a model with one MLP per block (llama, qwen2, mistral, gemma2, ...)")
+        report.add(path, f"{name} cannot edit {model}: {why}",
+                   f"{instead}; docs/models.md shows which method runs on which architecture")
+
+
 class RunProblem(NamedTuple):
     """One problem with the run settings: the ``run`` key it is about, what is wrong, the fix.
 
@@ -430,36 +462,8 @@ def check_chat_context(data: dict[str, Any], report: Reporter) -> None:
                    "`chat_template: off` with `context: qa`")
 
 
-def check_experts(data: dict[str, Any], schema: dict[str, Any], num_layers_of: NumLayersOf | None, report: Reporter) -> None:
-    """A method that cannot edit a mixture-of-experts model (``x-keditlab-refuses-moe``) is refused before any weights load.
-
-    Whether the model has experts is read from its config, cheaply, by ``num_layers_of.num_experts``
-    (``keditlab.models.peek_num_experts``); without it, or when the config cannot be read, nothing is checked here
-    (the method refuses when it is applied).
-    """
-    experts_of = getattr(num_layers_of, "num_experts", None)
-    model = _model_name(data, schema)
-    if experts_of is None or model is None:
-        return
-    defs = schema["$defs"]
-    refusing = [(path, name, settings, defs[f"method-{name}"]["x-keditlab-refuses-moe"]) for path, name, settings in method_entries(data)
-                if "x-keditlab-refuses-moe" in defs.get(f"method-{name}", {})]
-    if not refusing:
-        return
-    try:
-        experts = experts_of(model)
-    except Exception:  # noqa: BLE001 - an unreachable model is the loader's error to report
-        return
-    if not experts:
-        return
-    for path, name, settings, why in refusing:
-        reason, _, fix = why.partition(" Use ")
-        report.add((*path, "name") if settings else path,
-                   f"{name} cannot edit {model!r}, a mixture-of-experts model ({experts} experts per layer): {reason}",
-                   f"use {fix}" if fix else "choose another method")
-
-
-def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_of: NumLayersOf | None = None) -> None:
+def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_of: NumLayersOf | None = None,
+               model_config_of: Any = None) -> None:
     """Every check above, on whatever parts of ``data`` have the right shape."""
     if not isinstance(data, dict):
         return
@@ -470,7 +474,7 @@ def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_o
     check_edits_file(data, report, schema)
     check_chat_context(data, report)
     check_layers(data, schema, num_layers_of, report)
-    check_experts(data, schema, num_layers_of, report)
+    check_model_needs(data, schema, model_config_of, report)
     check_run_settings(data, schema, report)
 
 

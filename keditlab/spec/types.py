@@ -52,7 +52,7 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to load: ``smollm2-135m`` (embedded), a Hugging Face id or a local path.
+    """Which model to load: ``smollm2-135m`` or ``gemma3-270m`` (embedded), a Hugging Face id or a local path.
 
     ``profile`` optionally describes an architecture keditlab does not know
     (module paths of the layers, MLP output projection, final norm, LM head).

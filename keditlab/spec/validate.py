@@ -53,6 +53,7 @@ def validate_data(
     source: str,
     source_map: SourceMap | None = None,
     num_layers_of: NumLayersOf | None = None,
+    model_config_of: Any = None,
     prior_errors: list[SpecError] | None = None,
 ) -> list[SpecError]:
     """Every error in ``data`` (already-parsed YAML or a dict), sorted by position.
@@ -63,7 +64,7 @@ def validate_data(
     schema = load_schema()
     report = Reporter(source, source_map or SourceMap(), list(prior_errors or []))
     SchemaErrorTranslator(schema, report, data).translate(SpecSchemaValidator(schema).iter_errors(data))
-    run_checks(data, schema, report, num_layers_of)
+    run_checks(data, schema, report, num_layers_of, model_config_of)
     rank = _document_order(data)
 
     def order(error: SpecError) -> tuple[float, float, int]:

@@ -2,7 +2,8 @@
 
 from keditlab.stats.corpus import MODEL_SAMPLES, Corpus, CorpusError, load_corpus
 from keditlab.stats.covariance import (
-    CovarianceProvider, CovarianceStats, cache_dir, layer_covariance, layer_covariances, model_fingerprint,
+    CovarianceProvider, CovarianceStats, cache_dir, corpus_path, fingerprint_of, layer_covariance, layer_covariances,
+    model_fingerprint, statistics_path,
 )
 
 __all__ = [
@@ -12,8 +13,11 @@ __all__ = [
     "CovarianceProvider",
     "CovarianceStats",
     "cache_dir",
+    "corpus_path",
+    "fingerprint_of",
     "layer_covariance",
     "layer_covariances",
     "load_corpus",
     "model_fingerprint",
+    "statistics_path",
 ]

@@ -130,12 +130,10 @@ SAMPLE_BATCH = 128
 
 
 def _native_bfloat16_cpu() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), read from ``/proc/cpuinfo``."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+    """Whether this CPU multiplies bfloat16 natively (:func:`keditlab.models.precision.native_bfloat16_cpu`)."""
+    from keditlab.models.precision import native_bfloat16_cpu
+
+    return native_bfloat16_cpu()
 
 
 def _sampler(model: Any) -> tuple[Any, str]:

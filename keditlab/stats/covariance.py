@@ -10,8 +10,9 @@ once per model, layer and corpus, and reused by every later edit.
 
 The estimate is the uncentred second moment over every token position of the
 corpus, accumulated in float64.  It is cached under
-``$KEDITLAB_CACHE/stats/`` keyed by model fingerprint, layer, corpus and token
-count, written atomically so that two kernels cannot corrupt it.
+``$KEDITLAB_CACHE/stats/`` keyed by model fingerprint (the checkpoint's, whatever
+dtype it was loaded in), layer, corpus and token count, written atomically so
+that two kernels cannot corrupt it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -63,18 +65,85 @@ def cache_dir() -> Path:
 
 
 def model_fingerprint(model: Any) -> str:
-    """A short id of a model's weights, so statistics never mix two checkpoints.
+    """A short id of a checkpoint's weights, whatever dtype they were loaded in, so statistics never mix two checkpoints.
 
-    Hashes the config and a slice of the input embeddings: cheap, and different for
-    any two real checkpoints.  (It deliberately ignores later layers, so edits to
-    an MLP do not invalidate statistics computed before them.)
+    Hashes the config (its ``dtype`` left out) and a slice of the input
+    embeddings rounded to bfloat16: cheap, and different for any two real
+    checkpoints.  (It deliberately ignores later layers, so edits to an MLP do
+    not invalidate statistics computed before them.)  A float32 and a bfloat16
+    load of one checkpoint have the same fingerprint and share statistics:
+    computed from the bfloat16 weights, the embedded model's layer-5 covariance
+    differs from the float32 one by 0.4% of its norm (1.0% in bfloat16
+    arithmetic), against 51% between the two halves of its corpus
+    (docs/performance.md).  A float16 load of a float32 checkpoint can round
+    differently, and then computes its own.
+    """
+    return fingerprint_of(model.config, model.get_input_embeddings().weight.detach()[:FINGERPRINT_ROWS])
+
+
+def _legacy_fingerprint(model: Any) -> str:
+    """The fingerprint of statistics cached before it ignored the dtype (config with its dtype, embeddings as loaded).
+
+    Only read: statistics found under it are linked under :func:`model_fingerprint`
+    (:func:`_adopt`), so a cache filled by an earlier version is not computed again.
     """
     digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     embed = model.get_input_embeddings().weight.detach()
     digest.update(embed[:64].float().cpu().numpy().tobytes())
-    name = Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
-    return f"{safe}-{digest.hexdigest()[:12]}"
+    return f"{_slug_of(model.config)}-{digest.hexdigest()[:12]}"
+
+
+def _slug_of(config: Any) -> str:
+    name = Path(str(getattr(config, "_name_or_path", "") or config.model_type)).name
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+
+
+def _adopt(path: Path, legacy_folder: Path) -> None:
+    """When ``path`` is missing but the legacy folder holds it: link it (and its .json and null spaces) under ``path``."""
+    old = legacy_folder / path.name
+    if path.exists() or not old.exists() or legacy_folder == path.parent:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for source in [old, *legacy_folder.glob(f"{old.stem}.json"), *legacy_folder.glob(f"{old.stem}-nullspace-*.pt")]:
+        target = path.parent / source.name
+        if not target.exists():
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+
+
+#: The fingerprint reads this many rows of the input embedding.
+FINGERPRINT_ROWS = 64
+
+
+def fingerprint_of(config: Any, embedding_rows: torch.Tensor) -> str:
+    """:func:`model_fingerprint` from the config and the embedding's first :data:`FINGERPRINT_ROWS` rows alone.
+
+    ``keditlab plan`` reads those rows from the checkpoint file (no model
+    loaded) to tell whether a run will find its statistics cached.
+    """
+    settings = json.loads(config.to_json_string(use_diff=False))
+    for key in ("dtype", "torch_dtype"):
+        settings.pop(key, None)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(embedding_rows.to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return f"{_slug_of(config)}-{digest.hexdigest()[:12]}"
+
+
+def statistics_path(fingerprint: str, layer: int, corpus: str, num_tokens: int, max_length: int, seed: int,
+                    experts: bool = False) -> Path:
+    """Where the key statistics of one layer are cached: the one definition of the cache key.
+
+    ``experts``: the layer is a mixture-of-experts block, whose statistics are one matrix per expert.
+    """
+    key = f"{fingerprint}/layer{layer}-{'experts-' if experts else ''}{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
+    return cache_dir() / "stats" / f"{key}.pt"
+
+
+def corpus_path(fingerprint: str, corpus: str, num_tokens: int, max_length: int, seed: int) -> Path:
+    """Where the tokenized corpus the statistics are read from is cached (beside them, shared by the layers)."""
+    return cache_dir() / "stats" / fingerprint / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt"
 
 
 def layer_covariance(
@@ -118,10 +187,12 @@ def layer_covariances(
     """
     found: dict[int, CovarianceStats] = {}
     missing: dict[int, Path] = {}
+    fingerprint = model_fingerprint(model)
+    legacy = cache_dir() / "stats" / _legacy_fingerprint(model)
     for layer in modules:
-        experts = "" if isinstance(modules[layer], str) or not modules[layer].moe else "experts-"
-        key = f"{model_fingerprint(model)}/layer{layer}-{experts}{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}"
-        path = cache_dir() / "stats" / f"{key}.pt"
+        experts = not isinstance(modules[layer], str) and modules[layer].moe
+        path = statistics_path(fingerprint, layer, corpus, num_tokens, max_length, seed, experts=experts)
+        _adopt(path, legacy)
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             found[layer] = CovarianceStats(layer, saved["matrix"], int(saved["num_tokens"]), saved["corpus"], str(path), True,
@@ -129,8 +200,8 @@ def layer_covariances(
         else:
             missing[layer] = path
     if missing:
-        folder = next(iter(missing.values())).parent
-        text = _cached_corpus(folder / f"corpus-{_slug(corpus)}-{num_tokens}tok-len{max_length}-seed{seed}.pt",
+        _adopt(corpus_path(fingerprint, corpus, num_tokens, max_length, seed), legacy)
+        text = _cached_corpus(corpus_path(fingerprint, corpus, num_tokens, max_length, seed),
                               corpus, model, tokenizer, num_tokens, max_length, seed)
         named = dict(model.named_modules())
         moments = _second_moments(model, {layer: _reader(named, modules[layer]) for layer in missing}, text.sequences, batch_size)

@@ -179,7 +179,8 @@ class Tracer:
         """``(samples, subject tokens, hidden)`` Gaussian noise of standard deviation ``noise``, from ``seed``."""
         generator = torch.Generator().manual_seed(int(seed))
         width = prep.subject[1] - prep.subject[0]
-        draws = torch.randn(samples, width, self.profile.hidden_size, generator=generator) * float(noise)
+        dim = int(self.embed.weight.shape[-1])   # the embedding's width (narrower than the blocks' in OPT-350m)
+        draws = torch.randn(samples, width, dim, generator=generator) * float(noise)
         return draws.to(self.device, self.embed.weight.dtype)
 
     def _noise_hook(self, prep: _Prepared, draws: torch.Tensor, start: int, repeats: int) -> HookSpec:

