@@ -172,6 +172,7 @@ def test_refused_methods_say_why_when_applied(method, models, tokenizer):
 
 def test_refused_methods_are_refused_at_validation_before_any_weights_load(tmp_path):
     from keditlab.models import peek_num_layers
+    from keditlab.models.peek import peek_config
     from keditlab.spec import validate_dict
 
     folder = tmp_path / "moe-model"
@@ -179,9 +180,10 @@ def test_refused_methods_are_refused_at_validation_before_any_weights_load(tmp_p
     (folder / "config.json").write_text(json.dumps({"model_type": "mixtral", "num_hidden_layers": 2, "num_local_experts": 8}))
     spec = {"keditlab": 1, "name": "moe", "model": str(folder), "method": ["rome", "kn", "ultraedit"],
             "edits": [{"prompt": CASE.prompt, "subject": CASE.subject, "target": CASE.target}]}
-    errors = validate_dict(spec, num_layers_of=peek_num_layers)
-    refused = [e for e in errors if "mixture-of-experts" in e.message]
-    assert len(refused) == 2 and all("rome" in e.fix or "alphaedit" in e.fix for e in refused)
+    errors = validate_dict(spec, num_layers_of=peek_num_layers, model_config_of=peek_config)
+    refused = [e for e in errors if "8 experts" in e.message]
+    assert len(refused) == 2 and all("rome" in e.fix and "alphaedit" in e.fix for e in refused), refused
     assert sorted(e.path for e in refused) == ["method[1]", "method[2]"], [e.path for e in refused]
+    assert all("dense MLP" in e.message for e in refused)
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2}))
-    assert not [e for e in validate_dict(spec, num_layers_of=peek_num_layers) if "mixture-of-experts" in e.message]
+    assert not validate_dict(spec, num_layers_of=peek_num_layers, model_config_of=peek_config)
