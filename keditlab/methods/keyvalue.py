@@ -71,8 +71,13 @@ def subject_keys(model, tokenizer, site, prompt: str, subject: str, prefixes: li
 
 
 def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], key_site,
-                     out_module=None, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     out_module=None, chunk: int = 128,
+                     shift: tuple[torch.nn.Module, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Keys (read at ``key_site``) and, optionally, outputs of ``out_module`` at the given positions.
+
+    ``shift``: ``(module, rows)``, a row per text added to ``module``'s output
+    at that text's position (MEMIT reads the residual stream its target
+    vectors ``δ`` lead to this way).
 
     ``key_site``: a :class:`~keditlab.models.experts.ExpertSite` (the keys of a
     dense projection, or the gate-weighted keys of an MoE layer's routed
@@ -106,7 +111,14 @@ def read_at_subjects(model, tokenizer, texts: list[str], positions: list[int], k
             if "key" in seen:
                 raise StopForward
 
+        def add_shift(_module, _inputs, output):
+            output = output.clone()
+            output[where] += shift[1][part].to(device, output.dtype)
+            return output
+
         outs_wanted = [] if out_module is None else [(out_module, grab_out)]
+        if shift is not None:
+            outs_wanted.insert(0, (shift[0], add_shift))
         with hooks(pre=[(key_module, grab_key)], forward=outs_wanted), torch.no_grad():
             model(input_ids=ids, attention_mask=mask)
         keys.append(seen["key"])
@@ -371,6 +383,59 @@ def equality_solve(keys: torch.Tensor, gaps: torch.Tensor, covariance: torch.Ten
     gram = keys @ cinv_k                                         # KᵀC⁻¹K, (n, n)
     gram = gram + solve_ridge * gram.diagonal().mean() * torch.eye(len(keys), dtype=gram.dtype, device=gram.device)
     return gaps.T @ torch.linalg.solve(gram, cinv_k.T)
+
+
+def value_change_for(output_map, values: torch.Tensor, gaps: torch.Tensor, iterations: int = 8) -> torch.Tensor:
+    """The change ``Δ`` of an MLP output projection's output rows that moves the residual stream by ``gaps``.
+
+    ``output_map`` is what the block applies to the projection's output before
+    adding it to the residual stream (:func:`keditlab.models.residual.mlp_output_map`);
+    ``values`` are the outputs at the rows as they are.  ``Δ`` minimises
+    ``‖map(values + Δ) − map(values) − gaps‖`` by Levenberg–Marquardt steps
+    (Gauss–Newton on the map's Jacobian ``J``, one backward pass per output
+    feature, damped by ``μ`` that grows when a step does not help and shrinks
+    when it does): ``s = (JᵀJ + μ·mean diag(JᵀJ)·I)⁻¹ Jᵀ r`` for what is still
+    missing, ``r``.  A norm after the MLP (Gemma's post-feedforward RMS norm)
+    ignores its input's scale and divides its output among features by fixed
+    gains, so part of a gap may not be reachable at all; the damping keeps
+    ``Δ`` from growing without bound chasing it, and what is left is met by
+    the layers after (MEMIT re-reads the model before each layer).  Without a
+    map the change is the gap itself.
+    """
+    if output_map is None:
+        return gaps
+    values = values.detach().double()
+    wanted = (_mapped(output_map, values) + gaps.double()).detach()
+    delta = torch.zeros_like(values)
+    damping = torch.full((values.shape[0],), 1e-3, dtype=values.dtype, device=values.device)
+    missing = wanted - _mapped(output_map, values)
+    for _ in range(iterations):
+        for rows in torch.arange(values.shape[0], device=values.device).split(64):
+            jacobian = _jacobians(output_map, values[rows] + delta[rows])
+            normal = jacobian.transpose(1, 2) @ jacobian
+            ridge = damping[rows, None, None] * normal.diagonal(dim1=1, dim2=2).mean(dim=1).clamp(min=1e-12)[:, None, None]
+            eye = torch.eye(normal.shape[1], dtype=normal.dtype, device=normal.device)
+            step = torch.linalg.solve(normal + ridge * eye, (jacobian.transpose(1, 2) @ missing[rows].unsqueeze(-1))).squeeze(-1)
+            trial = wanted[rows] - _mapped(output_map, values[rows] + delta[rows] + step)
+            better = trial.norm(dim=1) < missing[rows].norm(dim=1)
+            delta[rows[better]] += step[better]
+            missing[rows[better]] = trial[better]
+            damping[rows] = torch.where(better, damping[rows] / 10, damping[rows] * 10)
+    return delta.to(gaps.dtype)
+
+
+def _jacobians(output_map, rows: torch.Tensor) -> torch.Tensor:
+    """``(rows, out, in)``: the Jacobian of ``output_map`` at each row (the map works row by row)."""
+    point = rows.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = _mapped(output_map, point)
+        columns = [torch.autograd.grad(out[:, j].sum(), point, retain_graph=True)[0] for j in range(out.shape[1])]
+    return torch.stack(columns, dim=1)
+
+
+def _mapped(output_map, rows: torch.Tensor) -> torch.Tensor:
+    """``output_map`` on float64 rows: its modules run in the model's dtype, the result comes back in float64."""
+    return output_map(rows.float()).double()
 
 
 def ridged(covariance: torch.Tensor, ridge: float) -> torch.Tensor:

@@ -51,8 +51,9 @@ import torch
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import context_prefixes, trainable_only
 from keditlab.methods.keyvalue import (
-    STOP_WHEN, ValueRequest, ValueSettings, context_texts, optimise_values, read_at_subjects, ridged,
+    STOP_WHEN, ValueRequest, ValueSettings, context_texts, optimise_values, read_at_subjects, ridged, value_change_for,
 )
+from keditlab.models.residual import mlp_output_map
 from keditlab.methods.layers import check_value_layer, chosen_layers, memit_window, window_ending_at
 
 #: How the keys of one edit's contexts enter the solve (the ``keys`` setting).
@@ -170,16 +171,27 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
                                             progress=context)
         last_block = model.get_submodule(profile.layer_module(last))
         deltas = deltas.double()[owner_t.to(deltas.device)]   # one row per context
+        # What each block does to its MLP output before the residual stream gets it (a post-feedforward norm, or nothing).
+        output_maps = {layer: mlp_output_map(model, profile, layer) for layer in layers}
 
         # 2-3. Spread the gap over the layers, first to last, re-reading the model as edited so far.
         layer_details = []
         for step, layer in enumerate(layers):
             keys, hidden = read_at_subjects(model, tokenizer, texts, positions, sites[layer], last_block)
-            if step == 0:  # the model is still unedited: the target is its hidden state plus δ
-                targets = hidden.double() + deltas.to(hidden.device)
+            if step == 0:  # the model is still unedited: the target is the residual stream δ leads to
+                if output_maps[last] is None:   # δ is added to the residual stream as it is
+                    targets = hidden.double() + deltas.to(hidden.device)
+                else:
+                    _, reached_by_delta = read_at_subjects(model, tokenizer, texts, positions, sites[layer], last_block,
+                                                           shift=(sites[last].value_module, deltas))
+                    targets = reached_by_delta.double()
                 if config.value_norm_anchor:
                     targets = targets * (hidden.double().norm(dim=1, keepdim=True) / targets.norm(dim=1, keepdim=True))
+                first_gap = (targets - hidden.double()).norm(dim=1)
             gaps = (targets - hidden.double()) / (len(layers) - step)
+            if output_maps[layer] is not None:   # the residual stream's gap, as a change of the MLP output
+                _, values = read_at_subjects(model, tokenizer, texts, positions, sites[layer], sites[layer].value_module)
+                gaps = value_change_for(output_maps[layer], values, gaps)
             part = sites[layer].touched_by(keys)   # an MoE layer: only the experts the subjects are routed to
             keys = part.select(keys).double()
             if config.keys != "contexts":
@@ -196,7 +208,7 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
                 **part.describe(),
             })
         _, hidden = read_at_subjects(model, tokenizer, texts, positions, sites[layers[0]], last_block)
-        reached = 1 - (targets - hidden.double()).norm(dim=1) / deltas.to(hidden.device).norm(dim=1).clamp(min=1e-12)
+        reached = 1 - (targets - hidden.double()).norm(dim=1) / first_gap.clamp(min=1e-12)
         handle.details = {
             "layers": layers,
             "modules": [profile.mlp_out_module(layer) for layer in layers],
@@ -204,7 +216,7 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
             "per_layer": layer_details,
             "cases": [
                 {"case_id": case.case_id, **info,
-                 # 1 − ‖z − h‖/‖δ‖ at the last layer after all updates, per context (bare prompt first): 1.0 is exact
+                 # 1 − ‖z − h‖/‖z − h₀‖ at the last layer after all updates, per context (bare prompt first): 1.0 is exact
                  "target_reached": [round(float(x), 3) for x in reached[owner_t == i]]}
                 for i, (case, info) in enumerate(zip(cases, infos))
             ],
