@@ -392,8 +392,7 @@ def value_change_for(output_map, values: torch.Tensor, gaps: torch.Tensor, itera
     adding it to the residual stream (:func:`keditlab.models.residual.mlp_output_map`);
     ``values`` are the outputs at the rows as they are.  ``Δ`` minimises
     ``‖map(values + Δ) − map(values) − gaps‖`` by Levenberg–Marquardt steps
-    (Gauss–Newton on the map's Jacobian ``J``, one backward pass per output
-    feature, damped by ``μ`` that grows when a step does not help and shrinks
+    (Gauss–Newton on the map's Jacobian ``J``, one batched backward pass, damped by ``μ`` that grows when a step does not help and shrinks
     when it does): ``s = (JᵀJ + μ·mean diag(JᵀJ)·I)⁻¹ Jᵀ r`` for what is still
     missing, ``r``.  A norm after the MLP (Gemma's post-feedforward RMS norm)
     ignores its input's scale and divides its output among features by fixed
@@ -425,12 +424,16 @@ def value_change_for(output_map, values: torch.Tensor, gaps: torch.Tensor, itera
 
 
 def _jacobians(output_map, rows: torch.Tensor) -> torch.Tensor:
-    """``(rows, out, in)``: the Jacobian of ``output_map`` at each row (the map works row by row)."""
+    """``(rows, out, in)``: the Jacobian of ``output_map`` at each row (the map works row by row).
+
+    One backward pass, batched over the output features (``is_grads_batched``).
+    """
     point = rows.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         out = _mapped(output_map, point)
-        columns = [torch.autograd.grad(out[:, j].sum(), point, retain_graph=True)[0] for j in range(out.shape[1])]
-    return torch.stack(columns, dim=1)
+        basis = torch.eye(out.shape[1], dtype=out.dtype, device=out.device).unsqueeze(1).expand(-1, *out.shape)
+        (columns,) = torch.autograd.grad(out, point, grad_outputs=basis, is_grads_batched=True)
+    return columns.permute(1, 0, 2)
 
 
 def _mapped(output_map, rows: torch.Tensor) -> torch.Tensor:
