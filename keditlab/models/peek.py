@@ -84,20 +84,8 @@ def peek_num_layers(name_or_path: str) -> int | None:
         gguf = find_embedded_gguf() if embedded is SMOLLM2 else None
         return _from_gguf(gguf) if gguf is not None else None
 
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return _from_config_file(path / "config.json")
-    if path.exists():
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    try:
-        hit = try_to_load_from_cache(name_or_path, "config.json")
-    except Exception:  # not a valid repo id, for instance
-        return None
-    return _from_config_file(hit) if isinstance(hit, str) else None
+    found = _config_file(name_or_path)
+    return _from_config_file(found) if found is not None else None
 
 
 def peek_config(name_or_path: str) -> dict[str, Any] | None:
@@ -113,9 +101,15 @@ def peek_config(name_or_path: str) -> dict[str, Any] | None:
     if is_embedded_name(name_or_path):
         cached = embedded_cache_dir(name_or_path)
         return _config_dict(cached / "config.json") if (cached / "config.json").is_file() else None
+    found = _config_file(name_or_path)
+    return _config_dict(found) if found is not None else None
+
+
+def _config_file(name_or_path: str) -> Path | str | None:
+    """Where a local folder's or an already downloaded hub model's ``config.json`` is, or None (nothing is downloaded)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return _config_dict(path / "config.json")
+        return path / "config.json"
     if path.exists():
         return None
     try:
@@ -126,4 +120,4 @@ def peek_config(name_or_path: str) -> dict[str, Any] | None:
         hit = try_to_load_from_cache(name_or_path, "config.json")
     except Exception:  # not a valid repo id, for instance
         return None
-    return _config_dict(hit) if isinstance(hit, str) else None
+    return hit if isinstance(hit, str) else None
