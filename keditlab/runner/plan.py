@@ -35,7 +35,8 @@ size, ``m`` the MLP width, ``V`` the vocabulary, ``L`` the number of layers::
 
     peak = runtime + weights + copies + held + max(evaluation, statistics, edit)
 
-    runtime     CPU: the process with torch, transformers and the tokenizer (RUNTIME_CPU, measured);
+    runtime     CPU: the process with torch and transformers (RUNTIME_CPU) and the tokenizer
+                (TOKENIZER_FIXED + V × TOKENIZER_PER_ENTRY), both measured;
                 CUDA: the CUDA context (CUDA_CONTEXT, an assumption: it is not in torch's accounting)
     weights     parameters × B (tied embeddings once)
     copies      the values EditHandle copies to restore them (changed weights) × B
@@ -84,9 +85,13 @@ if TYPE_CHECKING:   # torch and the methods load inside plan_spec, so a bad size
 GiB = 2**30
 MiB = 2**20
 
-#: Peak resident memory of a process that has imported torch, transformers and keditlab's runner and loaded a
-#: tokenizer: 384 MiB, measured on the CPU of docs/plan.md (torch 2.13, transformers 5.24).
-RUNTIME_CPU = 384 * MiB
+#: Peak resident memory of a process that has imported torch, transformers and keditlab's runner: 268 MiB,
+#: measured on the CPU of docs/plan.md (torch 2.13, transformers 5.24).
+RUNTIME_CPU = 268 * MiB
+#: What loading the tokenizer adds, which grows with the vocabulary: measured 113 MiB for SmolLM2's 49,152
+#: entries and 463 MiB for Gemma 3's 262,144; the line through the two.
+TOKENIZER_FIXED = 32 * MiB
+TOKENIZER_PER_ENTRY = 1723
 #: GPU memory the CUDA context takes before any tensor (not counted by torch.cuda.max_memory_allocated): an assumption.
 CUDA_CONTEXT = 512 * MiB
 #: Floating-point operations per second of the statistics pass and sampling: measured on a 2-core CPU (README).
@@ -399,7 +404,7 @@ def _memory(plan: MethodPlan | None, statistics: StatisticsPlan | None, spec: Sp
     extra = plan.extra_tokens if plan else 0
     eval_rows = min(spec.evaluate.batch_size, lengths.probes)
     parts = {
-        "runtime": CUDA_CONTEXT if on_gpu else RUNTIME_CPU,
+        "runtime": CUDA_CONTEXT if on_gpu else RUNTIME_CPU + TOKENIZER_FIXED + vocab * TOKENIZER_PER_ENTRY,
         "weights": weights,
         "evaluation": eval_rows * (lengths.probe + extra) * vocab * value_bytes,
     }
