@@ -32,6 +32,19 @@ def trainable_only(model: torch.nn.Module, names: Sequence[str] = ()) -> Iterato
             param.requires_grad_(saved[name])
 
 
+def share_of_rms(share: float, weight: torch.Tensor) -> float:
+    """``share`` × the root-mean-square of ``weight``'s entries: a learning rate or bound set against their size.
+
+    Adam moves every entry by about its learning rate each step, whatever the
+    gradient's scale, so an absolute rate means different things on different
+    models: the MLP output projections of SmolLM2-135M have entries of RMS 0.18,
+    Gemma 3 270M's 0.014, and the same 1e-3 is a 0.5% step on the first and a
+    7% step on the second (which spilled the edit onto unrelated prompts).  A
+    rate given as a share of the RMS is the same relative step on every model.
+    """
+    return share * float(weight.detach().float().pow(2).mean().sqrt())
+
+
 def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 

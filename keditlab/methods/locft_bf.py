@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
-from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.common import device_of, share_of_rms, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
 from keditlab.methods.layers import chosen_layers, tuning_layer
@@ -61,8 +61,7 @@ from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import hooks
 from keditlab.models.precision import MasterWeights
 
-#: Adam's step, as a share of the tuned weight's root-mean-square (Adam moves every
-#: entry by about lr a step, so the step is set against the size of the entries).
+#: Adam's step, as a share of the tuned weight's root-mean-square (:func:`~keditlab.methods.common.share_of_rms`).
 LR_SHARE_OF_WEIGHT_RMS = 0.01
 
 
@@ -173,8 +172,7 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
         parameters = dict(model.named_parameters())
         weights = {layer: parameters[name] for layer, name in zip(layers, names)}
         # One Adam group per matrix, each with its own step (see LR_SHARE_OF_WEIGHT_RMS).
-        lrs = {layer: config.lr if config.lr is not None else LR_SHARE_OF_WEIGHT_RMS * float(w.detach().float().pow(2).mean().sqrt())
-               for layer, w in weights.items()}
+        lrs = {layer: config.lr if config.lr is not None else share_of_rms(LR_SHARE_OF_WEIGHT_RMS, w) for layer, w in weights.items()}
         masters = MasterWeights([weights[layer] for layer in layers])   # float32 copies of half-precision weights
         optimiser = torch.optim.Adam([{"params": [master], "lr": lrs[layer]} for layer, master in zip(layers, masters.masters)])
 

@@ -176,6 +176,26 @@ def test_handle_as_context_manager_restores(tokenizer):
     assert all(torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
 
 
+@pytest.mark.parametrize("method, lr_share, bound_share", [("ft-m", 0.0055, None), ("ft-l", 0.011, 0.011)])
+def test_fine_tuning_steps_are_set_against_the_size_of_the_weights(method, lr_share, bound_share, tokenizer):
+    """Empty lr (and FT-L's bound) are shares of the tuned matrix's RMS: scale the matrix, and they scale with it."""
+    model = _tiny("llama")
+    profile = derive_profile(model)
+    name = profile.mlp_out_parameter(0)
+    weight = dict(model.named_parameters())[name]
+    with torch.no_grad():
+        weight.mul_(10.0 / float(weight.pow(2).mean().sqrt()))   # RMS exactly 10
+    config = {"steps": 3, "layers": [0]}
+    with get_method(method).apply(model, tokenizer, profile, [CASE], config) as handle:
+        assert handle.details["lr"] == [pytest.approx(10 * lr_share, rel=1e-5)]
+        assert handle.details["norm_constraint"] == [None if bound_share is None else pytest.approx(10 * bound_share, rel=1e-5)]
+        if bound_share is not None:
+            moved = (weight.detach() - handle.originals[name]).abs().max()
+            assert 0 < moved <= 10 * bound_share * (1 + 1e-5)
+    with get_method(method).apply(model, tokenizer, profile, [CASE], {**config, "lr": 0.5, "norm_constraint": 0.25}) as handle:
+        assert handle.details["lr"] == [0.5] and handle.details["norm_constraint"] == [0.25]
+
+
 def test_layer_lists_are_checked_and_the_runner_names_the_method():
     from keditlab.runner.run import RunError, _config_for
     from keditlab.spec.types import MethodSpec
