@@ -27,6 +27,10 @@ LAB_STAMP  := $(VENV)/.keditlab-notebook-installed
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS   ?=
+# The suite runs in TEST_WORKERS pytest processes (pytest-xdist), each test file whole in one of them, each
+# process with one torch thread: on 2 cores two one-thread jobs finish sooner than one two-thread job, whose
+# small matrix products spend much of the second core waiting.  TEST_WORKERS=0 runs in this process.
+TEST_WORKERS  ?= 2
 BENCH_ARGS    ?=
 BENCH         ?= rome_real
 LAB_ARGS      ?=
@@ -51,7 +55,7 @@ demo: $(STAMP)
 	$(BIN)/keditlab run specs/quickstart.yaml
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 # JupyterLab on notebooks/, on this machine: the same .venv as `make demo` (CPU torch, the embedded
 # model) plus the notebook extra (JupyterLab, ipywidgets, pandas).  LAB_ARGS="--no-browser --port 8899" etc.
