@@ -9,7 +9,7 @@ holds the tables this printed.
 Usage (``make bench BENCH=lifelong BENCH_ARGS="--methods ultraedit --limit 1000"``)::
 
     python benchmarks/lifelong.py [--methods grace,wise,ultraedit,locft-bf,alphaedit] [--limit 1000]
-                                  [--batch-size 100] [--every 100] [--out runs/bench]
+                                  [--batch-size 100] [--every 100] [--model gemma3-270m] [--out runs/bench]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ if (ROOT.parent / "shared" / "datasets").is_dir():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", default=str(ROOT / "specs" / "lifelong.yaml"))
+    parser.add_argument("--model", default=None, help="the model to edit instead of the spec's (e.g. gemma3-270m)")
     parser.add_argument("--methods", default="", help="comma-separated; empty: the spec's")
     parser.add_argument("--limit", type=int, default=None, help="how many records of the stream (empty: the spec's)")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -45,7 +46,7 @@ def main() -> None:
     from keditlab.spec import load_spec
     from keditlab.spec.types import MethodSpec
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))   # OMP_NUM_THREADS=1 for runs side by side
     spec = load_spec(args.spec)
     if args.limit is not None and spec.edits_from is not None:   # re-read: the spec's own limit may be smaller
         source = dataclasses.replace(spec.edits_from, limit=args.limit)
@@ -61,6 +62,8 @@ def main() -> None:
         settings["evaluate_at"] = {"every": args.every}
     if settings:
         spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, **settings))
+    if args.model:
+        spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, name=args.model))
     named = {m.label: m for m in spec.methods}            # the spec's settings for a method it lists
     methods = [m for m in args.methods.split(",") if m] or list(named)
     for method in methods:

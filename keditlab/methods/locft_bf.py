@@ -33,6 +33,9 @@ averaged over the edits; the optimiser is Adam.
 each with its own Adam step; the paper tunes one, and one is the default.  On
 the 135M embedded model one 1,536 × 576 matrix cannot take a thousand new
 answers and keep unrelated ones; eleven late ones can (``docs/methods.md``).
+``span: late`` names those layers by the model's depth (UltraEdit's late
+layers, :func:`~keditlab.methods.layers.late_layers`), so a spec says it once
+for every model.
 
 Sequential editing: each ``apply`` trains on its own edits breadth-first, on
 top of the model as earlier calls left it; its handle restores the tuned
@@ -55,7 +58,7 @@ from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMet
 from keditlab.methods.common import device_of, share_of_rms, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
-from keditlab.methods.layers import chosen_layers, tuning_layer
+from keditlab.methods.layers import chosen_layers, late_layers, tuning_layer
 from keditlab.methods.lifelong import HeldSums, KeySum, keep_earlier_setting, preserve_setting, preserve_weight_setting
 from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import hooks
@@ -110,8 +113,15 @@ class LocFTConfig(MethodConfig):
     layers: list[int] | None = field(
         default=None,
         metadata={"help": "The layers whose MLP output projections are fine-tuned, together. Empty: one layer at 70% of the depth "
-                          "(layer 21 of 30 on the embedded model), as the paper.",
+                          "(layer 21 of 30 on the embedded model), as the paper; see span.",
                   "layer_index": True},
+    )
+    span: str = field(
+        default="one",
+        metadata={"help": "The layers tuned when layers is empty: 'one', the layer at 70% of the depth (the paper); 'late', every layer "
+                          "from 60% of the depth to the last-but-one, the layers UltraEdit edits (18-28 of 30 on the embedded model), "
+                          "which a long stream into a small model needs (docs/methods.md).",
+                  "choices": ["one", "late"]},
     )
     epochs: int = field(default=10, metadata={"minimum": 1, "help": "Most passes over the apply call's whole edit set (the paper: 25)."})
     mini_batch_size: int = field(
@@ -143,8 +153,8 @@ class LocFTConfig(MethodConfig):
                                 "relative to that output's size, squared, averaged over the matrices (used when preserve > 0).")
 
     def resolved_layers(self, num_layers: int) -> list[int]:
-        """The tuned layers: ``layers``, or the one at 70% of the depth when empty."""
-        return chosen_layers(self.layers, [tuning_layer(num_layers)])
+        """The tuned layers: ``layers``, or when empty the one at 70% of the depth (``span: one``) or the late layers (``span: late``)."""
+        return chosen_layers(self.layers, late_layers(num_layers) if self.span == "late" else [tuning_layer(num_layers)])
 
 
 class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et al., ICLR 2026, arXiv:2509.22072",

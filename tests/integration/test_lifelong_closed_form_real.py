@@ -118,7 +118,7 @@ def test_locft_bf_on_late_layers_holds_the_earlier_batch_and_the_unrelated_quest
     before = _weights(model)
     other = json.loads((shared_datasets / "zsre" / "zsre_mend_eval_portability_gpt4.json").read_text(encoding="utf-8"))
     pairs = tuple((r["loc"], r["loc_ans"]) for r in other[581:837])   # the spec's 256
-    plain = {"layers": list(range(18, 29)), "mini_batch_size": 2}
+    plain = {"span": "late", "mini_batch_size": 2}   # layers 18-28 of 30
     held = {**plain, "preserve": 256, "preserve_weight": 1000.0, "keep_earlier": 1000.0}
     pre = measure(model, tokenizer, records, TF)
     scores = {}

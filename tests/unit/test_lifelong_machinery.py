@@ -116,3 +116,11 @@ def test_progress_bars_follow_the_context():
         assert not bar.disable
     with progress_bar(False, total=1, desc="plain bool") as bar:
         assert bar.disable
+
+
+def test_locft_bf_span_names_the_late_layers_by_depth():
+    config = get_method("locft-bf").config_class
+    assert config().resolved_layers(30) == [21]                                   # the paper's one layer
+    assert config(span="late").resolved_layers(30) == late_layers(30) == list(range(18, 29))
+    assert config(span="late").resolved_layers(18) == late_layers(18) == list(range(11, 17))
+    assert config(span="late", layers=[3, 4]).resolved_layers(18) == [3, 4]      # named layers win
