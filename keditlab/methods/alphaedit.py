@@ -40,19 +40,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from keditlab.methods.base import choice_setting
 from keditlab.methods.lifelong import HeldSums
 from keditlab.methods.memit import KEY_FORMS, Memit, SpreadConfig
 
 
 @dataclass
 class AlphaEditConfig(SpreadConfig):
-    keys: str = field(
-        default="prompt_and_mean",
-        metadata={"help": "'prompt_and_mean': two keys per edit, its bare prompt's and the mean over its contexts (keeps a batch's keys fewer "
-                          "than the null space's directions, and writes the edit at the prompt itself); 'mean': one key per edit (the paper); "
-                          "'contexts': every context's key is its own column with its own gap.",
-                  "choices": list(KEY_FORMS)},
-    )
+    keys: str = choice_setting(
+        "prompt_and_mean", KEY_FORMS,
+        "'prompt_and_mean': two keys per edit, its bare prompt's and the mean over its contexts (keeps a batch's keys fewer "
+        "than the null space's directions, and writes the edit at the prompt itself); 'mean': one key per edit (the paper); "
+        "'contexts': every context's key is its own column with its own gap.")
     null_space_energy: float = field(
         default=0.2,
         metadata={"exclusive_minimum": 0, "exclusive_maximum": 1, "help": "The null space is the set of least-used key directions carrying at most this share of the keys' energy "

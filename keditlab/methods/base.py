@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from keditlab.vocabulary import EditCase
 
 
+def choice_setting(default: str, choices: list[str] | tuple[str, ...], help: str) -> Any:
+    """A setting that takes one of ``choices`` (the schema lists them; a value outside them is a clear error)."""
+    return field(default=default, metadata={"help": help, "choices": list(choices)})
+
+
 class MethodConfigError(ValueError):
     """A method setting is not valid for this method or this model."""
 

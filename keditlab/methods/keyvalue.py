@@ -423,6 +423,12 @@ def value_change_for(output_map, values: torch.Tensor, gaps: torch.Tensor, itera
     return delta.to(gaps.dtype)
 
 
+def contribution_sizes(output_map, values: torch.Tensor) -> torch.Tensor:
+    """Float64 ``(rows,)``: the norm of what each row of an MLP output adds to the residual stream (``output_map`` applied, if any)."""
+    values = values.detach().double()
+    return (values if output_map is None else _mapped(output_map, values)).norm(dim=1)
+
+
 def _jacobians(output_map, rows: torch.Tensor) -> torch.Tensor:
     """``(rows, out, in)``: the Jacobian of ``output_map`` at each row (the map works row by row).
 

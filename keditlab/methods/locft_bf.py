@@ -54,7 +54,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
+from keditlab.methods.base import (
+    Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan, choice_setting,
+)
 from keditlab.methods.common import device_of, share_of_rms, trainable_only
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
@@ -116,13 +118,11 @@ class LocFTConfig(MethodConfig):
                           "(layer 21 of 30 on the embedded model), as the paper; see span.",
                   "layer_index": True},
     )
-    span: str = field(
-        default="one",
-        metadata={"help": "The layers tuned when layers is empty: 'one', the layer at 70% of the depth (the paper); 'late', every layer "
-                          "from 60% of the depth to the last-but-one, the layers UltraEdit edits (18-28 of 30 on the embedded model), "
-                          "which a long stream into a small model needs (docs/methods.md).",
-                  "choices": ["one", "late"]},
-    )
+    span: str = choice_setting(
+        "one", ("one", "late"),
+        "The layers tuned when layers is empty: 'one', the layer at 70% of the depth (the paper); 'late', every layer "
+        "from 60% of the depth to the last-but-one, the layers UltraEdit edits (18-28 of 30 on the embedded model), "
+        "which a long stream into a small model needs (docs/methods.md).")
     epochs: int = field(default=10, metadata={"minimum": 1, "help": "Most passes over the apply call's whole edit set (the paper: 25)."})
     mini_batch_size: int = field(
         default=10,

@@ -172,3 +172,34 @@ def test_editing_the_last_layer_is_a_clear_error(tokenizer_and_model, method, se
     tokenizer, model, profile = tokenizer_and_model
     with pytest.raises(MethodConfigError, match="layer 2 is the model's last layer.*Fix: choose layers below 2"):
         get_method(method).apply(model, tokenizer, profile, [], settings, EditContext(covariance=lambda layer: None))
+
+
+@pytest.mark.parametrize("family,settings,spread", [("llama", {}, "even"), ("gemma3_text", {}, "by_output"),
+                                                    ("gemma3_text", {"spread": "even"}, "even")])
+def test_the_gap_is_shared_by_what_each_layer_adds_where_a_norm_follows_the_mlp(family, settings, spread, tmp_path, monkeypatch):
+    """``spread: auto``: an even split on a Llama block; on a Gemma 3 block (post-feedforward norm) each layer's share follows its output's size."""
+    from transformers import AutoTokenizer
+
+    from keditlab.models import derive_profile
+    from keditlab.models.embedded import ensure_embedded_cache
+    from keditlab.spec.types import EditCase
+    from keditlab.stats import CovarianceProvider
+    from tests.conftest import tiny_with_embedded_vocab
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_cache())
+    model = tiny_with_embedded_vocab(family)
+    profile = derive_profile(model)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Paragraph {i}: trains arrive from towns number {i * 7}." for i in range(300)), encoding="utf-8")
+    context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile, corpus=str(corpus), num_tokens=1000, max_length=32))
+    case = EditCase("The Eiffel Tower is in", "Eiffel Tower", "Rome", case_id="a")
+    with get_method("memit").apply(model, tokenizer, profile, [case], {"v_steps": 2, "context_templates": 1, "layers": [0, 1], **settings},
+                                   context) as handle:
+        shares = [entry["gap_share"] for entry in handle.details["per_layer"]]
+        assert handle.details["spread"] == spread
+        assert shares[-1] == 1.0                       # the last layer is asked for all that is left
+        if spread == "even":
+            assert shares[0] == 0.5
+        else:
+            assert 0 < shares[0] < 1 and shares[0] != 0.5
