@@ -145,17 +145,23 @@ def test_out_of_range_settings_are_clear_errors_in_specs_and_in_python():
         MemitConfig(keys="median")
 
 
+def _small_corpus_context(model, tokenizer, profile, folder):
+    """An ``EditContext`` whose key statistics come from a small written corpus (1,000 tokens) in ``folder``."""
+    from keditlab.stats import CovarianceProvider
+
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Paragraph {i}: trains arrive from towns number {i * 7}." for i in range(300)), encoding="utf-8")
+    return EditContext(covariance=CovarianceProvider(model, tokenizer, profile, corpus=str(corpus), num_tokens=1000, max_length=32))
+
+
 @pytest.mark.parametrize("settings", [{"keys": "mean"}, {"value_norm_anchor": True}, {"stop_when": "most_probable"}])
 def test_settings_forms_run_and_restore(tokenizer_and_model, settings, tmp_path, monkeypatch):
     from keditlab.spec.types import EditCase
-    from keditlab.stats import CovarianceProvider
 
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
     tokenizer, model, profile = tokenizer_and_model
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"Paragraph {i}: trains arrive from towns number {i * 7}." for i in range(300)), encoding="utf-8")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile, corpus=str(corpus), num_tokens=1000, max_length=32))
+    context = _small_corpus_context(model, tokenizer, profile, tmp_path)
     cases = [EditCase("The Eiffel Tower is in", "Eiffel Tower", "Rome", case_id="a"),
              EditCase("Danielle Darrieux speaks", "Danielle Darrieux", "English", case_id="b")]
     with get_method("memit").apply(model, tokenizer, profile, cases, {"v_steps": 2, "context_templates": 1, "layers": [0, 1], **settings}, context) as handle:
@@ -183,16 +189,13 @@ def test_the_gap_is_shared_by_what_each_layer_adds_where_a_norm_follows_the_mlp(
     from keditlab.models import derive_profile
     from keditlab.models.embedded import ensure_embedded_cache
     from keditlab.spec.types import EditCase
-    from keditlab.stats import CovarianceProvider
     from tests.conftest import tiny_with_embedded_vocab
 
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
     tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_cache())
     model = tiny_with_embedded_vocab(family)
     profile = derive_profile(model)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"Paragraph {i}: trains arrive from towns number {i * 7}." for i in range(300)), encoding="utf-8")
-    context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile, corpus=str(corpus), num_tokens=1000, max_length=32))
+    context = _small_corpus_context(model, tokenizer, profile, tmp_path)
     case = EditCase("The Eiffel Tower is in", "Eiffel Tower", "Rome", case_id="a")
     with get_method("memit").apply(model, tokenizer, profile, [case], {"v_steps": 2, "context_templates": 1, "layers": [0, 1], **settings},
                                    context) as handle:
