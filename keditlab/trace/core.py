@@ -41,7 +41,6 @@ most of the work without changing any result:
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -52,6 +51,7 @@ import numpy as np
 import torch
 
 from keditlab.models.hooks import HookSpec, hooks
+from keditlab.models.kvcache import copied, forward_with_cache
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_token_range
 from keditlab.spec.hints import did_you_mean
 from keditlab.trace.noise import NoiseLevel, given_noise, noise_level
@@ -149,9 +149,9 @@ class Tracer:
 
     def _forward(self, ids: torch.Tensor, cache: Any = None, want_cache: bool = False) -> tuple[torch.Tensor, Any]:
         """Next-token probabilities at the last position (float32), and the cache when asked."""
-        out = self.decoder(input_ids=ids, past_key_values=cache, use_cache=want_cache or cache is not None)
+        out, kept = forward_with_cache(self.decoder, ids, cache, keep=want_cache)
         logits = self.head(out.last_hidden_state[:, -1]).float()
-        return torch.softmax(logits, dim=-1), (out.past_key_values if want_cache else None)
+        return torch.softmax(logits, dim=-1), kept
 
     def prepare(self, prompt: str, subject: str, answer: str | None, kinds: Sequence[str]) -> _Prepared:
         """Tokenize, locate the subject, run the clean pass and record every state ``kinds`` will restore."""
@@ -267,10 +267,7 @@ class Tracer:
 
             patches.append((self.module(kind, layer), patch))
         ids = torch.tensor([prep.ids[start:]] * (samples * count), device=self.device)
-        run_cache = None
-        if cache is not None:
-            run_cache = copy.deepcopy(cache)
-            run_cache.batch_repeat_interleave(count)
+        run_cache = copied(cache, count) if cache is not None else None
         with hooks(forward=patches), torch.no_grad():
             probs, _ = self._forward(ids, cache=run_cache)
         return probs

@@ -135,3 +135,38 @@ def test_the_comparison_spec_runs_every_registered_method(shared_datasets):
     spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "compare_methods.yaml")
     assert sorted(m.name for m in spec.methods) == method_names()
     assert len(spec.edits) == 10 and all(c.rephrase and c.locality and c.portability for c in spec.edits)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text"])
+def test_kn_attributions_on_the_cached_prefix_equal_those_of_whole_prompts(model_type, tokenizer):
+    """KN runs a prompt's prefix once and the scaled last token on its key-value cache; the integrated gradients
+    must be those of the paper's computation, where every scaled copy runs the whole prompt."""
+    from keditlab.methods.kn import _attributions
+
+    model = _tiny(model_type)
+    profile = derive_profile(model)
+    prompts, answer, steps = [CASE.prompt, CASE.rephrase[0]], 7, 4
+    got = _attributions(model, tokenizer, profile, prompts, answer, [0, 2], steps)
+    assert all(p.grad is None for p in model.parameters()), "no weight gradient is left behind"
+    model.requires_grad_(False)
+    for layer in (0, 2):
+        module = model.get_submodule(profile.mlp_out_module(layer))
+        for row, prompt in enumerate(prompts):
+            ids = torch.tensor([tokenizer(prompt)["input_ids"]] * steps)
+            seen = {}
+            handle = module.register_forward_pre_hook(lambda _m, args: seen.setdefault("a", args[0][0, -1].detach()))
+            with torch.no_grad():
+                model(input_ids=ids[:1])
+            handle.remove()
+            scaled = (torch.arange(1, steps + 1)[:, None] / steps * seen["a"][None]).requires_grad_(True)
+
+            def replace(_m, args):
+                x = args[0].clone()
+                x[:, -1] = scaled
+                return (x,)
+
+            handle = module.register_forward_pre_hook(replace)
+            model(input_ids=ids).logits[:, -1].log_softmax(-1)[:, answer].sum().backward()
+            handle.remove()
+            want = seen["a"] * scaled.grad.mean(0)
+            assert torch.allclose(got[layer][row], want, rtol=1e-4, atol=1e-6 * float(want.abs().max()))
