@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
+from keditlab.methods.transaction import EditFailed, NonFiniteEdit, RollbackIncomplete
 
 _REGISTRY: dict[str, type[EditMethod]] = {}
 
@@ -85,11 +86,14 @@ register_method(KnowledgeNeurons)
 __all__ = [
     "Capabilities",
     "EditContext",
+    "EditFailed",
     "EditHandle",
     "EditMethod",
     "MethodConfig",
     "MethodConfigError",
     "MethodPlan",
+    "NonFiniteEdit",
+    "RollbackIncomplete",
     "auto_layer_method",
     "get_method",
     "method_names",

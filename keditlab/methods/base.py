@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from keditlab.methods.transaction import Transaction, register_handle
 from keditlab.models.precision import float32_compute, needs_float32_compute
 
 if TYPE_CHECKING:
@@ -197,6 +198,9 @@ class EditHandle:
             undo()
         self.restored = True
 
+    def __post_init__(self) -> None:
+        register_handle(self)   # the open transaction restores it if the method call does not complete
+
     def __enter__(self) -> "EditHandle":
         return self
 
@@ -356,8 +360,11 @@ class EditMethod:
         context = context or EditContext()
         start, setup_before = time.perf_counter(), context.one_off_seconds()
         # A half-precision model on a CPU without arithmetic for it is edited in float32 (models/precision.py).
-        with float32_compute(model, needs_float32_compute(model)) as cast:
+        # Transactional: if the call does not complete, every change it made is rolled back (methods/transaction.py).
+        with float32_compute(model, needs_float32_compute(model)) as cast, \
+                Transaction(model, self.name, list(cases), passthrough=(MethodConfigError,)) as transaction:
             handle = self._apply(model, tokenizer, profile, list(cases), config, context)
+            transaction.check(handle)
         for name, dtype in cast.items():   # the snapshots in the model's own dtype: restore() is bit for bit
             if name in handle.originals:
                 handle.originals[name] = handle.originals[name].to(dtype)
