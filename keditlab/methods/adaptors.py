@@ -165,15 +165,9 @@ class AdaptorMethod(EditMethod, family="memory",
                 f"{self.adaptor_noun}. Fix: use the same layer for every {self.name} edit, or restore the earlier edits first."
             )
         handle = EditHandle(self.name, model, {})
-        try:
-            summary = self._edit_at(model, tokenizer, profile, layer, module_name, cases, config, context, handle)
-        except BaseException:
-            # a failed edit leaves nothing behind: its share taken back, and an adaptor it installed taken off
-            handle.restore()
-            left = model.get_submodule(module_name)._modules.get(self.name)
-            if isinstance(left, Adaptor) and not left.undo_stack:
-                left.detach()
-            raise
+        # a failed edit leaves nothing behind (methods/transaction.py): its share is taken back by its handle,
+        # and an adaptor it installed, with its hooks, is taken off with the module tree
+        summary = self._edit_at(model, tokenizer, profile, layer, module_name, cases, config, context, handle)
         handle.details = {"layer": layer, "module": module_name, **summary}
         return handle
 
@@ -194,7 +188,10 @@ def find_or_install(model: torch.nn.Module, module_name: str, child: str, layer:
         return existing, False
     adaptor = make()
     host.add_module(child, adaptor)
-    adaptor._host, adaptor._child_name = host, child
+    # a plain attribute, not a child: registered as a submodule, the host would contain its own child's parent
+    # (a cycle that makes state_dict() and named_modules(remove_duplicate=False) recurse without end)
+    object.__setattr__(adaptor, "_host", host)
+    adaptor._child_name = child
     adaptor._hooks.append(add_hook(host, adaptor._call))
     adaptor.installed(model)
     return adaptor, True
