@@ -110,31 +110,28 @@ def test_ultraedit_holds_the_unrelated_questions_it_is_given(embedded, records, 
 
 
 def test_locft_bf_on_late_layers_holds_the_earlier_batch_and_the_unrelated_questions(embedded, records, shared_datasets):
-    # specs/lifelong.yaml's settings on a stream of two batches of ten, with its held NQ questions,
-    # against the same eleven layers without the two penalties
+    # specs/lifelong.yaml's settings on a stream of two batches of ten, with its held NQ questions.  Measured on the
+    # same eleven layers without the two penalties: reliability 0.88 (first ten 0.77), locality 0.21; so the bars
+    # below fail when either penalty does nothing (that A/B comparison is not run here: it doubled the test's time)
     import json
 
     model, tokenizer, profile = embedded
     before = _weights(model)
     other = json.loads((shared_datasets / "zsre" / "zsre_mend_eval_portability_gpt4.json").read_text(encoding="utf-8"))
     pairs = tuple((r["loc"], r["loc_ans"]) for r in other[581:837])   # the spec's 256
-    plain = {"span": "late", "mini_batch_size": 2}   # layers 18-28 of 30
-    held = {**plain, "preserve": 256, "preserve_weight": 1000.0, "keep_earlier": 1000.0}
+    held = {"span": "late", "mini_batch_size": 2, "preserve": 256, "preserve_weight": 1000.0, "keep_earlier": 1000.0}
     pre = measure(model, tokenizer, records, TF)
-    scores = {}
-    for label, settings in (("plain", plain), ("held", held)):
-        context = EditContext(unrelated=pairs)
-        handles = [get_method("locft-bf").apply(model, tokenizer, profile, records[i:i + 10], settings, context) for i in (0, 10)]
-        try:
-            post = measure(model, tokenizer, records, TF, reference=pre)
-            scores[label] = (mean_scores(post), mean_scores(post[:10]))
-            assert len(handles[0].details["parameters"]) == 11
-        finally:
-            for handle in reversed(handles):
-                handle.restore()
-        for name, param in model.named_parameters():
-            assert torch.equal(param.detach(), before[name]), name
-    # measured: plain 0.88 reliability (first ten 0.77), locality 0.21; held 1.00 (1.00), locality 0.76
-    everything, earlier = scores["held"]
-    assert everything[REL] >= 0.9 and earlier[REL] >= 0.9, scores
-    assert everything[LOC] >= 0.7 and everything[LOC] >= scores["plain"][0][LOC] + 0.3, scores
+    context = EditContext(unrelated=pairs)
+    handles = [get_method("locft-bf").apply(model, tokenizer, profile, records[i:i + 10], held, context) for i in (0, 10)]
+    try:
+        post = measure(model, tokenizer, records, TF, reference=pre)
+        everything, earlier = mean_scores(post), mean_scores(post[:10])
+        assert len(handles[0].details["parameters"]) == 11    # layers 18-28 of 30
+    finally:
+        for handle in reversed(handles):
+            handle.restore()
+    for name, param in model.named_parameters():
+        assert torch.equal(param.detach(), before[name]), name
+    # measured: reliability 1.00 (first ten 1.00), locality 0.76
+    assert everything[REL] >= 0.9 and earlier[REL] >= 0.9, (everything, earlier)
+    assert everything[LOC] >= 0.7, everything
