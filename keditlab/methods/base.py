@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,11 @@ class MethodConfig:
                 raise MethodConfigError(
                     f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}. "
                     f"Fix: choose one of them, or leave {f.name} out for {f.default!r}."
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MethodConfigError(
+                    f"{f.name}: {value!r} is not a finite number. "
+                    f"Fix: give {f.name} a number, or leave it out for the default."
                 )
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 low, high = f.metadata.get("minimum"), f.metadata.get("maximum")

@@ -6,6 +6,7 @@ whole list, in file order.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from jsonschema import Draft202012Validator, validators
@@ -47,6 +48,23 @@ def _document_order(data: Any) -> dict[str, int]:
     return order
 
 
+def _non_finite_numbers(data: Any, report: Reporter) -> None:
+    """NaN and infinity (YAML's ``.nan``, ``.inf``) pass every schema bound, since no comparison with NaN is true: refuse them here."""
+
+    def walk(value: Any, path: tuple) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            report.add(path, f"{value!r} is not a finite number",
+                       "write a number here (.nan and .inf are not settings), or leave the key out for its default")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*path, i))
+
+    walk(data, ())
+
+
 def validate_data(
     data: Any,
     *,
@@ -64,6 +82,7 @@ def validate_data(
     schema = load_schema()
     report = Reporter(source, source_map or SourceMap(), list(prior_errors or []))
     SchemaErrorTranslator(schema, report, data).translate(SpecSchemaValidator(schema).iter_errors(data))
+    _non_finite_numbers(data, report)
     run_checks(data, schema, report, num_layers_of, model_config_of)
     rank = _document_order(data)
 

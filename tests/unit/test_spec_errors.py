@@ -227,6 +227,16 @@ CASES = [
         "method.update_keys", 2, 35, ["unknown value 'average'", "contexts, prompt, mean"],
     ),
     (
+        "nan-setting",   # NaN passes every bound (no comparison with it is true)
+        "keditlab: 1\nmethod: {name: memit, covariance_ridge: .nan}\n" + EDIT,
+        "method.covariance_ridge", 2, 41, ["nan is not a finite number", ".nan and .inf are not settings"],
+    ),
+    (
+        "infinite-setting",
+        "keditlab: 1\nmethod: {name: rome, v_lr: -.inf}\n" + EDIT,
+        "method.v_lr", 2, 28, ["-inf is not a finite number"],
+    ),
+    (
         "method-setting-at-top-level",
         "keditlab: 1\nlayer: 5\n" + EDIT,
         "layer", 2, 1, ["unknown key 'layer'", "write it inside the method"],

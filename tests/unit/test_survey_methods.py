@@ -170,3 +170,9 @@ def test_kn_attributions_on_the_cached_prefix_equal_those_of_whole_prompts(model
             handle.remove()
             want = seen["a"] * scaled.grad.mean(0)
             assert torch.allclose(got[layer][row], want, rtol=1e-4, atol=1e-6 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_setting_is_refused_by_the_config(value):
+    with pytest.raises(MethodConfigError, match="is not a finite number"):
+        get_method("memit").config_class.from_params({"covariance_ridge": value})
