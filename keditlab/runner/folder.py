@@ -22,6 +22,7 @@ read back as a :class:`~keditlab.runner.result.Run` by
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -50,7 +51,7 @@ def write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False, default=_jsonable)
+            json.dump(plain_json(data), handle, indent=2, ensure_ascii=False, allow_nan=False)
             handle.write("\n")
         os.replace(tmp, path)
     finally:
@@ -60,7 +61,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        handle.write(json.dumps(plain_json(record), ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -68,11 +69,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (set, tuple)):
-        return list(value)
+def plain_json(value: Any) -> Any:
+    """``value`` as strict JSON data: tuples and sets as lists, paths as strings, tensors and arrays as lists,
+    and a number that is not finite (NaN, infinity) as ``null``, which every JSON parser reads
+    (Python's ``NaN``/``Infinity`` literals are not JSON, and strict parsers reject the whole file)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, dict):
+        return {key: plain_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [plain_json(item) for item in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return plain_json(value.tolist())
     return str(value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from keditlab.runner.folder import new_run_folder, write_json
 from keditlab.runner.render import html_table, text_table
 from keditlab.runner.summary import MethodTally, build_summary, metric_rows
@@ -77,3 +79,19 @@ def test_rows_are_grouped_by_metric_each_variant_under_its_protocols_row_and_sco
     assert [tuple(line.split(",")[2:4]) for line in table_csv(summary).splitlines()[1:]] == expected
     html = html_table(summary)
     assert [html.index(f">{m} (") for m, _ in expected[::4]] == sorted(html.index(f">{m} (") for m, _ in expected[::4])
+
+
+def test_run_files_are_strict_json_with_null_for_what_is_not_a_finite_number(tmp_path):
+    import json
+
+    import torch
+
+    from keditlab.runner.folder import append_jsonl, write_json
+
+    def strict(text):   # Python's json accepts NaN and Infinity; a strict parser does not
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+    write_json(tmp_path / "summary.json", {"post": float("nan"), "pre": (0.5, float("inf")), "row": torch.tensor([1.0, float("-inf")])})
+    assert strict((tmp_path / "summary.json").read_text()) == {"post": None, "pre": [0.5, None], "row": [1.0, None]}
+    append_jsonl(tmp_path / "cases.jsonl", {"value": float("nan"), "path": tmp_path})
+    assert strict((tmp_path / "cases.jsonl").read_text()) == {"value": None, "path": str(tmp_path)}
