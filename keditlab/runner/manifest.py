@@ -52,11 +52,15 @@ def start_manifest(spec: Any, loaded: Any, methods: dict[str, dict[str, Any]], *
     }
 
 
-def finish_manifest(manifest: dict[str, Any], statistics: list[Any], started: float) -> dict[str, Any]:
-    """``manifest`` marked complete: the statistics used, the finishing time and the run's seconds."""
+def finish_manifest(manifest: dict[str, Any], statistics: list[Any], started: float, status: str = "complete",
+                    error: BaseException | None = None) -> dict[str, Any]:
+    """``manifest`` closed with ``status`` (``complete``, or ``failed`` / ``interrupted`` with the ``error`` that stopped
+    the run): the statistics used, the finishing time and the run's seconds."""
     now = time.time()
     manifest["statistics"] = statistics
-    manifest.update(status="complete", finished=timestamp(now), seconds=round(now - started, 3))
+    manifest.update(status=status, finished=timestamp(now), seconds=round(now - started, 3))
+    if error is not None:
+        manifest["error"] = f"{type(error).__name__}: {error}"
     return manifest
 
 

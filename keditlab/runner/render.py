@@ -146,6 +146,8 @@ def _footer_rows(summary: dict[str, Any], labels: list[str]) -> list[list[str]]:
     rows = [  # a run saved before these checks existed has no "warnings": show a dash, not a false 0
         ["target not said (edits)", *("—" if "warnings" not in m else f"{m['warnings'].get('target_not_said', 0)}/{n}" for m in methods)],
     ]
+    if any(m.get("warnings", {}).get("edit_failed") for m in methods):  # refused and rolled back (docs/reliability.md)
+        rows.append(["EDITS FAILED, rolled back", *(f"{m.get('warnings', {}).get('edit_failed', 0)}/{n}" for m in methods)])
     if any(m.get("warnings", {}).get("outputs_unchanged") for m in methods):  # a method that wrote nothing: say so loudly
         rows.append(["OUTPUTS UNCHANGED (edits)", *(f"{m.get('warnings', {}).get('outputs_unchanged', 0)}/{n}" for m in methods)])
     rows += [
@@ -208,6 +210,8 @@ def last_records(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each (method, case)'s record from its last measurement, in run order (one per pair, as the summary counts)."""
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for record in cases:
+        if "failed" in record:   # an edit refused and rolled back has no measurement
+            continue
         key = (record["method"], str(record["case_id"]))
         if key not in last or record.get("point", 0) >= last[key].get("point", 0):
             last[key] = record

@@ -9,6 +9,7 @@ model and imports no torch, so a run saved yesterday opens at once.
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +101,22 @@ class Run:
         """The results table as text, as ``keditlab run`` and ``keditlab show`` print it."""
         return text_table(self.summary)
 
+    @property
+    def status(self) -> str:
+        """``complete``, or ``failed`` / ``interrupted`` for a run that stopped early (its table holds what it measured)."""
+        return self.summary.get("status") or self.manifest.get("status") or "complete"
+
+    def _partial_note(self) -> str:
+        if self.status == "complete":
+            return ""
+        error = self.manifest.get("error")
+        return (f"PARTIAL RUN ({self.status}{': ' + error if error else ''}): the table holds only what was measured "
+                "before it stopped.")
+
     def __str__(self) -> str:
         where = f"\nresults: {self.path}" if self.path else ""
-        return self.table() + where
+        note = self._partial_note()
+        return (note + "\n" if note else "") + self.table() + where
 
     def __repr__(self) -> str:
         methods = ", ".join(self.summary["methods"])
@@ -110,7 +124,8 @@ class Run:
 
     def _repr_html_(self) -> str:
         where = f"<p><small>results: <code>{self.path}</code></small></p>" if self.path else ""
-        return html_table(self.summary) + "<h4>Before / after (greedy generation from the edit prompt)</h4>" + html_generations(self.cases) + where
+        note = self._partial_note()
+        return (f"<p><b>{html.escape(note)}</b></p>" if note else "") + html_table(self.summary) + "<h4>Before / after (greedy generation from the edit prompt)</h4>" + html_generations(self.cases) + where
 
 
 class MetricLookupError(KeyError):

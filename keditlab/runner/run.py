@@ -43,7 +43,7 @@ import torch
 
 from keditlab.data.datasets import dataset_cases
 from keditlab.evaluate import CaseMeasurement, measure
-from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, get_method, method_names
+from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, NonFiniteEdit, get_method, method_names
 from keditlab.models import LoadedModel, load_model
 from keditlab.models.precision import precision_warnings
 from keditlab.runner import folder as run_folder
@@ -134,39 +134,85 @@ def run_spec(
 
     covariance = CovarianceProvider(model, tokenizer, profile, spec.stats.corpus, spec.stats.samples,
                                     spec.stats.max_length, seed=spec.run.seed)
-    unrelated = unrelated_pairs(spec, spec.edits)
-    if chat:   # held in the form the edits are read in
-        unrelated = tuple((chat_prompt(tokenizer, prompt), answer) for prompt, answer in unrelated)
-    if spec.stats.unrelated is not None:
-        log(f"Holding {len(unrelated)} unrelated questions from {spec.stats.unrelated.path} "
-            "(their locality probes; questions this run measures left out)")
-    context = EditContext(seed=spec.run.seed, covariance=covariance, unrelated=unrelated)
-    log(f"Measuring {len(cases)} cases before editing …")
-    before = measure(model, tokenizer, cases, spec.evaluate, progress=True)
-    pre_warnings = {case.case_id: ground_truth_warning(case, pre, spec.evaluate.protocols) for case, pre in zip(cases, before)}
-    for warning in filter(None, pre_warnings.values()):
-        log(f"warning: {warning['message']}")
-
-    last_point = last_measurements(steps)
     tallies: dict[str, MethodTally] = {}
     case_records: list[dict[str, Any]] = []
+
+    def close(status: str, error: BaseException | None = None) -> Run:
+        """Write the summary of what was measured, the tables and the manifest with the run's status."""
+        summary = build_summary(spec.name, spec.model.name, len(cases), tallies,
+                                spec.edits_from.describe(len(cases)) if spec.edits_from else None,
+                                spec.edits_from.format if spec.edits_from else None)
+        if status != "complete":
+            summary["status"] = status
+        finish_manifest(manifest, covariance.described, started, status=status, error=error)
+        if folder:
+            run_folder.write_json(folder / "summary.json", summary)
+            (folder / "table.csv").write_text(table_csv(summary), encoding="utf-8")
+            (folder / "table.md").write_text(table_markdown(summary), encoding="utf-8")
+            run_folder.write_json(folder / "manifest.json", manifest)
+        return Run(summary=summary, cases=case_records, manifest=manifest, path=folder)
+
+    try:
+        unrelated = unrelated_pairs(spec, spec.edits)
+        if chat:   # held in the form the edits are read in
+            unrelated = tuple((chat_prompt(tokenizer, prompt), answer) for prompt, answer in unrelated)
+        if spec.stats.unrelated is not None:
+            log(f"Holding {len(unrelated)} unrelated questions from {spec.stats.unrelated.path} "
+                "(their locality probes; questions this run measures left out)")
+        context = EditContext(seed=spec.run.seed, covariance=covariance, unrelated=unrelated)
+        log(f"Measuring {len(cases)} cases before editing …")
+        before = measure(model, tokenizer, cases, spec.evaluate, progress=True)
+        pre_warnings = {case.case_id: ground_truth_warning(case, pre, spec.evaluate.protocols) for case, pre in zip(cases, before)}
+        for warning in filter(None, pre_warnings.values()):
+            log(f"warning: {warning['message']}")
+        _edit_and_measure(spec, methods, steps, configs, cases, before, pre_warnings, last_measurements(steps), tallies,
+                          case_records, loaded, context, folder, log)
+    except BaseException as exc:   # Interrupt, a kill signal Python sees, an error: what was measured is kept, and says so
+        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
+        close(status, exc)
+        if folder:
+            log(f"the run stopped ({status}); what it measured is in {folder} (status: {status} in manifest.json)")
+        raise
+    return close("complete")
+
+
+def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_warnings, last_point,
+                      tallies: dict[str, MethodTally], case_records: list[dict[str, Any]], loaded: LoadedModel,
+                      context: EditContext, folder: Path | None, log: Any) -> None:
+    """Every method through the schedule: apply, measure, restore (module docstring); results go into
+    ``tallies`` and ``case_records`` (and the folder's ``cases.jsonl``) as they are measured."""
+    model, tokenizer, profile = loaded
     for method_spec, method in methods:
         label = method_spec.label
         tally = tallies[label] = MethodTally(method_spec.name, configs[label].to_dict(), spec.run.mode,
                                              spec.run.batch_size, spec.run.evaluate_at)
         stack: list[EditHandle] = []                             # what is on the model now, first applied first
         applied: dict[int, tuple[Apply, EditHandle]] = {}        # case index -> the call that applied it
+        failed: set[int] = set()                                 # cases whose call was refused (a non-finite update)
         try:
             for step in steps:
                 if isinstance(step, Apply):
                     log(_apply_message(label, step, cases, len(stack)))
-                    handles = [method.apply(model, tokenizer, profile, call, configs[label], context)
-                               for call in _calls([cases[i] for i in step.cases])]
+                    try:
+                        handles = _apply_calls(method, loaded, _calls([cases[i] for i in step.cases]), configs[label], context)
+                    except NonFiniteEdit as exc:   # rolled back (methods/transaction.py): counted, and the run goes on
+                        log(f"warning: [{label}] {exc}")
+                        failed.update(step.cases)
+                        tally.add_failed(len(step.cases))
+                        for i in step.cases:
+                            record = _failed_record(label, method_spec.name, spec.run.mode, cases[i], step, str(exc))
+                            case_records.append(record)
+                            if folder:
+                                run_folder.append_jsonl(folder / "cases.jsonl", record)
+                        continue
                     stack.extend(handles)
                     handle = _joined(handles)
                     applied.update((i, (step, handle)) for i in step.cases)
                     tally.add_batch(len(step.cases), handle.seconds, handle.setup_seconds)
                 elif isinstance(step, Measure):
+                    step = dataclasses.replace(step, cases=tuple(i for i in step.cases if i not in failed))
+                    if not step.cases:   # every case of it failed to apply: nothing to measure
+                        continue
                     if len(step.cases) > 1 and spec.run.mode == "sequential":
                         log(f"[{label}] measuring {len(step.cases)} edits with {step.edits_applied} on the model …")
                     eval_start = time.perf_counter()
@@ -196,23 +242,35 @@ def run_spec(
         finally:
             _restore(stack)  # also after an error: the caller gets the unedited model back
 
-    summary = build_summary(spec.name, spec.model.name, len(cases), tallies,
-                            spec.edits_from.describe(len(cases)) if spec.edits_from else None,
-                            spec.edits_from.format if spec.edits_from else None)
-    finish_manifest(manifest, covariance.described, started)
-    if folder:
-        run_folder.write_json(folder / "summary.json", summary)
-        (folder / "table.csv").write_text(table_csv(summary), encoding="utf-8")
-        (folder / "table.md").write_text(table_markdown(summary), encoding="utf-8")
-        run_folder.write_json(folder / "manifest.json", manifest)
-    return Run(summary=summary, cases=case_records, manifest=manifest, path=folder)
-
 
 def _calls(cases: list[Any]) -> list[list[Any]]:
     """The method calls that apply ``cases``: one call for all, or, when a case has joint edits
     (MQuAKE), one call per edit, each on top of the last, so every method can apply them."""
     requests = [request for case in cases for request in case.requests()]
     return [cases] if len(requests) == len(cases) else [[request] for request in requests]
+
+
+def _apply_calls(method: EditMethod, loaded: LoadedModel, calls: list[list[Any]], config: Any,
+                 context: EditContext) -> list[EditHandle]:
+    """The handles of one Apply step's calls; if one call fails, the calls before it are undone too (the step is
+    all or nothing; each call already rolls itself back)."""
+    model, tokenizer, profile = loaded
+    handles: list[EditHandle] = []
+    try:
+        for call in calls:
+            handles.append(method.apply(model, tokenizer, profile, call, config, context))
+    except BaseException:
+        _restore(handles)
+        raise
+    return handles
+
+
+def _failed_record(label: str, name: str, mode: str, case: Any, batch: Apply, message: str) -> dict[str, Any]:
+    """The ``cases.jsonl`` line of an edit whose call was refused and rolled back: what failed and why, no scores."""
+    return {"method": label, "method_name": name, "case_id": case.case_id, "mode": mode, "batch": batch.batch,
+            "batch_size": len(batch.cases), "edit": dataclasses.asdict(case),
+            "failed": {"code": "edit_failed", "message": message},
+            "warnings": [{"code": "edit_failed", "message": message}]}
 
 
 def _joined(handles: list[EditHandle]) -> EditHandle:

@@ -47,9 +47,10 @@ from keditlab.vocabulary import PROTOCOLS
 SUMMARY_FORMAT = "keditlab.summary/1"
 
 #: Warning codes counted per method (see :mod:`keditlab.runner.edit_warnings`): how many
-#: edits did not make the model say the target, and how many edits' ground truth
-#: the unedited model did not say.
-WARNING_CODES = ("outputs_unchanged", "target_not_said", "ground_truth_not_said")
+#: edits did not make the model say the target, how many edits' ground truth
+#: the unedited model did not say, and how many edits were refused because their
+#: update was not finite (rolled back, not measured: docs/reliability.md).
+WARNING_CODES = ("outputs_unchanged", "target_not_said", "ground_truth_not_said", "edit_failed")
 
 Scores = dict[tuple[str, str], float]
 
@@ -110,6 +111,10 @@ class MethodTally:
             self.post[key].append(value)
         for code in warnings:
             self.warnings[code] += 1
+
+    def add_failed(self, size: int) -> None:
+        """A method call of ``size`` edits refused and rolled back (a non-finite update): counted, never measured."""
+        self.warnings["edit_failed"] += size
 
     def add(self, pre: Scores, post: Scores, edit_s: float, eval_s: float, setup_s: float = 0.0, warnings: list[str] = ()) -> None:
         """One edit applied alone and measured once: its scores, edit and evaluation seconds, set-up, warning codes."""

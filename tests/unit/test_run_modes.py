@@ -9,6 +9,7 @@ sequential retention curve end to end.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -310,3 +311,62 @@ def test_tables_of_runs_saved_before_modes_say_nothing_about_them():
         del summary["methods"]["rome"][key]
     text = text_table(summary)
     assert "mode:" not in text and "0.00 → 1.00" in text
+
+
+
+def _nudge_that(monkeypatch, at_call: int, what: str) -> None:
+    """Nudge's ``at_call``-th call writes a NaN into its weight (``what="nan"``) or is interrupted (``"interrupt"``)."""
+    real, calls = Nudge._apply, [0]
+
+    def faulty(self, model, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at_call and what == "interrupt":
+            raise KeyboardInterrupt
+        handle = real(self, model, *args, **kwargs)
+        if calls[0] == at_call:
+            with torch.no_grad():
+                dict(model.named_parameters())[handle.details["parameter"]].view(-1)[0] = float("nan")
+        return handle
+
+    monkeypatch.setattr(Nudge, "_apply", faulty)
+
+
+@pytest.mark.parametrize("mode", ["single", "sequential"])
+def test_a_non_finite_update_is_counted_as_a_failed_edit_and_the_run_goes_on(tokenizer, registered, monkeypatch, tmp_path, mode):
+    _nudge_that(monkeypatch, 2, "nan")
+    run, model, before = run_modes(tokenizer, mode=mode, evaluate_at="after_each" if mode == "sequential" else None, out=tmp_path)
+    assert_unedited(model, before)
+    method = run.summary["methods"]["nudge"]
+    assert method["warnings"]["edit_failed"] == 1
+    assert method["metrics"]["reliability"]["teacher_forced"]["n"] == 4
+    (failed,) = [r for r in run.cases if "failed" in r]
+    assert failed["case_id"] == "c1" and failed["failed"]["code"] == "edit_failed"
+    assert "nudge computed a non-finite update" in failed["failed"]["message"] and "'c1'" in failed["failed"]["message"]
+    if mode == "sequential":   # the stream went on without the refused edit: c2 was measured on top of c0 alone
+        c2 = next(r for r in run.cases if r["case_id"] == "c2")
+        assert round(edits_on_model(c2, model), 4) == 2.0
+    assert "EDITS FAILED, rolled back" in str(run) and "1/5" in str(run)
+    def strict(text):   # Python's json reads NaN and Infinity; a strict parser does not
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+    [strict(line) for line in (run.path / "cases.jsonl").read_text().splitlines()]
+    strict((run.path / "summary.json").read_text())
+    assert json.loads((run.path / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_an_interrupted_run_says_so_and_keeps_what_it_measured(tokenizer, registered, monkeypatch, tmp_path):
+    from keditlab.runner.result import load_run
+
+    _nudge_that(monkeypatch, 3, "interrupt")
+    model = make_tiny_model("llama", vocab_size=49152)
+    before = _params(model)
+    with pytest.raises(KeyboardInterrupt):
+        run_modes(tokenizer, out=tmp_path, model=model)
+    assert_unedited(model, before)
+    (folder,) = tmp_path.iterdir()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["error"].startswith("KeyboardInterrupt")
+    run = load_run(folder)
+    assert run.status == "interrupted"
+    assert run.summary["methods"]["nudge"]["metrics"]["reliability"]["teacher_forced"]["n"] == 2
+    assert str(run).startswith("PARTIAL RUN (interrupted")
