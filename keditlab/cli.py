@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -112,6 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     from keditlab.runner import run_spec
 
     out = args.out or spec.run.out or "runs"
+    # `kill PID` (SIGTERM, also what a notebook server or a batch queue sends) stops the run the way Ctrl-C does: the
+    # run folder then says `interrupted` and keeps what was measured (docs/reliability.md)
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     result = run_spec(spec, out, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(result)
     return 0

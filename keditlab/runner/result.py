@@ -148,8 +148,11 @@ def load_run(path: str | Path) -> Run:
     ``run.metric("rome", "reliability")``, ``print(run)``, ``keditlab.show(run)``.
     Nothing is recomputed and no model is loaded.
 
-    A folder that is not a finished run raises ``FileNotFoundError`` naming the
-    missing file and what to do::
+    A run that stopped early (``status: failed`` or ``interrupted``) opens with
+    what it measured (``run.status`` says which; printing it says "PARTIAL RUN").
+    A folder that is not a run, or a run killed outright (still ``status:
+    running``, no summary), raises ``FileNotFoundError`` naming the missing file
+    and what to do::
 
         run = keditlab.load_run("runs/quickstart-20250101-120000")
     """
@@ -159,6 +162,8 @@ def load_run(path: str | Path) -> Run:
                                 "Fix: pass the folder a run wrote (printed as 'results: ...' at its end, under runs/ by default)")
     missing = [name for name in RUN_FILES if not (folder / name).is_file()]
     manifest = _read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
+    if missing == ["cases.jsonl"] and manifest.get("status") in ("failed", "interrupted"):
+        missing = []   # it stopped before measuring any edit: its summary says so, and it has no records
     if missing:
         if manifest.get("status") == "running":
             why = (f"the run it holds did not finish (manifest.json says status: running; missing {', '.join(missing)}). "
@@ -167,8 +172,8 @@ def load_run(path: str | Path) -> Run:
             why = (f"missing {', '.join(missing)}. Fix: pass the folder a run wrote (printed as 'results: ...' at its "
                    "end), not its parent or a file inside it")
         raise FileNotFoundError(f"{folder} is not a complete keditlab run folder: {why}")
-    return Run(summary=_read_json(folder / "summary.json"), cases=read_jsonl(folder / "cases.jsonl"),
-               manifest=manifest, path=folder)
+    cases = read_jsonl(folder / "cases.jsonl") if (folder / "cases.jsonl").is_file() else []
+    return Run(summary=_read_json(folder / "summary.json"), cases=cases, manifest=manifest, path=folder)
 
 
 def _read_json(path: Path) -> Any:

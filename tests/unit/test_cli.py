@@ -199,3 +199,34 @@ def test_methods_piped_into_head():
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.startswith("adalora: ") and result.stdout.count("\n") == 1
     assert result.stderr == ""
+
+
+def test_a_run_stopped_by_sigterm_says_interrupted_and_keeps_what_it_measured(tmp_path, tokenizer):
+    """``kill PID`` on ``keditlab run`` (a tiny local model, six FT-M edits) once the first edit is recorded."""
+    import json
+    import signal
+    import time
+
+    from tests.conftest import make_tiny_model
+
+    model_dir = tmp_path / "tiny"
+    make_tiny_model("llama", vocab_size=49152).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    edits = "".join(f"  - {{prompt: 'The city number {i} is in', subject: 'city number {i}', target: Rome}}\n" for i in range(6))
+    spec = tmp_path / "stop.yaml"
+    spec.write_text(f"keditlab: 1\nname: stop\nmodel: {model_dir}\nmethod: {{name: ft-m, steps: 40}}\n"
+                    f"evaluate: {{metrics: [reliability], protocols: [teacher_forced]}}\nedits:\n{edits}", encoding="utf-8")
+    runs = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "keditlab", "run", str(spec), "--out", str(runs)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(p.stat().st_size for p in runs.glob("*/cases.jsonl")):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    (folder,) = runs.iterdir()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted", manifest.get("status")
+    shown = keditlab("show", str(folder))
+    assert shown.returncode == 0 and shown.stdout.startswith("PARTIAL RUN (interrupted"), shown.stdout + shown.stderr
