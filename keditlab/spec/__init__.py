@@ -65,6 +65,9 @@ from keditlab.spec.validate import validate_data
 NumLayersOf = Callable[[str], "int | None"]
 ModelConfigOf = Callable[[str], "dict[str, Any] | None"]
 
+#: Largest spec file read (a spec of 20,000 inline edits is about 4 MiB; larger edit lists belong in a records file).
+MAX_SPEC_BYTES = 64 * 2**20
+
 
 def _compile(data: Any, source: str, num_layers_of: NumLayersOf | None, source_map: SourceMap | None = None,
              prior_errors: list[SpecError] | None = None,
@@ -91,13 +94,19 @@ def _check_text(text: str, source: str, num_layers_of: NumLayersOf | None,
 def _read(path: str | PathLike[str]) -> tuple[str | None, list[SpecError]]:
     source = str(path)
     try:
+        if Path(path).exists() and not Path(path).is_file():   # a folder, /dev/zero, a pipe: never read without end
+            return None, [SpecError(source, None, None, "", "not a regular file", "pass the path of a spec file (.yaml)")]
+        if Path(path).is_file() and Path(path).stat().st_size > MAX_SPEC_BYTES:
+            return None, [SpecError(source, None, None, "", f"the file is over {MAX_SPEC_BYTES // 2**20} MiB, too large for a spec",
+                                    "keep large edit lists in a records file and name it under `edits: {dataset, path}`")]
         return Path(path).read_text(encoding="utf-8"), []
     except FileNotFoundError:
         return None, [SpecError(source, None, None, "", "no such file", "check the path")]
     except UnicodeDecodeError as exc:
         return None, [SpecError(source, None, None, "", f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})", "save it as UTF-8")]
     except OSError as exc:
-        return None, [SpecError(source, None, None, "", f"cannot read the file: {exc.strerror or exc}")]
+        return None, [SpecError(source, None, None, "", f"cannot read the file: {exc.strerror or exc}",
+                                "check the path, and that the file can be read")]
 
 
 def validate_text(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None,

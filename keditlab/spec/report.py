@@ -16,6 +16,9 @@ class Reporter:
     source_map: SourceMap = field(default_factory=SourceMap)
     errors: list[SpecError] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._seen = set(self.errors)
+
     def add(self, path: Path, message: str, fix: str = "", *, at: str = "value", shown_path: Path | None = None) -> None:
         """Record an error about ``path``; ``at="key"`` points at the key (for unknown keys).
 
@@ -31,5 +34,6 @@ class Reporter:
             message=message,
             fix=fix,
         )
-        if error not in self.errors:
+        if error not in self._seen:   # a set beside the list: checking the list made validation quadratic in errors
+            self._seen.add(error)
             self.errors.append(error)

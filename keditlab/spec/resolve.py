@@ -20,10 +20,9 @@ from keditlab.spec.edits_file import read_edits_file
 from keditlab.spec.source import SourceMap
 from keditlab.spec.edits_file import records_path
 from keditlab.spec.types import (
-    EditCase, EditsFile, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec, TracePrompt, TraceSpec,
+    DEFAULT_METHOD, EditCase, EditsFile, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec, TracePrompt,
+    TraceSpec,
 )
-
-DEFAULT_METHOD = "rome"
 
 
 def default_name(source: str) -> str:

@@ -34,7 +34,7 @@ from keditlab.spec.edits_file import file_key, file_problem
 from keditlab.spec.errors import Path, format_path
 from keditlab.spec.hints import did_you_mean, quoted_list, shorten
 from keditlab.spec.report import Reporter
-from keditlab.spec.types import EVALUATE_AT, RUN_MODES, RunSettings
+from keditlab.spec.types import DEFAULT_METHOD, EVALUATE_AT, RUN_MODES, RunSettings
 
 NumLayersOf = Callable[[str], "int | None"]
 
@@ -451,6 +451,12 @@ def check_run_settings(data: dict[str, Any], schema: dict[str, Any], report: Rep
         found = capability_problem(name, capabilities[name], mode, batch_size, capable=capable, shown=shown, where=where)
         if found:
             report.add((*path, "name") if settings else path, found.message, found.fix)
+    if "method" not in data and DEFAULT_METHOD in capabilities:   # the method the spec gets without naming one
+        found = capability_problem(DEFAULT_METHOD, capabilities[DEFAULT_METHOD], mode, batch_size, capable=capable,
+                                   shown=f"'{DEFAULT_METHOD}' (the default: the spec names no method)", where=where)
+        if found:
+            key = "batch_size" if "batch_size" in run else "mode" if "mode" in run else None
+            report.add(("run", key) if key else ("run",), found.message, f"name the method under `method:`, or {found.fix}")
 
 
 def check_chat_context(data: dict[str, Any], report: Reporter) -> None:

@@ -18,6 +18,17 @@ import yaml
 from keditlab.spec.errors import Path, SpecError, format_path
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+#: Deepest nesting a spec may have (a spec needs about six levels); deeper input is refused, not recursed into.
+MAX_DEPTH = 64
+#: Values a spec may expand to beyond two per character of its text, aliases counted each time they are used.
+#: Written out, a value takes at least one character; only aliases of aliases can exceed that (a "billion laughs").
+EXTRA_VALUES = 10_000
+
+
+class _TooLarge(Exception):
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -110,17 +121,27 @@ def _syntax_error(exc: yaml.YAMLError, source: str) -> SpecError:
 class _Builder:
     """Turns a composed node tree into plain data, filling a SourceMap on the way."""
 
-    def __init__(self, loader: yaml.SafeLoader, source: str) -> None:
+    def __init__(self, loader: yaml.SafeLoader, source: str, text_length: int = 0) -> None:
         self.loader = loader  # used only to construct scalars (int, float, bool, null, ...)
         self.source = source
         self.source_map = SourceMap()
         self.errors: list[SpecError] = []
         self._active: set[int] = set()
+        self.built = 0   # values built so far, aliases counted each time they are used
+        self.max_values = EXTRA_VALUES + 2 * text_length
 
     def error(self, position: Position, path: Path, message: str, fix: str = "") -> None:
         self.errors.append(SpecError(self.source, position.line, position.column, format_path(path), message, fix))
 
     def build(self, node: yaml.Node, path: Path) -> Any:
+        self.built += 1
+        if self.built > self.max_values:   # aliases of aliases (`b: [*a, *a]`, `c: [*b, *b]`, ...) grow exponentially
+            raise _TooLarge(f"the spec expands to more than {self.max_values:,} values (aliases of aliases)",
+                            "write the values out, or use fewer levels of aliases")
+        if len(path) > MAX_DEPTH:
+            self.error(Position.of(node.start_mark), path[:MAX_DEPTH], f"nested more than {MAX_DEPTH} levels deep",
+                       "a spec needs a few levels; remove the extra nesting")
+            return None
         self.source_map.values[path] = Position.of(node.start_mark)
         if id(node) in self._active:  # a recursive alias: `a: &x [*x]`
             self.error(Position.of(node.start_mark), path, "this alias refers to itself", "remove the recursive alias")
@@ -132,7 +153,12 @@ class _Builder:
             if isinstance(node, yaml.SequenceNode):
                 return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
             self.source_map.raw[path] = node.value
-            return self.loader.construct_object(node, deep=True)
+            try:
+                return self.loader.construct_object(node, deep=True)
+            except (ValueError, OverflowError) as exc:   # `1999-02-30` reads as a date that does not exist
+                self.error(Position.of(node.start_mark), path, f"{node.value!r} cannot be read ({exc})",
+                           "quote it to keep it as text, e.g. '" + str(node.value).replace("'", "''") + "'")
+                return node.value
         finally:
             self._active.discard(id(node))
 
@@ -182,20 +208,32 @@ def load_yaml(text: str, source: str = "<string>") -> LoadedYaml:
     A syntax error becomes the only entry of ``errors`` (with ``data`` None):
     after one, nothing that follows can be trusted.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)   # reads the whole text: a control character (NUL, ESC, DEL) is an error here
+    except yaml.YAMLError as exc:
+        return LoadedYaml(None, SourceMap(), [_syntax_error(exc, source)])
     try:
         try:
             node = loader.get_single_node()
         except yaml.YAMLError as exc:
             return LoadedYaml(None, SourceMap(), [_syntax_error(exc, source)])
+        except RecursionError:
+            return LoadedYaml(None, SourceMap(), [_whole_file_error(source, f"the YAML is nested too deeply (more than "
+                                                                    f"{MAX_DEPTH} levels)", "a spec needs a few levels; remove the extra brackets or indentation")])
         if node is None:  # an empty file
             smap = SourceMap(values={(): Position(1, 1)})
             return LoadedYaml(None, smap, [])
-        builder = _Builder(loader, source)
+        builder = _Builder(loader, source, len(text))
         try:
             data = builder.build(node, ())
-        except yaml.YAMLError as exc:  # e.g. an invalid timestamp or an unknown !tag
+        except yaml.YAMLError as exc:  # e.g. an unknown !tag
             return LoadedYaml(None, SourceMap(), [_syntax_error(exc, source)])
+        except _TooLarge as exc:
+            return LoadedYaml(None, SourceMap(), [_whole_file_error(source, str(exc), exc.fix)])
         return LoadedYaml(data, builder.source_map, builder.errors)
     finally:
         loader.dispose()
+
+
+def _whole_file_error(source: str, message: str, fix: str) -> SpecError:
+    return SpecError(file=source, line=None, column=None, path="", message=message, fix=fix)

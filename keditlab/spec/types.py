@@ -31,6 +31,9 @@ RUN_MODES = ("single", "batch", "sequential")
 #: When a sequential run measures (``run.evaluate_at``), besides ``{every: k}``.
 EVALUATE_AT = ("after_each", "after_all")
 
+#: The method a spec gets when it names none.
+DEFAULT_METHOD = "rome"
+
 
 @dataclass(frozen=True)
 class MethodSpec:
