@@ -111,6 +111,9 @@ class Transaction:
     def __exit__(self, kind, error, traceback) -> bool:
         _OPEN.reset(self._token)
         if kind is None:
+            outer = _OPEN.get()
+            if outer is not None:   # a call inside another call: the outer one undoes this one too if it fails later
+                outer.handles.extend(self.handles)
             return False
         self.rollback()
         if isinstance(error, (EditFailed, *self.passthrough)) or not isinstance(error, Exception):

@@ -183,3 +183,22 @@ def test_a_non_finite_update_is_refused_and_rolled_back(tiny, tokenizer, monkeyp
     text = str(raised.value)
     assert "memit computed a non-finite update" in text and "'eiffel'" in text and "rolled back" in text, text
     _assert_same(before, model)
+
+
+def test_a_call_made_inside_another_is_undone_when_the_outer_one_fails(tiny, tokenizer, monkeypatch):
+    """A method whose call makes another method's call (none does today; a user's may): the outer rollback undoes both."""
+    import keditlab.methods.finetune as finetune
+
+    model = tiny[0]
+    before = _state(model)
+    real = finetune.FineTuneM._apply
+
+    def rome_first_then_fail(self, model, *args, **kwargs):
+        _apply("rome", tiny, tokenizer, EARLIER, {})   # completes: its handle goes to the outer transaction
+        real(self, model, *args, **kwargs)
+        raise RuntimeError("the outer call fails after the inner one completed")
+
+    monkeypatch.setattr(finetune.FineTuneM, "_apply", rome_first_then_fail)
+    with pytest.raises(EditFailed, match="the outer call fails"):
+        _apply("ft-m", tiny, tokenizer, CASE, {})
+    _assert_same(before, model)
