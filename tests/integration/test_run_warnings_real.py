@@ -30,7 +30,8 @@ def test_wrong_ground_truth_and_an_edit_that_did_not_take_are_reported(embedded)
     record = run.cases[0]
     assert any("[rome-0-steps] edit 'eiffel' left the model's outputs unchanged" in m for m in warnings), warnings
     assert [w["code"] for w in record["warnings"]] == ["ground_truth_not_said", "outputs_unchanged", "target_not_said"]
-    assert run.summary["methods"]["rome-0-steps"]["warnings"] == {"outputs_unchanged": 1, "target_not_said": 1, "ground_truth_not_said": 1}
+    assert run.summary["methods"]["rome-0-steps"]["warnings"] == {"outputs_unchanged": 1, "target_not_said": 1, "ground_truth_not_said": 1,
+                                                                         "edit_failed": 0}
     assert re.search(r"target not said \(edits\) +1/1", run.table())
     assert re.search(r"OUTPUTS UNCHANGED \(edits\) +1/1", run.table())
     # one-off work is reported apart from the seconds per edit

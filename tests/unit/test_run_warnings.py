@@ -97,7 +97,8 @@ def _summary():
 
 def test_summary_counts_warnings_and_keeps_setup_out_of_per_edit_seconds():
     rome = _summary()["methods"]["rome"]
-    assert rome["warnings"] == {"outputs_unchanged": 1, "target_not_said": 3, "ground_truth_not_said": 1}
+    assert rome["warnings"] == {"outputs_unchanged": 1, "target_not_said": 3, "ground_truth_not_said": 1,
+                                 "edit_failed": 0}
     assert rome["timings"]["edit_seconds_mean"] == 3.0
     assert rome["timings"]["setup_seconds_total"] == 40.0
 
