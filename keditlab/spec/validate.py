@@ -7,7 +7,7 @@ whole list, in file order.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 from jsonschema import Draft202012Validator, validators
 
@@ -31,38 +31,31 @@ SpecSchemaValidator = validators.extend(
 )
 
 
+def _values(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """Every ``(path, value)`` of ``data``, parents before their children, in document order."""
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _values(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _values(item, (*path, i))
+
+
 def _document_order(data: Any) -> dict[str, int]:
     """Each field path's rank in a walk of ``data``, to order errors that have no line."""
     order: dict[str, int] = {}
-
-    def walk(value: Any, path: tuple) -> None:
+    for path, _ in _values(data):
         order.setdefault(format_path(path), len(order))
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, (*path, key))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                walk(item, (*path, i))
-
-    walk(data, ())
     return order
 
 
 def _non_finite_numbers(data: Any, report: Reporter) -> None:
     """NaN and infinity (YAML's ``.nan``, ``.inf``) pass every schema bound, since no comparison with NaN is true: refuse them here."""
-
-    def walk(value: Any, path: tuple) -> None:
+    for path, value in _values(data):
         if isinstance(value, float) and not math.isfinite(value):
             report.add(path, f"{value!r} is not a finite number",
                        "write a number here (.nan and .inf are not settings), or leave the key out for its default")
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, (*path, key))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                walk(item, (*path, i))
-
-    walk(data, ())
 
 
 def validate_data(
