@@ -137,7 +137,7 @@ class Transaction:
         """Refuse an update with a NaN or an infinity: roll the call back and raise :class:`NonFiniteEdit`."""
         for name, tensor in self.changed_tensors().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor.detach()).all()):
-                if handle not in self.handles:
+                if not any(h is handle for h in self.handles):   # by identity: handles hold tensors, == is not defined
                     self.handles.append(handle)
                 self.rollback()
                 raise NonFiniteEdit(f"{self.method} computed a non-finite update (NaN or infinity in {name}) for "
