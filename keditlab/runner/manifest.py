@@ -19,7 +19,7 @@ from typing import Any
 #: Version 2: ``spec`` is written in the spec language (version 1 held the dataclass fields).
 MANIFEST_FORMAT = "keditlab.manifest/2"
 #: The packages whose versions a manifest records (``None`` when one is not installed), and Python's.
-PACKAGES = ("keditlab", "torch", "transformers", "accelerate", "gguf", "safetensors", "jsonschema", "numpy")
+PACKAGES = ("keditlab", "torch", "transformers", "peft", "gguf", "safetensors", "jsonschema", "numpy")
 
 
 def start_manifest(spec: Any, loaded: Any, methods: dict[str, dict[str, Any]], *, chat: bool, started: float) -> dict[str, Any]:
