@@ -15,8 +15,8 @@ forward pass: the plan says so and is made for the default layer instead.
 for: the token count (``stats.samples``; ``auto`` is ten per unit of key
 width, :func:`keditlab.stats.covariance.resolve_num_tokens`), whether each is
 already in the cache (the cache key needs the model's fingerprint, which
-reads the first 64 rows of the input embedding from the checkpoint file; when
-that file is not at hand, "unknown"), and a time class from a cost model of
+reads the first entries of every weight from the checkpoint's safetensors
+files; when they are not at hand, "unknown"), and a time class from a cost model of
 floating-point operations::
 
     pass      = 2 × (parameters of the blocks up to the last statistics layer) × tokens
@@ -281,12 +281,14 @@ def meta_model(config: Any, dtype: Any) -> Any:
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
 
-def _embedding_rows(folder: Path | None, repo: str, parameter: str, rows: int) -> Any:
-    """The first ``rows`` rows of the input embedding, read from the checkpoint's safetensors (None when not at hand)."""
+def _checkpoint_samples(folder: Path | None, repo: str, parameters: list[str]) -> dict[str, Any] | None:
+    """``{name: weight_sample(weight)}`` for each of ``parameters``, read from the checkpoint's safetensors files
+    without loading them whole (only the first rows of each tensor); None when any is not at hand."""
     try:
         from safetensors import safe_open
     except ImportError:
         return None
+    from keditlab.stats.covariance import FINGERPRINT_ELEMENTS, weight_sample
 
     def local(filename: str) -> str | None:
         if folder is not None:
@@ -301,32 +303,33 @@ def _embedding_rows(folder: Path | None, repo: str, parameter: str, rows: int) -
         return hit if isinstance(hit, str) else None
 
     index = local("model.safetensors.index.json")
-    filename = "model.safetensors"
-    if index is not None:
-        try:
-            filename = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"][parameter]
-        except (OSError, ValueError, KeyError):
-            return None
-    path = local(filename)
-    if path is None:
-        return None
     try:
-        with safe_open(path, "pt") as handle:
-            return handle.get_slice(parameter)[:rows]
-    except Exception:  # noqa: BLE001 - another layout, a damaged file: the cache state is "unknown"
+        files = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"] if index else {}
+        files = {name: files.get(name) if index else "model.safetensors" for name in parameters}
+        if None in files.values():   # a parameter stored under another name (a converted checkpoint): unknown
+            return None
+        samples = {}
+        for filename in sorted(set(files.values())):
+            path = local(filename)
+            if path is None:
+                return None
+            with safe_open(path, "pt") as handle:
+                for name in (n for n in parameters if files[n] == filename):
+                    part = handle.get_slice(name)
+                    shape = part.get_shape()
+                    row = math.prod(shape[1:]) if len(shape) > 1 else 1
+                    samples[name] = weight_sample(part[: math.ceil(FINGERPRINT_ELEMENTS / max(row, 1))])
+        return samples
+    except Exception:  # noqa: BLE001 - another layout, a missing tensor, a damaged file: the cache state is "unknown"
         return None
 
 
 def _fingerprint(model: Any, folder: Path | None, repo: str) -> str | None:
     """The statistics cache's model fingerprint (:func:`keditlab.stats.fingerprint_of`), or None when it cannot be read."""
-    from keditlab.stats.covariance import FINGERPRINT_ROWS, fingerprint_of
+    from keditlab.stats.covariance import fingerprint_of
 
-    embed = model.get_input_embeddings()
-    name = next((n for n, m in model.named_modules() if m is embed), None)
-    if name is None:
-        return None
-    rows = _embedding_rows(folder, repo, f"{name}.weight", FINGERPRINT_ROWS)
-    return None if rows is None else fingerprint_of(model.config, rows)
+    samples = _checkpoint_samples(folder, repo, [name for name, _ in model.named_parameters()])
+    return None if samples is None else fingerprint_of(model.config, samples)
 
 
 # -- estimates ---------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -69,30 +68,37 @@ def cache_dir() -> Path:
 def model_fingerprint(model: Any) -> str:
     """A short id of a checkpoint's weights, whatever dtype they were loaded in, so statistics never mix two checkpoints.
 
-    Hashes the config (its ``dtype`` left out) and a slice of the input
-    embeddings rounded to bfloat16: cheap, and different for any two real
-    checkpoints.  (It deliberately ignores later layers, so edits to an MLP do
-    not invalidate statistics computed before them.)  A float32 and a bfloat16
-    load of one checkpoint have the same fingerprint and share statistics:
-    computed from the bfloat16 weights, the embedded model's layer-5 covariance
-    differs from the float32 one by 0.4% of its norm (1.0% in bfloat16
-    arithmetic), against 51% between the two halves of its corpus
-    (docs/performance.md).  A float16 load of a float32 checkpoint can round
-    differently, and then computes its own.
+    Hashes the config (its ``dtype`` left out) and, for *every* weight, its
+    name, shape and first :data:`FINGERPRINT_ELEMENTS` entries rounded to
+    bfloat16 (:func:`fingerprint_of`).  Two checkpoints that differ anywhere a
+    fine-tune or a merge writes (all of a tuned matrix's entries move) get
+    different keys, also when they share their embeddings; the sample keeps it
+    cheap on any device (a few hundred thousand numbers for a 7B model).
+
+    The fingerprint is taken the first time it is asked for, which is before
+    a method's first write (the statistics are read before the update), and
+    kept on the model object as ``keditlab_fingerprint``: the statistics belong
+    to the checkpoint, so later edits to an MLP do not make a notebook compute
+    them again.  (Loading other weights into the same object in place keeps
+    the old key: delete the attribute, or load a new model.)
+
+    A float32 and a bfloat16 load of one checkpoint have the same fingerprint
+    and share statistics: computed from the bfloat16 weights, the embedded
+    model's layer-5 covariance differs from the float32 one by 0.4% of its
+    norm (1.0% in bfloat16 arithmetic), against 51% between the two halves of
+    its corpus (docs/performance.md).  A float16 load of a float32 checkpoint
+    can round differently, and then computes its own.
     """
-    return fingerprint_of(model.config, model.get_input_embeddings().weight.detach()[:FINGERPRINT_ROWS])
-
-
-def _legacy_fingerprint(model: Any) -> str:
-    """The fingerprint of statistics cached before it ignored the dtype (config with its dtype, embeddings as loaded).
-
-    Only read: statistics found under it are linked under :func:`model_fingerprint`
-    (:func:`_adopt`), so a cache filled by an earlier version is not computed again.
-    """
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    embed = model.get_input_embeddings().weight.detach()
-    digest.update(embed[:64].float().cpu().numpy().tobytes())
-    return f"{_slug_of(model.config)}-{digest.hexdigest()[:12]}"
+    known = getattr(model, "keditlab_fingerprint", None)
+    if isinstance(known, str):
+        return known
+    samples = {name: weight_sample(weight) for name, weight in model.named_parameters()}
+    fingerprint = fingerprint_of(model.config, samples)
+    try:
+        model.keditlab_fingerprint = fingerprint
+    except AttributeError:  # a wrapper that refuses attributes: computed again next time
+        pass
+    return fingerprint
 
 
 def _slug_of(config: Any) -> str:
@@ -100,36 +106,29 @@ def _slug_of(config: Any) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
 
 
-def _adopt(path: Path, legacy_folder: Path) -> None:
-    """When ``path`` is missing but the legacy folder holds it: link it (and its .json and null spaces) under ``path``."""
-    old = legacy_folder / path.name
-    if path.exists() or not old.exists() or legacy_folder == path.parent:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for source in [old, *legacy_folder.glob(f"{old.stem}.json"), *legacy_folder.glob(f"{old.stem}-nullspace-*.pt")]:
-        target = path.parent / source.name
-        if not target.exists():
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copy2(source, target)
+#: Each weight contributes its first this many entries (in storage order) to the fingerprint.
+FINGERPRINT_ELEMENTS = 1024
 
 
-#: The fingerprint reads this many rows of the input embedding.
-FINGERPRINT_ROWS = 64
+def weight_sample(weight: torch.Tensor) -> torch.Tensor:
+    """The part of one weight the fingerprint reads: its first :data:`FINGERPRINT_ELEMENTS` entries, flattened."""
+    return weight.detach().reshape(-1)[:FINGERPRINT_ELEMENTS]
 
 
-def fingerprint_of(config: Any, embedding_rows: torch.Tensor) -> str:
-    """:func:`model_fingerprint` from the config and the embedding's first :data:`FINGERPRINT_ROWS` rows alone.
+def fingerprint_of(config: Any, samples: dict[str, torch.Tensor]) -> str:
+    """:func:`model_fingerprint` from the config and ``{parameter name: weight_sample(weight)}`` alone.
 
-    ``keditlab plan`` reads those rows from the checkpoint file (no model
-    loaded) to tell whether a run will find its statistics cached.
+    ``keditlab plan`` reads those samples from the checkpoint files (no model
+    loaded, :mod:`keditlab.runner.plan`) to tell whether a run will find its
+    statistics cached; the shapes are hashed through the config.
     """
     settings = json.loads(config.to_json_string(use_diff=False))
     for key in ("dtype", "torch_dtype"):
         settings.pop(key, None)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    digest.update(embedding_rows.to(torch.bfloat16).float().cpu().numpy().tobytes())
+    for name in sorted(samples):
+        digest.update(name.encode())
+        digest.update(samples[name].to(torch.bfloat16).float().cpu().numpy().tobytes())
     return f"{_slug_of(config)}-{digest.hexdigest()[:12]}"
 
 
@@ -188,12 +187,10 @@ def layer_covariances(
     one pass instead of five.
     """
     fingerprint = model_fingerprint(model)
-    legacy = cache_dir() / "stats" / _legacy_fingerprint(model)
     paths = {}
     for layer in modules:
         experts = not isinstance(modules[layer], str) and modules[layer].moe
         paths[layer] = statistics_path(fingerprint, layer, corpus, num_tokens, max_length, seed, experts=experts)
-        _adopt(paths[layer], legacy)
     found = {layer: stats for layer, path in paths.items() if (stats := _cached_stats(layer, path)) is not None}
     if len(found) == len(paths):
         return {layer: found[layer] for layer in modules}
@@ -206,7 +203,7 @@ def layer_covariances(
                       if layer not in found and (stats := _cached_stats(layer, path)) is not None})
         missing = {layer: path for layer, path in paths.items() if layer not in found}
         if missing:
-            found.update(_compute(model, tokenizer, modules, missing, fingerprint, legacy, corpus, num_tokens, max_length,
+            found.update(_compute(model, tokenizer, modules, missing, fingerprint, corpus, num_tokens, max_length,
                                   seed, batch_size))
     return {layer: found[layer] for layer in modules}
 
@@ -229,11 +226,10 @@ def _cached_stats(layer: int, path: Path) -> CovarianceStats | None:
         return None
 
 
-def _compute(model: Any, tokenizer: Any, modules: dict[int, Any], missing: dict[int, Path], fingerprint: str, legacy: Path,
+def _compute(model: Any, tokenizer: Any, modules: dict[int, Any], missing: dict[int, Path], fingerprint: str,
              corpus: str, num_tokens: int, max_length: int, seed: int, batch_size: int) -> dict[int, CovarianceStats]:
     """The statistics of the ``missing`` layers, in one pass over the corpus, each written to its cache file."""
     found: dict[int, CovarianceStats] = {}
-    _adopt(corpus_path(fingerprint, corpus, num_tokens, max_length, seed), legacy)
     text = _cached_corpus(corpus_path(fingerprint, corpus, num_tokens, max_length, seed),
                           corpus, model, tokenizer, num_tokens, max_length, seed)
     named = dict(model.named_modules())

@@ -22,6 +22,7 @@ the working directory.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,10 @@ def null_space(stats: CovarianceStats, energy: float) -> NullSpace:
     if not 0 < energy < 1:
         raise ValueError(f"null_space_energy must be between 0 and 1 (a share of the keys' energy), not {energy!r}")
     path = Path(stats.path).with_name(f"{Path(stats.path).stem}-nullspace-{energy:g}.pt")
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        return NullSpace(stats.layer, saved["projector"], int(saved["dimensions"]), energy, str(path), True)
+    cached = _cached_projector(path, stats.matrix.shape)
+    if cached is not None:
+        projector, dimensions = cached
+        return NullSpace(stats.layer, projector, dimensions, energy, str(path), True)
     if stats.matrix.dim() == 3:   # an MoE layer: one projector per expert, each from its own block
         parts = [_projector(block, energy) for block in stats.matrix]
         projector, dimensions = torch.stack([p for p, _ in parts]), sum(d for _, d in parts)
@@ -62,6 +64,24 @@ def null_space(stats: CovarianceStats, energy: float) -> NullSpace:
         projector, dimensions = _projector(stats.matrix, energy)
     _atomic_save({"projector": projector, "dimensions": dimensions, "energy": energy}, path)
     return NullSpace(stats.layer, projector, dimensions, energy, str(path), False)
+
+
+def _cached_projector(path: Path, shape: torch.Size) -> tuple[torch.Tensor, int] | None:
+    """The projector cached at ``path`` and its dimension count, or ``None`` when absent or damaged (cut short, empty,
+    not finite, not the covariance's shape): a damaged file is computed again, never used and never fatal."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        projector, dimensions = saved["projector"], int(saved["dimensions"])
+        if projector.shape != shape or not bool(torch.isfinite(projector).all()) or not 0 <= dimensions <= shape[-1] * (
+                shape[0] if len(shape) == 3 else 1):
+            raise ValueError(f"not a finite {tuple(shape)} projector")
+        return projector, dimensions
+    except Exception as exc:  # noqa: BLE001 - any damage (a truncated zip, a missing key, NaN) means: compute again
+        print(f"keditlab: the cached null space {path} is damaged ({type(exc).__name__}: {exc}); computing it again",
+              file=sys.stderr)
+        return None
 
 
 def _projector(matrix: torch.Tensor, energy: float) -> tuple[torch.Tensor, int]:

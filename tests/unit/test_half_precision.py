@@ -150,7 +150,7 @@ def test_bfloat16_on_a_cpu_without_its_arithmetic_is_warned(monkeypatch):
 
 
 def test_statistics_belong_to_the_checkpoint_not_its_dtype(tokenizer, corpus_file, tmp_path, monkeypatch):
-    """A bfloat16 load of a checkpoint finds the float32 load's statistics; caches of the earlier fingerprint are adopted."""
+    """A bfloat16 load of a checkpoint finds the float32 load's statistics."""
     from keditlab.stats import covariance as cov
 
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
@@ -158,16 +158,27 @@ def test_statistics_belong_to_the_checkpoint_not_its_dtype(tokenizer, corpus_fil
     half = copy.deepcopy(full).to(torch.bfloat16)
     half.config.dtype = torch.bfloat16   # what from_pretrained(dtype=bfloat16) records
     assert cov.model_fingerprint(full) == cov.model_fingerprint(half)
-    assert cov._legacy_fingerprint(full) != cov.model_fingerprint(full)
 
     module = derive_profile(full).mlp_out_module(1)
     first = cov.layer_covariance(full, tokenizer, module, 1, corpus=corpus_file, num_tokens=1500, max_length=32)
     again = cov.layer_covariance(half, tokenizer, module, 1, corpus=corpus_file, num_tokens=1500, max_length=32)
     assert not first.loaded_from_cache and again.loaded_from_cache and torch.equal(first.matrix, again.matrix)
 
-    # a cache written under the earlier fingerprint: found, and linked under the current one
-    stats = tmp_path / "stats"
-    (stats / cov.model_fingerprint(full)).rename(stats / cov._legacy_fingerprint(full))
-    adopted = cov.layer_covariance(full, tokenizer, module, 1, corpus=corpus_file, num_tokens=1500, max_length=32)
-    assert adopted.loaded_from_cache and torch.equal(adopted.matrix, first.matrix)
-    assert (stats / cov.model_fingerprint(full) / first.path.split("/")[-1]).exists()
+
+def test_the_fingerprint_reads_every_weight_once_per_model():
+    """Two checkpoints that share their embeddings but not a later weight have different keys (statistics never mix);
+    an edit after the first fingerprint keeps the model's key (its statistics are still the checkpoint's)."""
+    from keditlab.stats import covariance as cov
+
+    base = make_tiny_model("llama", vocab_size=49152, num_hidden_layers=3)
+    tuned = copy.deepcopy(base)
+    base_key = cov.model_fingerprint(base)
+    with torch.no_grad():
+        tuned.model.layers[2].mlp.down_proj.weight.mul_(1.01)  # a fine-tune that left the embeddings alone
+    assert torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    assert cov.model_fingerprint(tuned) != base_key
+    with torch.no_grad():
+        base.model.layers[1].mlp.down_proj.weight.add_(0.5)     # an edit after the statistics were keyed
+    assert cov.model_fingerprint(base) == base_key
+    del base.keditlab_fingerprint
+    assert cov.model_fingerprint(base) != base_key            # a fresh look sees the edited weights

@@ -7,6 +7,8 @@ the methods write real edits is checked on the embedded model
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,6 +67,15 @@ def test_null_space_projector_and_alphaedit_memory(tmp_path):
     assert 0 < space.dimensions < cov.shape[0]
     assert float(torch.trace(p @ cov) / torch.trace(cov)) <= 0.05 + 1e-6   # the preserved keys' energy inside it
     assert null_space(stats, 0.05).loaded_from_cache                      # cached beside the covariance
+    for damage in (b"", b"PK\x03\x04 cut short"):                        # a damaged cache file: computed again
+        Path(space.path).write_bytes(damage)
+        healed = null_space(stats, 0.05)
+        assert not healed.loaded_from_cache and torch.equal(healed.projector, space.projector)
+    saved = torch.load(space.path, weights_only=True)
+    saved["projector"][0, 0] = float("nan")
+    torch.save(saved, space.path)
+    assert torch.equal(null_space(stats, 0.05).projector, space.projector)
+    assert null_space(stats, 0.05).loaded_from_cache
     with pytest.raises(ValueError, match="between 0 and 1"):
         null_space(stats, 1.5)
 
