@@ -39,6 +39,19 @@ def encode_answer(tokenizer: Any, answer: str) -> list[int]:
     return ids
 
 
+def context_length(model: Any) -> int | None:
+    """The most positions the model reads (``max_position_embeddings``, GPT-2's ``n_positions``), or None if unstated.
+
+    A multimodal model's language part (``text_config``) is asked first.
+    """
+    config = getattr(model, "config", None)
+    for part in (getattr(config, "text_config", None), config):
+        value = getattr(part, "max_position_embeddings", None) if part is not None else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def encode_prompt_answer(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], list[int]]:
     """``(prompt_ids, answer_ids)``; the model reads ``prompt_ids + answer_ids``."""
     return encode_prompt(tokenizer, prompt), encode_answer(tokenizer, answer)

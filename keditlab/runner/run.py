@@ -46,6 +46,7 @@ from keditlab.evaluate import CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, NonFiniteEdit, get_method, method_names
 from keditlab.models import LoadedModel, load_model
 from keditlab.models.precision import precision_warnings
+from keditlab.models.tokens import answer_text, context_length, encode_prompt
 from keditlab.runner import folder as run_folder
 from keditlab.runner.chat import ChatTemplateError, chat_on, chat_prompt, map_prompts
 from keditlab.runner.edit_warnings import ground_truth_warning, target_warning, unchanged_warning
@@ -123,6 +124,8 @@ def run_spec(
             cases = [map_prompts(case, lambda text: chat_prompt(tokenizer, text)) for case in cases]
         except ChatTemplateError as exc:
             raise RunError(str(exc)) from None
+
+    check_context(cases, tokenizer, model, spec.evaluate)  # before a folder is made or a weight is read
 
     folder = run_folder.new_run_folder(out, spec.name) if out is not None else None
     manifest = start_manifest(spec, loaded, {
@@ -241,6 +244,41 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     _restore(stack)
         finally:
             _restore(stack)  # also after an error: the caller gets the unedited model back
+
+
+def check_context(cases: Sequence[EditCase], tokenizer: Any, model: Any, evaluate: Any) -> None:
+    """Refuse, with the cases named, edits whose prompts and answers do not fit in the model's context.
+
+    Every prompt a run reads (the edit prompt, its rephrases and its probes) is
+    measured with the longest text that follows it: an answer, and where those
+    are measured, a generated answer (``evaluate.answer_tokens``) and the fluency
+    text (``evaluate.max_new_tokens``).  A model with learned positions (GPT-2)
+    would otherwise fail deep inside its embedding; one with rotary positions
+    would silently read positions it never saw in training.
+    """
+    limit = context_length(model)
+    if limit is None:
+        return
+    generated = max(evaluate.answer_tokens if "generation" in evaluate.protocols else 0,
+                    evaluate.max_new_tokens if "fluency" in evaluate.metrics else 0)
+    too_long = []
+    for case in cases:
+        prompts = [case.prompt, *case.rephrase, *(probe.prompt for probe in (*case.locality, *case.portability))]
+        answers = [case.target, *filter(None, [case.ground_truth]), *(probe.answer for probe in (*case.locality, *case.portability))]
+        longest_answer = max(len(tokenizer(answer_text(a), add_special_tokens=False)["input_ids"]) for a in answers)
+        longest_prompt = max(len(encode_prompt(tokenizer, p)) for p in prompts)
+        if longest_prompt + max(longest_answer, generated) > limit:
+            too_long.append((case.case_id, longest_prompt + max(longest_answer, generated)))
+    if too_long:
+        named = ", ".join(f"{case_id!r} ({tokens} tokens)" for case_id, tokens in too_long[:5])
+        more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        raise RunError(
+            f"{len(too_long)} edit case(s) do not fit in the model's context of {limit} tokens: {named}{more} "
+            f"(the longest prompt, rephrase or probe of each, plus its answer"
+            + (f" or the {generated} generated tokens" if generated else "") + "). "
+            "Fix: shorten those prompts, leave the cases out (edits: limit/offset, or on_bad_record), "
+            "lower evaluate.answer_tokens / evaluate.max_new_tokens, or use a model with a longer context."
+        )
 
 
 def _calls(cases: list[Any]) -> list[list[Any]]:

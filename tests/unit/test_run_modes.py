@@ -9,6 +9,7 @@ sequential retention curve end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -370,3 +371,21 @@ def test_an_interrupted_run_says_so_and_keeps_what_it_measured(tokenizer, regist
     assert run.status == "interrupted"
     assert run.summary["methods"]["nudge"]["metrics"]["reliability"]["teacher_forced"]["n"] == 2
     assert str(run).startswith("PARTIAL RUN (interrupted")
+
+
+def test_prompts_longer_than_the_models_context_are_refused_before_any_work(tokenizer, registered, tmp_path):
+    """The tiny model reads 128 positions: a rephrase of 150 tokens is named with its case, and nothing is made."""
+    from keditlab.models import LoadedModel, derive_profile
+
+    model = make_tiny_model("llama", vocab_size=49152)
+    assert model.config.max_position_embeddings == 128
+    long = EditCase(prompt="The city number 9 is in", subject="city number 9", target="Rome",
+                    rephrase=("word " * 150 + "City 9 lies in",), case_id="long-one")
+    spec = Spec(name="too-long", model=ModelSpec(), methods=(MethodSpec("nudge"),), edits=(EDITS[0], long), evaluate=EVALUATE)
+    with pytest.raises(RunError, match=r"1 edit case\(s\) do not fit in the model's context of 128 tokens: 'long-one' \(205 tokens\)") as error:
+        run_spec(spec, tmp_path / "runs", loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda message: None)
+    assert "Fix:" in str(error.value) and Nudge.calls == [] and not (tmp_path / "runs").exists()
+    # fitting exactly is fine: the same case with the generation budget counted
+    fits = EditCase(prompt="The city number 9 is in", subject="city number 9", target="Rome", case_id="fits")
+    run_spec(dataclasses.replace(spec, edits=(fits,)), None, loaded=LoadedModel(model, tokenizer, derive_profile(model)),
+             log=lambda message: None)
