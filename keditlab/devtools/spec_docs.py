@@ -115,6 +115,17 @@ def _link(name: str) -> str:
     return f"[{name}](#{name})"
 
 
+#: How each JSON Schema bound reads in the docs' type column (lower bounds first).
+_BOUND_WORDS = {"minimum": "≥ {}", "exclusiveMinimum": "> {}", "maximum": "≤ {}", "exclusiveMaximum": "< {}"}
+
+
+def describe_range(schema: dict[str, Any]) -> str:
+    """The bounds of a number, e.g. ``≥ 0 and < 1``; empty when it has none, or is a layer (its row says so)."""
+    if schema.get("x-keditlab-layer"):
+        return ""
+    return " and ".join(words.format(schema[key]) for key, words in _BOUND_WORDS.items() if key in schema)
+
+
 def describe_type(schema: dict[str, Any], root: dict[str, Any]) -> str:
     """A short human description of what a schema accepts, e.g. ``string or list of string``."""
     target, ref = _resolve(schema, root)
@@ -142,6 +153,8 @@ def describe_type(schema: dict[str, Any], root: dict[str, Any]) -> str:
             words.append("list of " + describe_type(target.get("items", {}), root))
         elif kind == "object":
             words.append("mapping")
+        elif kind in ("integer", "number") and describe_range(target):
+            words.append(f"{kind} {describe_range(target)}")
         else:
             words.append(kind)
     return " or ".join(words)

@@ -42,6 +42,10 @@ DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N", "mps")
 #: Words people write for a device, and the device they mean (for did-you-mean).
 DEVICE_ALIASES = {"gpu": "cuda", "nvidia": "cuda", "metal": "mps", "apple": "mps"}
 
+#: The largest seed a spec may give.  The runner seeds ``random``, ``torch`` and ``numpy.random.seed``; numpy takes only
+#: 0 <= seed < 2**32, so a larger seed would pass validation and then fail once the run had started.
+MAX_SEED = 2**32 - 1
+
 # Non-empty text that is not only whitespace.
 _TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
 
@@ -363,7 +367,8 @@ def base_schema() -> dict[str, Any]:
                         "required": ["n"],
                         "properties": {
                             "n": {"title": "Records drawn", "description": "How many records to draw.", "type": "integer", "minimum": 1},
-                            "seed": {"title": "Seed", "description": "The seed of the draw.", "type": "integer", "default": 0},
+                            "seed": {"title": "Seed", "description": f"The seed of the draw: a whole number from 0 to {MAX_SEED} (2³² − 1).",
+                                     "type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": 0},
                         },
                     },
                     "on_bad_record": {
@@ -488,9 +493,10 @@ def base_schema() -> dict[str, Any]:
                 "properties": {
                     "seed": {
                         "title": "Seed",
-                        "description": "Seed of every random choice, so a run can be repeated.",
+                        "description": f"Seed of every random choice, so a run can be repeated: a whole number from 0 to {MAX_SEED} (2³² − 1, the largest seed numpy takes).",
                         "type": "integer",
                         "minimum": 0,
+                        "maximum": MAX_SEED,
                         "default": run_defaults.seed,
                     },
                     "device": {

@@ -133,11 +133,11 @@ class FineTuneConfig(MethodConfig):
         default=None,
         metadata={"help": "Layers whose MLP output projection is fine-tuned. Empty: one layer at 17% of the depth (layer 5 of 30 on the embedded model).", "layer_index": True},
     )
-    steps: int = field(default=25, metadata={"help": "Most optimisation steps."})
+    steps: int = field(default=25, metadata={"minimum": 1, "help": "Most optimisation steps."})
     lr: float | None = field(default=None, metadata={"exclusive_minimum": 0, "help": "Adam learning rate. Empty: 0.55% of the root-mean-square of the tuned matrix's entries "
                                                     "(1e-3 on the embedded model; Gemma 3 270M's entries are 13 times smaller, and so is its rate)."})
     norm_constraint: float | None = field(default=None, metadata={"exclusive_minimum": 0, "help": "Each weight stays within ± this of its original value (L-infinity). Empty: no constraint."})
-    early_stop_loss: float = field(default=0.05, metadata={"help": "Stop once the loss is below this."})
+    early_stop_loss: float = field(default=0.05, metadata={"minimum": 0, "help": "Stop once the loss is below this."})
 
     def resolved_layers(self, num_layers: int) -> list[int]:
         """The tuned layers: ``layers``, or the factual-recall layer when empty."""

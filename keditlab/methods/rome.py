@@ -61,21 +61,21 @@ class RomeConfig(MethodConfig):
                           "`auto`: the layer where causal tracing finds the largest average MLP effect at the subject's last token "
                           "(computed once per model and cached; docs/tracing.md).", "layer_index": True, "auto_layer": True},
     )
-    v_steps: int = field(default=25, metadata={"help": "Most optimisation steps for the value change δ."})
-    v_lr: float = field(default=1.0, metadata={"help": "Adam learning rate for the value change δ."})
-    v_weight_decay: float = field(default=0.05, metadata={"help": "Weight of the (‖δ‖ / ‖v‖)² penalty that keeps the value change small (larger: weaker edits that generalise less)."})
-    kl_factor: float = field(default=0.0625, metadata={"help": "Weight of the KL term that keeps '<subject> is a' predictions unchanged."})
-    clamp_norm_factor: float = field(default=4.0, metadata={"help": "The value change δ is clamped to this multiple of the original value's norm."})
-    early_stop_loss: float = field(default=0.05, metadata={"help": "Stop optimising once the target's mean negative log-likelihood over the contexts is below this."})
-    context_templates: int = field(default=5, metadata={"help": "Number of generated context prefixes the keys and the value are taken over (plus the bare prompt)."})
+    v_steps: int = field(default=25, metadata={"minimum": 1, "help": "Most optimisation steps for the value change δ."})
+    v_lr: float = field(default=1.0, metadata={"exclusive_minimum": 0, "help": "Adam learning rate for the value change δ."})
+    v_weight_decay: float = field(default=0.05, metadata={"minimum": 0, "help": "Weight of the (‖δ‖ / ‖v‖)² penalty that keeps the value change small (larger: weaker edits that generalise less)."})
+    kl_factor: float = field(default=0.0625, metadata={"minimum": 0, "help": "Weight of the KL term that keeps '<subject> is a' predictions unchanged."})
+    clamp_norm_factor: float = field(default=4.0, metadata={"exclusive_minimum": 0, "help": "The value change δ is clamped to this multiple of the original value's norm."})
+    early_stop_loss: float = field(default=0.05, metadata={"minimum": 0, "help": "Stop optimising once the target's mean negative log-likelihood over the contexts is below this."})
+    context_templates: int = field(default=5, metadata={"minimum": 0, "help": "Number of generated context prefixes the keys and the value are taken over (plus the bare prompt)."})
     update_keys: str = field(
         default="contexts",
         metadata={"help": "Where the rank-one update is solved: 'contexts' (exactly δ at every context's key, the bare prompt's included), "
                           "'prompt' (ROME's original code: along C⁻¹k̄, exact at the bare prompt's key) or 'mean' (δ at the average key k̄, as in the paper and r-ROME).",
                   "choices": list(UPDATE_KEYS)},
     )
-    covariance_ridge: float = field(default=1e-4, metadata={"help": "Added to the diagonal of C (relative to its mean diagonal) so that C⁻¹ is well conditioned."})
-    solve_ridge: float = field(default=1e-3, metadata={"help": "With update_keys 'contexts': ridge (relative to the mean diagonal) on the contexts' key Gram matrix KᵀC⁻¹K."})
+    covariance_ridge: float = field(default=1e-4, metadata={"minimum": 0, "help": "Added to the diagonal of C (relative to its mean diagonal) so that C⁻¹ is well conditioned."})
+    solve_ridge: float = field(default=1e-3, metadata={"minimum": 0, "help": "With update_keys 'contexts': ridge (relative to the mean diagonal) on the contexts' key Gram matrix KᵀC⁻¹K."})
 
     def check_layers(self, num_layers: int) -> None:
         super().check_layers(num_layers)

@@ -164,7 +164,7 @@ class UltraEditConfig(MethodConfig):
         note=", as MEMIT's sequential statistics and AlphaEdit's preserved edits", later="later batches free to overwrite earlier ones")
     pull_back: float = field(
         default=0.0,
-        metadata={"minimum": 0,
+        metadata={"minimum": 0, "maximum": 1,
                   "help": "Share of the stream's drift at the preserved keys (what the layer now writes there minus what it wrote "
                           "before the first edit) that each solve also asks to undo (keditlab's; 0: each solve only holds its own "
                           "change there at zero, and the residues of many solves add up)."},

@@ -232,9 +232,9 @@ CASES = [
         "method.covariance_ridge", 2, 41, ["nan is not a finite number", ".nan and .inf are not settings"],
     ),
     (
-        "infinite-setting",
-        "keditlab: 1\nmethod: {name: rome, v_lr: -.inf}\n" + EDIT,
-        "method.v_lr", 2, 28, ["-inf is not a finite number"],
+        "infinite-setting",   # +inf passes v_lr's lower bound (> 0); only its being infinite is wrong
+        "keditlab: 1\nmethod: {name: rome, v_lr: .inf}\n" + EDIT,
+        "method.v_lr", 2, 28, ["inf is not a finite number"],
     ),
     (
         "method-setting-at-top-level",
