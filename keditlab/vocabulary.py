@@ -15,7 +15,12 @@ dashboards all speak of the same few things:
   docs/protocols.md says when to use which;
 * which protocols each metric can be measured under (:data:`METRIC_PROTOCOLS`);
 * how a message suggests one of these names for a typo (:func:`did_you_mean`),
-  so that every layer, the benchmark readers included, words it the same way.
+  so that every layer, the benchmark readers included, words it the same way;
+* what makes an edit case well formed (:func:`case_problems`): the one check
+  every benchmark reader (:mod:`keditlab.data`) runs on each record, so that a
+  record of a benchmark file is held to the rules of an edit written in a spec
+  (for those, the JSON Schema says "a non-empty text" and
+  :mod:`keditlab.spec.rules` asks :func:`subject_problem`, the same words).
 
 Each table is declared here once; every other module imports it (``keditlab.spec``
 and ``keditlab.evaluate`` re-export the names users know them by).  This module
@@ -29,6 +34,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 #: What a probe measures (:attr:`Probe.kind`): a paraphrase of the edit prompt, an unrelated fact that must not
 #: change, a fact that should follow from the edit, a multi-hop question (MQuAKE), a ripple-effect query (RippleEdits).
@@ -145,3 +151,186 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a choice is close to ``word``, else an empty string: a message's tail for a typo."""
     match = closest(word, choices)
     return f" (did you mean '{match}'?)" if match else ""
+
+
+# -- what makes an edit case well formed ------------------------------------------------------------------------------
+#
+# A method edits at the subject's last token inside the prompt (ROME, MEMIT, ...) or trains the prompt to complete
+# with the target (FT-M, LoRA, ...), and the evaluation compares completions with the target, the ground truth and
+# each probe's answer.  None of that can be done with an empty text, a number where a text belongs, or a subject the
+# prompt does not contain: ROME stops at such a case in the middle of a run, and FT-M trains on it without a word.
+# So every case a benchmark reader builds is checked before anything runs, by case_problems below.  A spec's inline
+# edits follow the same rules: the JSON Schema asks for non-empty texts, and keditlab.spec.rules asks subject_problem.
+
+
+class CaseProblem(NamedTuple):
+    """One thing wrong with an :class:`EditCase`: where it is, what is wrong, and how to fix it.
+
+    ``where`` is the path of the field inside the case: ``("target",)``,
+    ``("rephrase", 1)``, ``("locality", 3, "answer")``, ``("joint", 0,
+    "subject")``.  A benchmark reader turns it into its own records' spelling
+    (``("target",)`` is ``target_new`` in CounterFact's flat format, ``alt`` in
+    ZsRE's), so a message names the field a user can find in the file.
+    ``problem`` reads after the field's name: ``is an empty string``.
+    """
+
+    where: tuple[str | int, ...]
+    problem: str
+    fix: str
+
+
+def shown_field(where: tuple[str | int, ...]) -> str:
+    """A field path as a message writes it: ``("locality", 3, "answer")`` → ``locality[3].answer``."""
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _kind_of(value: Any) -> str:
+    """A JSON value named by its kind, for a message: ``null``, ``the number 42``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def text_problem(value: Any) -> tuple[str, str] | None:
+    """``(problem, fix)`` when ``value`` is not a non-empty text (a string with more than blanks), else None.
+
+    Nothing is converted: ``42`` is a number, not the text ``"42"``, and a
+    null is not the text ``"None"``; a benchmark record that holds them is
+    malformed, and saying so beats editing toward a word nobody wrote.
+    """
+    if isinstance(value, str):
+        if value.strip():
+            return None
+        return f"is {'an empty string' if not value else 'only blanks'}", "write the text it should hold"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"is {_kind_of(value)}, not a string", f'write it as a JSON string ("{value}") if that is the text meant'
+    return f"is {_kind_of(value)}, not a string", "write the text it should hold, as a JSON string"
+
+
+def suggest_subject(subject: str, prompt: str) -> str | None:
+    """The part of ``prompt`` the user most likely meant by ``subject`` (a case or spelling slip), or None.
+
+    The same letters in another case come first (``'eiffel tower'`` in
+    ``"The Eiffel Tower is in"`` suggests ``'Eiffel Tower'``), then the run of
+    words in the prompt that spells most like the subject.
+    """
+    start = prompt.lower().find(subject.lower())
+    if start >= 0:
+        return prompt[start : start + len(subject)]
+    words = prompt.split()
+    size = len(subject.split())
+    candidates = {
+        " ".join(words[i : i + n]).strip(".,;:!?\"'()")
+        for n in (size - 1, size, size + 1)
+        if n > 0
+        for i in range(len(words) - n + 1)
+    }
+    matches = difflib.get_close_matches(subject, sorted(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def subject_problem(subject: str, prompt: str) -> tuple[str, str] | None:
+    """``(problem, fix)`` when ``subject`` does not occur in ``prompt`` (exactly, letter case included), else None.
+
+    The editing methods find the subject's tokens in the prompt and edit at
+    the last of them, so only the exact spelling works.  The problem reads
+    after the field's name (``subject 'Eifel Tower' does not occur in the
+    prompt ...``); the fix names the prompt's own spelling when one is close.
+    """
+    if subject in prompt:
+        return None
+    problem = f"'{subject}' does not occur in the prompt '{_shorten(prompt, 40)}'"
+    suggestion = suggest_subject(subject, prompt)
+    if suggestion and suggestion.lower() == subject.lower():
+        problem += f" (it does with different capitalisation: '{suggestion}')"
+        fix = f"use the exact spelling from the prompt: '{suggestion}'"
+    elif suggestion:
+        fix = f"use the exact spelling from the prompt, e.g. '{suggestion}'"
+    else:
+        fix = "write the subject exactly as it appears in the prompt (the edit is made at its last token)"
+    return problem, fix
+
+
+def _probe_problems(probe: Probe, where: tuple[str | int, ...]) -> list[CaseProblem]:
+    """A probe's prompt, answer and aliases are texts; so are those of its condition queries (RippleEdits)."""
+    found = []
+    for name, value in (("prompt", probe.prompt), ("answer", probe.answer)):
+        problem = text_problem(value)
+        if problem:
+            found.append(CaseProblem((*where, name), *problem))
+    for k, alias in enumerate(probe.aliases):  # an empty alias would count any generated text as the answer
+        problem = text_problem(alias)
+        if problem:
+            found.append(CaseProblem((*where, "aliases", k), *problem))
+    for k, condition in enumerate(probe.conditions):
+        found += _probe_problems(condition, (*where, "conditions", k))
+    return found
+
+
+def _request_problems(case: EditCase, where: tuple[str | int, ...]) -> list[CaseProblem]:
+    """The edit itself: prompt, subject, target, ground truth, rephrases, target aliases; the subject in the prompt."""
+    found = []
+    for name in ("prompt", "subject", "target"):
+        problem = text_problem(getattr(case, name))
+        if problem:
+            found.append(CaseProblem((*where, name), *problem))
+    if not found:  # all three are texts: the subject must be in the prompt
+        problem = subject_problem(case.subject, case.prompt)
+        if problem:
+            found.append(CaseProblem((*where, "subject"), *problem))
+    if case.ground_truth is not None:
+        problem = text_problem(case.ground_truth)
+        if problem:
+            found.append(CaseProblem((*where, "ground_truth"), problem[0], problem[1] + ", or leave it out (it is optional)"))
+    for name in ("rephrase", "aliases"):
+        for k, text in enumerate(getattr(case, name)):
+            problem = text_problem(text)
+            if problem:
+                found.append(CaseProblem((*where, name, k), *problem))
+    return found
+
+
+def case_problems(case: EditCase) -> list[CaseProblem]:
+    """Every reason ``case`` cannot be edited and measured as it is; an empty list when it can.
+
+    The rules, the same for an inline edit and a benchmark record:
+
+    * ``prompt``, ``subject`` and ``target`` are texts with more than blanks;
+    * the subject occurs in the prompt, spelled exactly (:func:`subject_problem`);
+    * ``ground_truth`` is such a text, or absent (``None``);
+    * each rephrase, and each alias of the target, is such a text;
+    * each probe (locality, portability, multi-hop and ripple questions) has
+      a prompt and an answer that are such texts, and so are its aliases and
+      the prompts and answers of its condition queries;
+    * ``case_id`` is a text (a reader writes a whole-number id as its digits);
+    * the joint edits of a case (MQuAKE) follow the same rules, at ``("joint", k, ...)``.
+
+    Unique case ids are a rule about a list of cases, not one: the spec's
+    rules and the readers check them where they hold the list.
+    """
+    found = _request_problems(case, ())
+    for kind in ("locality", "portability", "questions"):
+        for k, probe in enumerate(getattr(case, kind)):
+            found += _probe_problems(probe, (kind, k))
+    problem = text_problem(case.case_id)
+    if problem:
+        found.append(CaseProblem(("case_id",), problem[0], "give the record a whole number or a text as its case_id, "
+                                                           "or leave case_id out to number it by its position"))
+    for k, joint in enumerate(case.joint):
+        found += _request_problems(joint, ("joint", k))
+    return found

@@ -32,8 +32,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from keditlab.data.records import _cases
-from keditlab.vocabulary import EditCase, Probe
+from keditlab.data.records import _case_id, _cases
+from keditlab.vocabulary import EditCase, Probe, shown_field
 
 CRITERIA = ("Logical_Generalization", "Compositionality_I", "Compositionality_II", "Subject_Aliasing",
             "Relation_Specificity", "Forgetfulness")
@@ -47,9 +47,9 @@ def _query_probes(query: dict[str, Any], group: str, conditions: tuple[Probe, ..
     answers = query["answers"]
     if not prompt or not answers:
         raise ValueError("a query without prompt or answers")
-    values = [str(a["value"]) for a in answers]
-    aliases = [str(x) for a in answers for x in a.get("aliases") or ()]
-    return [Probe("ripple", str(prompt), values[0], tuple(dict.fromkeys(values[1:] + aliases)), group, conditions, mode,
+    values = [a["value"] for a in answers]   # texts, passed on as they are: the case check reports any other value
+    aliases = [x for a in answers for x in a.get("aliases") or ()]
+    return [Probe("ripple", prompt, values[0], tuple(dict.fromkeys(values[1:] + aliases)), group, conditions, mode,
                   test, test_condition)]
 
 
@@ -60,12 +60,16 @@ def _label(record: dict[str, Any], target_id: str) -> str | None:
             for query in test.get("test_queries", []) + test.get("condition_queries", []):
                 for answer, tid in zip(query.get("answers") or (), query.get("target_ids") or ()):
                     if tid == target_id:
-                        return str(answer["value"])
+                        return answer["value"]
     return None
 
 
 def _split(sentence: str, label: str) -> str:
     """The prompt of a fact sentence ending in ``label`` (and maybe a full stop)."""
+    if not isinstance(sentence, str):
+        raise ValueError(f"edit.prompt is a {type(sentence).__name__}, not the sentence of the new fact")
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"the edit's target {label!r} is not a text")
     text = sentence.strip().removesuffix(".").rstrip()
     if not text.endswith(label):
         raise ValueError(f"edit.prompt {sentence!r} does not end with its target {label!r}")
@@ -103,8 +107,32 @@ def rippleedits_cases(path: str | Path, limit: int | None = None, offset: int = 
                 for query in test["test_queries"]:
                     probes += _query_probes(query, group, conditions, test=f"{group}/{number}", test_condition=combine)
         return EditCase(prompt=prompt, subject=subject, target=target, ground_truth=truth,
-                        questions=tuple(probes), case_id=str(record.get("case_id", index)))
+                        questions=tuple(probes), case_id=_case_id(record, index))
 
     return _cases(path, limit, offset, build, "RippleEdits' format",
                   "give edit {prompt, target_id} and criteria of {test_queries, condition_queries}, as in edenbiran/RippleEdits.",
-                  **window)
+                  spell=_field, **window)
+
+
+def _field(where: tuple[Any, ...], case: EditCase, record: dict[str, Any]) -> str:
+    """Where a case field is in a RippleEdits record: the edit's fields, or a query of a criterion's test."""
+    edit = record.get("edit") or {}
+    match where:
+        case ("prompt",):
+            return "edit.prompt"
+        case ("subject",):
+            return "edit.subject" if "subject" in edit else "the subject read from edit.prompt"
+        case ("target",):
+            return "edit.target" if "target" in edit else "the label of edit.target_id"
+        case ("ground_truth",):
+            return "edit.original_fact"
+        case ("questions", k, *rest):
+            probe = case.questions[k]
+            # the probes of one test are its queries, in order: this one is the how-manieth of its test's
+            number = sum(1 for p in case.questions[:k] if p.test == probe.test)
+            at = f"{probe.test.replace('/', '[')}].test_queries[{number}]"
+            match rest:
+                case ["conditions", c, *leaf]:
+                    at, rest = f"{probe.test.replace('/', '[')}].condition_queries[{c}]", leaf
+            return at + {"prompt": ".prompt", "answer": ".answers[0].value"}.get(rest[0] if rest else "", ".answers (an alias)")
+    return shown_field(where)

@@ -19,7 +19,12 @@ Validation checks only that the file is there (:func:`file_problem`, cheap,
 so ``keditlab validate`` stays instant); resolving reads it
 (:func:`read_edits_file`) with the format's reader into the same
 :class:`~keditlab.spec.types.EditCase` list inline edits give, so nothing
-after the spec knows the difference.
+after the spec knows the difference.  Each record read is held to the rules
+of an inline edit (:func:`keditlab.vocabulary.case_problems`: non-empty texts,
+the subject inside the prompt, ...) and case ids must differ; a record that
+breaks them is an error on the spec's ``path`` (or ``file``) line that names
+the record and its field, or, with ``on_bad_record: skip``, is left out and
+listed in the run's ``edits_from.skipped``.
 
 The readers live in :mod:`keditlab.data`.  The dependency points one way:
 this module imports :mod:`keditlab.data` (to read a spec's benchmark file),
@@ -100,10 +105,15 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
     dataset: NAME}``.  Without a path the dataset's public file is used
     (downloaded into the cache once).  Raises :class:`SpecValidationError`
     (pointing at the spec line) when the file is missing or cannot be
-    downloaded, cannot be read as the dataset, or has no record at ``offset``.
+    downloaded, cannot be read as the dataset, has no record at ``offset``, or
+    (with ``on_bad_record: stop``) holds a selected record that breaks a rule
+    of edit cases (:func:`keditlab.vocabulary.case_problems`) or repeats a case
+    id: ``record 534 of 'zsre/zsre_mend_train-1k.json' is not a valid edit:
+    alt is an empty string``.
     """
     from keditlab.data.datasets import DATASETS, dataset_cases, dataset_file  # see the module docstring
     from keditlab.data.download import DatasetUnavailableError
+    from keditlab.data.records import SKIP_HINT, BadRecordError
 
     report = Reporter(source, source_map or SourceMap())
     key = file_key(value)
@@ -131,6 +141,9 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
     skipped: list[str] = []
     try:
         cases = dataset_cases(fmt, path, limit=limit, offset=offset, sample=sample, on_bad_record=on_bad, skipped=skipped)
+    except BadRecordError as exc:  # a record in the format, but not an edit a method can make (an empty target, ...)
+        report.add(where, f"record {exc.index} of '{written}' is not a valid edit: {exc.problem}", exc.fix + SKIP_HINT)
+        raise SpecValidationError(report.errors) from None
     except (ValueError, OSError) as exc:  # bad JSON, not UTF-8, a record of another format, unreadable
         if isinstance(exc, json.JSONDecodeError):
             problem_text, fix = f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno} of the file)", ""

@@ -1,6 +1,7 @@
 """The spec rules JSON Schema cannot express: relations between fields, and facts about the model.
 
-* a subject must occur in its prompt (ROME edits at the subject's last token);
+* a subject must occur in its prompt (ROME edits at the subject's last token): the
+  rule every benchmark record follows too (:func:`keditlab.vocabulary.case_problems`);
 * method labels must be unique (they name result columns);
 * edit ids must be unique (they name result rows);
 * a records file named in place of the edits (``edits: {dataset, path}``) must
@@ -27,14 +28,14 @@ already reported by the schema and is skipped here.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from keditlab.spec.edits_file import file_key, file_problem
 from keditlab.spec.errors import Path, format_path
-from keditlab.spec.hints import did_you_mean, quoted_list, shorten
+from keditlab.spec.hints import did_you_mean, quoted_list
 from keditlab.spec.report import Reporter
 from keditlab.spec.types import DEFAULT_METHOD, EVALUATE_AT, RUN_MODES, RunSettings
+from keditlab.vocabulary import subject_problem, suggest_subject  # noqa: F401  (suggest_subject: its old home)
 
 NumLayersOf = Callable[[str], "int | None"]
 
@@ -88,41 +89,21 @@ def check_has_work(data: dict[str, Any], source: str, report: Reporter) -> None:
             report.add(("trace", "records"), *problem)
 
 
-def suggest_subject(subject: str, prompt: str) -> str | None:
-    """The part of ``prompt`` the user most likely meant by ``subject`` (a case or spelling slip)."""
-    start = prompt.lower().find(subject.lower())
-    if start >= 0:
-        return prompt[start : start + len(subject)]
-    words = prompt.split()
-    size = len(subject.split())
-    candidates = {
-        " ".join(words[i : i + n]).strip(".,;:!?\"'()")
-        for n in (size - 1, size, size + 1)
-        if n > 0
-        for i in range(len(words) - n + 1)
-    }
-    matches = difflib.get_close_matches(subject, sorted(candidates), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
 def check_subjects(data: dict[str, Any], report: Reporter) -> None:
+    """Each edit's (and each traced prompt's) subject occurs in its prompt: the rule benchmark records follow too.
+
+    The rule and its words are :func:`keditlab.vocabulary.subject_problem`, the
+    part of the shared case check (:func:`keditlab.vocabulary.case_problems`)
+    that a JSON Schema cannot say; empty texts are the schema's to report.
+    """
     for where, edit in _edits(data):
         prompt, subject = edit.get("prompt"), edit.get("subject")
         if not (isinstance(prompt, str) and isinstance(subject, str) and prompt.strip() and subject.strip()):
             continue
-        if subject in prompt:
-            continue
-        path = (*where, "subject")
-        message = f"subject '{subject}' does not occur in the prompt '{shorten(prompt, 40)}'"
-        suggestion = suggest_subject(subject, prompt)
-        if suggestion and suggestion.lower() == subject.lower():
-            message += f" (it does with different capitalisation: '{suggestion}')"
-            fix = f"use the exact spelling from the prompt: '{suggestion}'"
-        elif suggestion:
-            fix = f"use the exact spelling from the prompt, e.g. '{suggestion}'"
-        else:
-            fix = "write the subject exactly as it appears in the prompt (the edit is made at its last token)"
-        report.add(path, message, fix)
+        problem = subject_problem(subject, prompt)
+        if problem:
+            message, fix = problem
+            report.add((*where, "subject"), f"subject {message}", fix)
 
 
 def check_labels(data: dict[str, Any], report: Reporter) -> None:

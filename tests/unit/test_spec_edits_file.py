@@ -59,8 +59,14 @@ def test_zsre_records_resolve_to_the_readers_cases(shared_datasets, tmp_path):
 
 
 def test_without_limit_every_record_is_read(shared_datasets, tmp_path):
-    spec = load_spec(write_spec(tmp_path, f"  records: {shared_datasets / ZSRE}\n  format: zsre\n"))
-    assert len(spec.edits) == 1000
+    # Two records of the real file have an empty new answer (`alt: ""`, records 534 and 723): no edit can be made
+    # toward it, so reading the whole file stops there unless the spec says to skip such records.
+    error = only_error(write_spec(tmp_path, f"  records: {shared_datasets / ZSRE}\n  format: zsre\n"))
+    assert (error.path, error.line) == ("edits.records", 4)
+    assert "record 534 of" in error.message and "alt is an empty string" in error.message and "on_bad_record: skip" in error.fix
+    spec = load_spec(write_spec(tmp_path, f"  records: {shared_datasets / ZSRE}\n  format: zsre\n  on_bad_record: skip\n"))
+    assert len(spec.edits) == 998
+    assert [message.split(": ")[1] for message in spec.edits_from.skipped] == ["record 534", "record 723"]
     assert spec.edits_from.limit is None and spec.edits_from.offset == 0
     assert [case.case_id for case in spec.edits[:3]] == ["0", "1", "2"]
 
