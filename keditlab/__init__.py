@@ -6,6 +6,7 @@ The usual entry points::
     run = keditlab.run("specs/quickstart.yaml")   # validate, edit, measure, save
     run                                            # a results table in a notebook
     run = keditlab.load_run("runs/quickstart-…")   # reopen a saved run folder (no model, no torch)
+    run = keditlab.resume_run("runs/quickstart-…") # continue a run that was killed or interrupted
 
     model, tokenizer, profile = keditlab.load_model("smollm2-135m")
 
@@ -69,6 +70,30 @@ def load_run(path: Any) -> Any:
     from keditlab.runner.result import load_run as _load_run
 
     return _load_run(path)
+
+
+def resume_run(path: Any, **kwargs: Any) -> Any:
+    """Continue a run that stopped (killed, interrupted, failed) in its own folder; return the finished ``Run``.
+
+    The edits it finished are kept, the rest are done again, and the result is
+    the one an uninterrupted run gives (:mod:`keditlab.runner.resume`); the same as
+    ``keditlab run --resume RUN_FOLDER``.  ``loaded=`` runs it on a model you hold.
+    """
+    from keditlab.runner.resume import resume_run as _resume_run
+
+    return _resume_run(path, **kwargs)
+
+
+def load_edits(model: Any, folder: Any) -> Any:
+    """Write edits a run saved (``run.save_edits: true``; a folder ``edits/<method>/call-NNNN`` of the run) into ``model``.
+
+    The model must be the one the run edited, unedited (or holding the calls saved before this one, for a
+    sequential run); anything else is refused with the model unchanged.  Returns the handle:
+    ``handle.restore()`` undoes it, bit for bit (:mod:`keditlab.methods.saved`).
+    """
+    from keditlab.methods.saved import load_edits as _load_edits
+
+    return _load_edits(model, folder)
 
 
 def show(run: Any) -> Any:

@@ -39,21 +39,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"keditlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a spec and save its results in a new run folder")
-    run.add_argument("spec", help="path of a YAML spec")
+    run.add_argument("spec", nargs="?", help="path of a YAML spec (not with --resume)")
     run.add_argument("--out", default=None, help="folder under which the run folder is created (default: run.out from the spec, else ./runs)")
+    run.add_argument("--resume", metavar="RUN_FOLDER", default=None,
+                     help="continue a run that stopped (killed, interrupted, failed) in its own folder, skipping the edits it finished")
     trace = commands.add_parser("trace", help="run a spec's trace: section (causal tracing) and save heatmaps and JSON in a new run folder")
     trace.add_argument("spec", help="path of a YAML spec with a trace: section")
     trace.add_argument("--out", default=None, help="folder under which the run folder is created (default: run.out from the spec, else ./runs)")
     plan = commands.add_parser("plan", help="estimate what each method changes and needs (statistics, peak memory) from the model's config, without loading weights")
     plan.add_argument("spec", help="path of a YAML spec")
     plan.add_argument("--gpu-memory", default=None, help="GPU memory to compare with, e.g. 16GiB (Colab's T4), 16GB, 15360MiB; default: the spec's device")
+    export = commands.add_parser("export", help="write the model a run's method made (saved with run.save_edits) as a transformers folder")
+    export.add_argument("run_folder", metavar="RUN", help="the run folder")
+    export.add_argument("--method", required=True, help="the method (its label in the run) whose edits to write")
+    export.add_argument("--out", required=True, help="a new folder for the model (never overwritten)")
+    export.add_argument("--call", type=int, default=None, help="single/batch runs: which saved call (its number in call-NNNN)")
+    export.add_argument("--case", default=None, help="single/batch runs: the call that made this edit (a case id)")
     validate = commands.add_parser("validate", help="check specs without running them")
     validate.add_argument("files", nargs="+", help="YAML specs to check")
     show = commands.add_parser("show", help="print the results table of a saved run folder")
     show.add_argument("folder")
     commands.add_parser("methods", help="list the editing methods, what each can do (run modes), and their settings")
     args = parser.parse_args(argv)
-    handler = {"run": _run, "trace": _trace, "plan": _plan, "validate": _validate, "show": _show, "methods": _methods}[args.command]
+    handler = {"run": _run, "trace": _trace, "plan": _plan, "validate": _validate, "show": _show, "methods": _methods,
+               "export": _export}[args.command]
     try:
         code = handler(args)
         sys.stdout.flush()  # a reader that went away shows up here, inside the try, not at exit
@@ -109,14 +118,26 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import keditlab
 
-    spec = keditlab.load(Path(args.spec))  # validation errors surface before anything heavy loads
-    from keditlab.runner import run_spec
-
-    out = args.out or spec.run.out or "runs"
+    if (args.spec is None) == (args.resume is None) or (args.resume and args.out):
+        print("keditlab run: error: give a spec (keditlab run SPEC) or a run folder to continue (keditlab run --resume "
+              "RUN_FOLDER), not both" + (" and not --out: a resumed run stays in its folder" if args.out else "") + ".",
+              file=sys.stderr)
+        return EXIT_BAD_SPEC
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     # `kill PID` (SIGTERM, also what a notebook server or a batch queue sends) stops the run the way Ctrl-C does: the
     # run folder then says `interrupted` and keeps what was measured (docs/reliability.md)
-    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
-    result = run_spec(spec, out, log=lambda message: print(message, file=sys.stderr, flush=True))
+    if args.resume:
+        from keditlab.runner.resume import read_run_folder, resume_run
+
+        read_run_folder(args.resume)  # a folder that cannot be resumed fails before anything heavy loads
+        signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+        result = resume_run(args.resume, log=log)
+    else:
+        spec = keditlab.load(Path(args.spec))  # validation errors surface before anything heavy loads
+        from keditlab.runner import run_spec
+
+        signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+        result = run_spec(spec, args.out or spec.run.out or "runs", log=log)
     print(result)
     return 0
 
@@ -146,6 +167,15 @@ def _plan(args: argparse.Namespace) -> int:
     from keditlab.runner.plan import plan_spec
 
     print(plan_spec(spec, gpu_memory))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from keditlab.runner.export import export_run
+
+    out = export_run(args.run_folder, args.method, args.out, call=args.call, case=args.case,
+                     log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(f"exported: {out} (AutoModelForCausalLM.from_pretrained({str(out)!r}))")
     return 0
 
 

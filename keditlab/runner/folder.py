@@ -35,7 +35,7 @@ def new_run_folder(out: str | os.PathLike[str], name: str) -> Path:
     parent = Path(out).expanduser()
     parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
+    safe = safe_name(name) or "run"
     for attempt in range(1, 1000):
         folder = parent / (f"{safe}-{stamp}" if attempt == 1 else f"{safe}-{stamp}-{attempt}")
         try:
@@ -44,6 +44,11 @@ def new_run_folder(out: str | os.PathLike[str], name: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new run folder under {parent}")
+
+
+def safe_name(name: str) -> str:
+    """``name`` as a file name: letters, digits and ``-_.`` kept, anything else a dash."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -62,6 +67,19 @@ def write_json(path: Path, data: Any) -> None:
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(plain_json(record), ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines atomically (a resumed run's kept records): a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(plain_json(record), ensure_ascii=False, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -166,8 +166,9 @@ def load_run(path: str | Path) -> Run:
         missing = []   # it stopped before measuring any edit: its summary says so, and it has no records
     if missing:
         if manifest.get("status") == "running":
-            why = (f"the run it holds did not finish (manifest.json says status: running; missing {', '.join(missing)}). "
-                   "Fix: run the spec again; only a finished run has a table")
+            why = (f"the run it holds did not finish (manifest.json says status: running; missing {', '.join(missing)}): "
+                   f"it was killed, or it is still going on. Fix: continue it with `keditlab run --resume {folder}` "
+                   "(keditlab.resume_run in Python); only a finished run has a table")
         else:
             why = (f"missing {', '.join(missing)}. Fix: pass the folder a run wrote (printed as 'results: ...' at its "
                    "end), not its parent or a file inside it")

@@ -34,23 +34,27 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from keditlab.data.datasets import dataset_cases
 from keditlab.evaluate import CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, NonFiniteEdit, get_method, method_names
+from keditlab.methods.saved import save_edits, saveable
 from keditlab.models import LoadedModel, load_model
 from keditlab.models.precision import precision_warnings
 from keditlab.models.tokens import answer_text, context_length, encode_prompt
 from keditlab.runner import folder as run_folder
 from keditlab.runner.chat import ChatTemplateError, chat_on, chat_prompt, map_prompts
 from keditlab.runner.edit_warnings import ground_truth_warning, target_warning, unchanged_warning
-from keditlab.runner.manifest import MANIFEST_FORMAT, finish_manifest, start_manifest
+from keditlab.runner.manifest import MANIFEST_FORMAT, finish_manifest, start_manifest, timestamp
+from keditlab.runner.resume import Resumed, segments, tallies_from_records
 from keditlab.runner.result import MetricLookupError, Run
 from keditlab.runner.schedule import Apply, Measure, Restore, RunError, Step, last_measurements, plan
 from keditlab.runner.summary import MethodTally, build_summary
@@ -86,12 +90,14 @@ def run_spec(
     *,
     loaded: LoadedModel | None = None,
     log: Any = print,
+    resume: Resumed | None = None,
 ) -> Run:
     """Run ``spec``; write a new run folder under ``out`` (``None``: keep results in memory only).
 
     Returns with the model (``loaded``, when given) restored to its unedited
     weights bit for bit, whatever the mode; docs/runs.md says which model each
-    measurement was taken on.
+    measurement was taken on.  ``resume`` (from :func:`keditlab.runner.resume.read_run_folder`)
+    continues a stopped run in its own folder instead, skipping the work it finished.
     """
     started = time.time()
     if not spec.edits:
@@ -99,6 +105,8 @@ def run_spec(
                        + ". Fix: add `edits:`, or use `keditlab trace SPEC` for its `trace:` section.")
     methods = [(m, get_method(m.name)) for m in spec.methods]
     steps = _schedule(spec, methods)  # an impossible request fails here, before any work
+    if spec.run.save_edits:
+        _check_saving(methods, out if resume is None else resume.folder)
     _seed_everything(spec.run.seed)
     if loaded is None:
         log(f"Loading {spec.model.name} …")
@@ -127,18 +135,25 @@ def run_spec(
 
     check_context(cases, tokenizer, model, spec.evaluate)  # before a folder is made or a weight is read
 
-    folder = run_folder.new_run_folder(out, spec.name) if out is not None else None
-    manifest = start_manifest(spec, loaded, {
-        m.label: {"name": m.name, "settings": configs[m.label].to_dict(),
-                  **({"traced_layer": traced[m.label]} if m.label in traced else {})} for m, _ in methods},
-        chat=chat, started=started)
+    tallies: dict[str, MethodTally] = {}
+    case_records: list[dict[str, Any]] = []
+    if resume is None:
+        folder = run_folder.new_run_folder(out, spec.name) if out is not None else None
+        manifest = start_manifest(spec, loaded, {
+            m.label: {"name": m.name, "settings": configs[m.label].to_dict(),
+                      **({"traced_layer": traced[m.label]} if m.label in traced else {})} for m, _ in methods},
+            chat=chat, started=started)
+    else:
+        folder, manifest = resume.folder, resume.manifest
+        _take_up(resume, spec, methods, steps, configs, cases, tallies, case_records, started, log)
+    lock = _hold(folder)
     if folder:
+        if resume is not None:
+            run_folder.write_jsonl(folder / "cases.jsonl", case_records)  # the kept records; the rest is done again
         run_folder.write_json(folder / "manifest.json", manifest)
 
     covariance = CovarianceProvider(model, tokenizer, profile, spec.stats.corpus, spec.stats.samples,
                                     spec.stats.max_length, seed=spec.run.seed)
-    tallies: dict[str, MethodTally] = {}
-    case_records: list[dict[str, Any]] = []
 
     def close(status: str, error: BaseException | None = None) -> Run:
         """Write the summary of what was measured, the tables and the manifest with the run's status."""
@@ -169,33 +184,116 @@ def run_spec(
         for warning in filter(None, pre_warnings.values()):
             log(f"warning: {warning['message']}")
         _edit_and_measure(spec, methods, steps, configs, cases, before, pre_warnings, last_measurements(steps), tallies,
-                          case_records, loaded, context, folder, log)
+                          case_records, loaded, context, folder, log, resume.done if resume else {})
     except BaseException as exc:   # Interrupt, a kill signal Python sees, an error: what was measured is kept, and says so
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
         close(status, exc)
         if folder:
-            log(f"the run stopped ({status}); what it measured is in {folder} (status: {status} in manifest.json)")
+            log(f"the run stopped ({status}); what it measured is in {folder} (status: {status} in manifest.json). "
+                f"Continue it with: keditlab run --resume {folder}")
         raise
+    finally:
+        lock.release()
     return close("complete")
+
+
+def _check_saving(methods: list[tuple[MethodSpec, EditMethod]], out: Any) -> None:
+    """``run.save_edits`` needs a run folder and methods whose edits are weights (:func:`keditlab.methods.saved.saveable`)."""
+    if out is None:
+        raise RunError("run.save_edits: true needs a run folder to save into, and this run keeps its results in memory "
+                       "(out=None). Fix: give `out`, or leave save_edits off.")
+    for method_spec, method in methods:
+        why = saveable(method)
+        if why:
+            raise RunError(f"method {method_spec.label!r}: run.save_edits: {why}.")
+
+
+def _save_call(handles: list[EditHandle], folder: Path, label: str, name: str, config: Any, cases: list[EditCase],
+               step: Apply) -> None:
+    """Save one method call's edits as ``edits/<label>/call-NNNN`` (:mod:`keditlab.methods.saved`).
+
+    A resumed run doing a call again replaces what the stopped run may have saved of it (the same call, made again).
+    """
+    target = folder / "edits" / run_folder.safe_name(label) / f"call-{step.batch:04d}"
+    if target.exists():
+        shutil.rmtree(target)
+    save_edits(handles, target, method=name, settings=config.to_dict(), cases=[case.case_id for case in cases])
+
+
+def _hold(folder: Path | None) -> Any:
+    """A held lock on the run folder (the caller releases it), so that a run is never resumed while it is going on."""
+    if folder is None:
+        return _NoLock()
+    lock = FileLock(str(folder / ".running.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunError(f"the run in {folder} is going on in another process. Fix: wait for it to end, or stop it "
+                       "(Ctrl-C, `kill PID`) before resuming.") from None
+    return lock
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
+
+
+def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallies: dict[str, MethodTally],
+             case_records: list[dict[str, Any]], started: float, log: Any) -> None:
+    """Set a resumed run going from what its folder holds: the finished segments' records and their counts."""
+    labels = [m.label for m, _ in methods]
+    recorded = {label: settings.get("settings") for label, settings in resume.manifest.get("methods", {}).items()}
+    changed = [label for label in labels if recorded.get(label) not in (None, run_folder.plain_json(configs[label].to_dict()))]
+    if changed or set(recorded) - set(labels):
+        raise RunError(f"the settings the run in {resume.folder} recorded differ from what its spec resolves to now "
+                       f"(methods {', '.join(changed or sorted(set(recorded) - set(labels)))}; a newer keditlab changed "
+                       "a default?), so its finished records and new ones would not be one run. Fix: run the spec again "
+                       "into a new folder.")
+    resume.plan(labels, steps, [case.case_id for case in cases])
+    for m, _ in methods:
+        if resume.done[m.label]:
+            tallies[m.label] = MethodTally(m.name, configs[m.label].to_dict(), spec.run.mode, spec.run.batch_size,
+                                           spec.run.evaluate_at)
+    tallies_from_records(tallies, resume.kept, steps, [case.case_id for case in cases])
+    case_records.extend(resume.kept)
+    resume.manifest.update(status="running")
+    resume.manifest.pop("error", None)
+    resume.manifest.setdefault("resumed", []).append({"at": timestamp(started), "kept_records": len(resume.kept),
+                                                      "dropped_records": len(resume.records) - len(resume.kept)})
+    total = len(segments(steps))
+    log(f"Resuming {resume.folder}: " + "; ".join(f"[{label}] {len(resume.done[label])} of {total} "
+                                                  f"{'edit' if spec.run.mode == 'single' else 'batch' if spec.run.mode == 'batch' else 'stream'}"
+                                                  f"{'s' if total != 1 else ''} done" for label in labels)
+        + f" ({len(resume.kept)} records kept, {len(resume.records) - len(resume.kept)} to measure again)")
 
 
 def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_warnings, last_point,
                       tallies: dict[str, MethodTally], case_records: list[dict[str, Any]], loaded: LoadedModel,
-                      context: EditContext, folder: Path | None, log: Any) -> None:
+                      context: EditContext, folder: Path | None, log: Any, done: dict[str, set[int]]) -> None:
     """Every method through the schedule: apply, measure, restore (module docstring); results go into
-    ``tallies`` and ``case_records`` (and the folder's ``cases.jsonl``) as they are measured."""
+    ``tallies`` and ``case_records`` (and the folder's ``cases.jsonl``) as they are measured.
+
+    ``done``: per method label, the schedule's segments (:func:`keditlab.runner.resume.segments`) a
+    resumed run finished before, skipped here; their records are already in ``tallies``.
+    """
     model, tokenizer, profile = loaded
     for method_spec, method in methods:
         label = method_spec.label
-        tally = tallies[label] = MethodTally(method_spec.name, configs[label].to_dict(), spec.run.mode,
-                                             spec.run.batch_size, spec.run.evaluate_at)
+        tally = tallies.get(label) or MethodTally(method_spec.name, configs[label].to_dict(), spec.run.mode,
+                                                  spec.run.batch_size, spec.run.evaluate_at)
+        tallies[label] = tally
+        segment = 0                                              # segments end at each Restore
         stack: list[EditHandle] = []                             # what is on the model now, first applied first
         applied: dict[int, tuple[Apply, EditHandle]] = {}        # case index -> the call that applied it
         failed: set[int] = set()                                 # cases whose call was refused (a non-finite update)
         try:
             for step in steps:
+                if segment in done.get(label, ()):
+                    segment += isinstance(step, Restore)
+                    continue
                 if isinstance(step, Apply):
                     log(_apply_message(label, step, cases, len(stack)))
+                    seed_call(spec.run.seed)
                     try:
                         handles = _apply_calls(method, loaded, _calls([cases[i] for i in step.cases]), configs[label], context)
                     except NonFiniteEdit as exc:   # rolled back (methods/transaction.py): counted, and the run goes on
@@ -210,6 +308,9 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                         continue
                     stack.extend(handles)
                     handle = _joined(handles)
+                    if spec.run.save_edits and folder:
+                        _save_call(handles, folder, label, method_spec.name, configs[label], [cases[i] for i in step.cases],
+                                   step)
                     applied.update((i, (step, handle)) for i in step.cases)
                     tally.add_batch(len(step.cases), handle.seconds, handle.setup_seconds)
                 elif isinstance(step, Measure):
@@ -242,6 +343,7 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                             run_folder.append_jsonl(folder / "cases.jsonl", record)
                 elif isinstance(step, Restore):
                     _restore(stack)
+                    segment += 1
         finally:
             _restore(stack)  # also after an error: the caller gets the unedited model back
 
@@ -460,6 +562,14 @@ def _case_details(details: dict[str, Any], case_id: str) -> dict[str, Any]:
         if mine:
             own["cases"] = mine
     return own
+
+
+def seed_call(seed: int) -> None:
+    """Seed every random generator before a method call, the same for each call: a call's result then does not
+    depend on the calls before it in this process (a resumed run gives what an uninterrupted one gives, and an
+    edit measured alone gives what it gives inside a longer run).  Methods that draw (LoRA's initial adapters,
+    WISE's masks) draw the same numbers in each call."""
+    _seed_everything(seed)
 
 
 def _seed_everything(seed: int) -> None:

@@ -137,7 +137,8 @@ class RunSettings:
     measured right after it is applied; the default there), ``"after_all"``
     (every edit measured once all are applied) or ``{"every": k}`` (all edits so
     far measured after every ``k`` edits, and at the end: a retention curve).
-    In the other modes it is ``None``.  Which combinations are allowed is checked
+    In the other modes it is ``None``.  ``save_edits`` keeps each method call's
+    edits under the run folder (:mod:`keditlab.methods.saved`).  Which combinations are allowed is checked
     by the spec validator and, for Python callers, by the runner
     (:func:`keditlab.spec.rules.run_settings_problems` serves both).
     """
@@ -148,6 +149,7 @@ class RunSettings:
     mode: str = "single"
     batch_size: int = 1
     evaluate_at: str | dict[str, int] | None = None
+    save_edits: bool = False
 
     def __post_init__(self) -> None:
         # evaluate_at's default depends on the mode: after_each for a sequential run, none elsewhere.
@@ -155,10 +157,12 @@ class RunSettings:
             object.__setattr__(self, "evaluate_at", "after_each")
 
     def to_spec_data(self) -> dict[str, Any]:
-        """These settings in the spec language (``evaluate_at`` only where it applies: sequential runs)."""
+        """These settings in the spec language (``evaluate_at`` only where it applies: sequential runs; ``save_edits`` when on)."""
         data = asdict(self)
         if data["evaluate_at"] is None:
             del data["evaluate_at"]
+        if not data["save_edits"]:
+            del data["save_edits"]
         return data
 
 

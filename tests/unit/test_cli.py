@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -83,8 +84,6 @@ def test_show_on_a_folder_that_is_not_a_run(tmp_path):
 
 def _saved_run(folder: Path) -> Path:
     """A small run folder written by hand, as a run writes it: one method, two edits, metric variants, warnings."""
-    import json
-
     from keditlab.runner.summary import MethodTally, build_summary
 
     tally = MethodTally("rome", {"layer": 5})
@@ -230,3 +229,22 @@ def test_a_run_stopped_by_sigterm_says_interrupted_and_keeps_what_it_measured(tm
     assert manifest["status"] == "interrupted", manifest.get("status")
     shown = keditlab("show", str(folder))
     assert shown.returncode == 0 and shown.stdout.startswith("PARTIAL RUN (interrupted"), shown.stdout + shown.stderr
+
+
+def test_resume_and_export_say_what_is_wrong_without_a_traceback(tmp_path):
+    """`run` needs a spec or --resume (not both); a folder that cannot be resumed or exported is named with the fix."""
+    spec = write(tmp_path, "keditlab: 1\n" + GOOD_EDIT)
+    for args in ([], [str(spec), "--resume", str(tmp_path)], ["--resume", str(tmp_path), "--out", str(tmp_path)]):
+        result = keditlab("run", *args)
+        assert result.returncode == 2 and "give a spec" in result.stderr and "Traceback" not in result.stderr, args
+    folder = tmp_path / "done"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"status": "complete", "spec": {}}), encoding="utf-8")
+    result = keditlab("run", "--resume", str(folder))
+    assert result.returncode == 1 and "is complete: there is nothing to resume" in result.stderr
+    result = keditlab("run", "--resume", str(tmp_path / "nowhere"))
+    assert result.returncode == 1 and "not a run folder" in result.stderr and "Traceback" not in result.stderr
+    result = keditlab("export", str(folder), "--method", "rome", "--out", str(tmp_path / "model"))
+    assert result.returncode == 1 and "saved no edits of method 'rome'" in result.stderr and "save_edits: true" in result.stderr
+    result = keditlab("export", str(folder), "--method", "rome", "--out", str(folder))
+    assert result.returncode == 1 and "never overwrites" in result.stderr

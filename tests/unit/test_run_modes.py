@@ -97,10 +97,14 @@ def run_modes(tokenizer, mode="single", batch_size=1, evaluate_at=None, methods=
     model = model or make_tiny_model("llama", vocab_size=49152)
     before = _params(model)
     Nudge.reference = before
-    spec = Spec(name="modes", model=ModelSpec(), methods=tuple(m if isinstance(m, MethodSpec) else MethodSpec(m) for m in methods),
-                edits=tuple(EDITS), evaluate=EVALUATE, run=RunSettings(mode=mode, batch_size=batch_size, evaluate_at=evaluate_at))
+    spec = modes_spec(mode, batch_size, evaluate_at, methods)
     run = run_spec(spec, out, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda message: None)
     return run, model, before
+
+
+def modes_spec(mode="single", batch_size=1, evaluate_at=None, methods=("nudge",)) -> Spec:
+    return Spec(name="modes", model=ModelSpec(), methods=tuple(m if isinstance(m, MethodSpec) else MethodSpec(m) for m in methods),
+                edits=tuple(EDITS), evaluate=EVALUATE, run=RunSettings(mode=mode, batch_size=batch_size, evaluate_at=evaluate_at))
 
 
 def edits_on_model(record, model) -> float:
@@ -389,3 +393,82 @@ def test_prompts_longer_than_the_models_context_are_refused_before_any_work(toke
     fits = EditCase(prompt="The city number 9 is in", subject="city number 9", target="Rome", case_id="fits")
     run_spec(dataclasses.replace(spec, edits=(fits,)), None, loaded=LoadedModel(model, tokenizer, derive_profile(model)),
              log=lambda message: None)
+
+
+def _as_killed(folder, lines_kept: int) -> None:
+    """Leave ``folder`` as SIGKILL would after ``lines_kept`` records and half of the next: no summary, status running."""
+    lines = (folder / "cases.jsonl").read_text().splitlines(keepends=True)
+    (folder / "cases.jsonl").write_text("".join(lines[:lines_kept]) + lines[lines_kept][:40])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    for name in ("summary.json", "table.csv", "table.md"):
+        (folder / name).unlink()
+
+
+def _without_timings(value):
+    """``value`` as its JSON reads back, without the seconds (which differ from run to run)."""
+    from keditlab.runner.folder import plain_json
+
+    return _drop_timings(json.loads(json.dumps(plain_json(value))))
+
+
+def _drop_timings(value):
+    if isinstance(value, dict):
+        return {k: _drop_timings(v) for k, v in value.items() if "seconds" not in k and k != "timings"}
+    if isinstance(value, list):
+        return [_drop_timings(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("mode, batch_size, evaluate_at, calls_again", [
+    ("single", 1, None, [["c3"], ["c4"]]),                        # c0..c2 recorded; c3's line cut short
+    ("batch", 2, None, [["c2", "c3"], ["c4"]]),                   # batch (c2, c3) half recorded: done again
+    ("sequential", 2, "after_each", [["c0", "c1"], ["c2", "c3"], ["c4"]]),   # a stream is done again whole
+])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tokenizer, registered, tmp_path, mode, batch_size, evaluate_at,
+                                                          calls_again):
+    from keditlab.models import LoadedModel, derive_profile
+    from keditlab.runner.resume import read_run_folder
+    from keditlab.runner.result import load_run
+
+    whole, model, before = run_modes(tokenizer, mode, batch_size, evaluate_at, out=tmp_path / "whole")
+    killed, _, _ = run_modes(tokenizer, mode, batch_size, evaluate_at, out=tmp_path / "killed", model=model)
+    _as_killed(killed.path, 3)
+    Nudge.calls = []
+    _, resumed = read_run_folder(killed.path)
+    run = run_spec(modes_spec(mode, batch_size, evaluate_at), None, loaded=LoadedModel(model, tokenizer, derive_profile(model)),
+                   log=lambda message: None, resume=resumed)
+    assert [call["cases"] for call in Nudge.calls] == calls_again
+    assert _without_timings(run.summary) == _without_timings(whole.summary)
+    assert _without_timings(run.cases) == _without_timings(whole.cases)
+    again = load_run(killed.path)
+    assert again.status == "complete" and _without_timings(again.cases) == _without_timings(whole.cases)
+    manifest = json.loads((killed.path / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["resumed"][0]["kept_records"] == {"single": 3, "batch": 2}.get(mode, 0)
+    assert_unedited(model, before)
+
+
+def test_runs_that_cannot_be_resumed_say_why(tokenizer, registered, tmp_path):
+    from filelock import FileLock
+
+    from keditlab.runner.resume import read_run_folder
+
+    done, model, _ = run_modes(tokenizer, out=tmp_path)
+    with pytest.raises(RunError, match="is complete: there is nothing to resume"):
+        read_run_folder(done.path)
+    with pytest.raises(RunError, match="not a run folder"):
+        read_run_folder(tmp_path / "nowhere")
+    _as_killed(done.path, 2)
+    with FileLock(str(done.path / ".running.lock")):   # the run still going on in another process
+        _, resumed = read_run_folder(done.path)
+        with pytest.raises(RunError, match="going on in another process"):
+            from keditlab.models import LoadedModel, derive_profile
+
+            run_spec(modes_spec(), None, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda m: None,
+                     resume=resumed)
+    _, resumed = read_run_folder(done.path)
+    other = modes_spec(methods=(MethodSpec("nudge", params={"scale": 0.02}),))
+    with pytest.raises(RunError, match="settings the run .* recorded differ"):
+        from keditlab.models import LoadedModel, derive_profile
+
+        run_spec(other, None, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda m: None, resume=resumed)

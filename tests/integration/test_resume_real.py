@@ -1,0 +1,97 @@
+"""A run killed outright (SIGKILL: a lost Colab machine) resumes to the result an uninterrupted run gives.
+
+Twenty ZsRE records (``shared/datasets/zsre``) are edited with FT-M (six steps
+each, to keep the test short) on the embedded model through the command line, twice: once to the end, once killed
+with SIGKILL after its fifth record and continued with ``keditlab run --resume``.
+The two summaries agree in every mean and count (the seconds aside), the
+records are the same, and the resumed process edited only what was missing.
+(tests/unit/test_run_modes.py resumes each run mode, sequential included, on a
+tiny model.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DATASETS = Path(os.environ.get("KEDITLAB_DATASETS", ROOT.parent / "shared" / "datasets"))
+ZSRE = DATASETS / "zsre" / "zsre_mend_eval_portability_gpt4.json"
+
+
+def _spec(tmp_path: Path) -> Path:
+    spec = {"keditlab": 1, "name": "resume", "model": "smollm2-135m", "method": {"name": "ft-m", "steps": 6},
+            "edits": {"dataset": "zsre", "path": str(ZSRE), "limit": 20},
+            "evaluate": {"protocols": ["teacher_forced"], "metrics": ["reliability", "locality"]}}
+    path = tmp_path / "resume.yaml"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    return path
+
+
+def _keditlab(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "keditlab", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if "seconds" not in k and k != "timings"}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "cases.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.skipif(not ZSRE.is_file(), reason=f"{ZSRE} is not here (shared/datasets)")
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_summary(tmp_path):
+    spec = _spec(tmp_path)
+    whole = _keditlab("run", str(spec), "--out", str(tmp_path / "whole"))
+    _, err = whole.communicate(timeout=900)
+    assert whole.returncode == 0, err[-3000:]
+    (whole_folder,) = (tmp_path / "whole").iterdir()
+
+    killed = _keditlab("run", str(spec), "--out", str(tmp_path / "killed"))
+    deadline = time.time() + 600
+    records = tmp_path / "killed"
+    while time.time() < deadline and killed.poll() is None:
+        found = list(records.glob("*/cases.jsonl"))
+        if found and found[0].read_text(encoding="utf-8").count("\n") >= 5:
+            break
+        time.sleep(0.1)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    (folder,) = records.iterdir()
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "running" and not (folder / "summary.json").exists()   # as SIGKILL leaves it
+    finished = len(_records(folder))
+    assert 5 <= finished < 20
+
+    resumed = _keditlab("run", "--resume", str(folder))
+    _, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"{finished} of 20 edits done" in err, err[-3000:]
+    edited = re.findall(r"^\[ft-m\] edit (\d+)/20:", err, flags=re.MULTILINE)
+    assert edited == [str(n) for n in range(finished + 1, 21)], err[-3000:]   # only what was missing was edited
+
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    expected = json.loads((whole_folder / "summary.json").read_text(encoding="utf-8"))
+    assert _plain(summary) == _plain(expected)
+    assert summary["methods"]["ft-m"]["metrics"]["reliability"]["teacher_forced"]["n"] == 20
+    assert _plain(_records(folder)) == _plain(_records(whole_folder))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "complete" and manifest["resumed"][0]["kept_records"] == finished
