@@ -1,8 +1,10 @@
 """A run killed outright (SIGKILL: a lost Colab machine) resumes to the result an uninterrupted run gives.
 
 Twenty ZsRE records (``shared/datasets/zsre``) are edited with FT-M (six steps
-each, to keep the test short) on the embedded model through the command line, twice: once to the end, once killed
-with SIGKILL after its fifth record and continued with ``keditlab run --resume``.
+each, to keep the test short) on the embedded model, twice: once to the end, and
+once through the command line, killed with SIGKILL after its fifth record and
+continued with :func:`keditlab.resume_run` (what ``keditlab run --resume`` calls;
+tests/unit/test_cli.py runs the command's own checks).
 The two summaries agree in every mean and count (the seconds aside), the
 records are the same, and the resumed process edited only what was missing.
 (tests/unit/test_run_modes.py resumes each run mode, sequential included, on a
@@ -57,12 +59,11 @@ def _records(folder: Path) -> list[dict]:
 
 
 @pytest.mark.skipif(not ZSRE.is_file(), reason=f"{ZSRE} is not here (shared/datasets)")
-def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_summary(tmp_path):
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_summary(embedded, tmp_path):
+    import keditlab
+
     spec = _spec(tmp_path)
-    whole = _keditlab("run", str(spec), "--out", str(tmp_path / "whole"))
-    _, err = whole.communicate(timeout=900)
-    assert whole.returncode == 0, err[-3000:]
-    (whole_folder,) = (tmp_path / "whole").iterdir()
+    whole = keditlab.run(spec, tmp_path / "whole", loaded=embedded, log=lambda message: None)
 
     killed = _keditlab("run", str(spec), "--out", str(tmp_path / "killed"))
     deadline = time.time() + 600
@@ -81,17 +82,16 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_summary(tmp_path
     finished = len(_records(folder))
     assert 5 <= finished < 20
 
-    resumed = _keditlab("run", "--resume", str(folder))
-    _, err = resumed.communicate(timeout=900)
-    assert resumed.returncode == 0, err[-3000:]
-    assert f"{finished} of 20 edits done" in err, err[-3000:]
-    edited = re.findall(r"^\[ft-m\] edit (\d+)/20:", err, flags=re.MULTILINE)
-    assert edited == [str(n) for n in range(finished + 1, 21)], err[-3000:]   # only what was missing was edited
+    messages: list[str] = []
+    resumed = keditlab.resume_run(folder, loaded=embedded, log=messages.append)   # what `keditlab run --resume` calls
+    assert any(f"{finished} of 20 edits done" in m for m in messages), messages
+    edited = [m for m in messages if re.match(r"\[ft-m\] edit \d+/20:", m)]
+    assert [int(re.match(r"\[ft-m\] edit (\d+)", m).group(1)) for m in edited] == list(range(finished + 1, 21))
 
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    expected = json.loads((whole_folder / "summary.json").read_text(encoding="utf-8"))
-    assert _plain(summary) == _plain(expected)
+    expected = json.loads((whole.path / "summary.json").read_text(encoding="utf-8"))
+    assert _plain(summary) == _plain(expected) == _plain(json.loads(json.dumps(resumed.summary)))
     assert summary["methods"]["ft-m"]["metrics"]["reliability"]["teacher_forced"]["n"] == 20
-    assert _plain(_records(folder)) == _plain(_records(whole_folder))
+    assert _plain(_records(folder)) == _plain(_records(whole.path))
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["status"] == "complete" and manifest["resumed"][0]["kept_records"] == finished
