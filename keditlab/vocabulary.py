@@ -187,7 +187,8 @@ def shown_field(where: tuple[str | int, ...]) -> str:
     return text
 
 
-def _shorten(text: str, width: int) -> str:
+def shorten(text: str, width: int = 60) -> str:
+    """``text`` cut to ``width`` characters, the cut marked with an ellipsis: a value quoted in a message."""
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -254,7 +255,7 @@ def subject_problem(subject: str, prompt: str) -> tuple[str, str] | None:
     """
     if subject in prompt:
         return None
-    problem = f"'{subject}' does not occur in the prompt '{_shorten(prompt, 40)}'"
+    problem = f"'{subject}' does not occur in the prompt '{shorten(prompt, 40)}'"
     suggestion = suggest_subject(subject, prompt)
     if suggestion and suggestion.lower() == subject.lower():
         problem += f" (it does with different capitalisation: '{suggestion}')"

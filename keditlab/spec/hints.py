@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from keditlab.vocabulary import closest, did_you_mean  # noqa: F401  (re-exported: messages everywhere use them)
+from keditlab.vocabulary import closest, did_you_mean, shorten  # noqa: F401  (re-exported: messages everywhere use them)
 
 #: How JSON Schema type names read in a message.
 TYPE_WORDS = {
@@ -25,10 +25,6 @@ TYPE_WORDS = {
 def quoted_list(items: Iterable[Any]) -> str:
     """``a, b, c`` for choices a user copies from."""
     return ", ".join(str(i) for i in items)
-
-
-def shorten(text: str, width: int = 60) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def describe_value(value: Any) -> str:
