@@ -3,9 +3,9 @@
 ``edits: {dataset: NAME, path: FILE, limit, offset, sample: {n, seed}, on_bad_record}``
 in a spec reads a benchmark through :func:`dataset_cases`.  With ``path``
 the local file is read; without it, the dataset's public file is downloaded
-once into the cache (:mod:`keditlab.data.download`).  ``easyedit`` (the
-reference toolkit's request format) has no public file of its own and needs
-a ``path``.
+once into the cache (:mod:`keditlab.data.download`) and checked against
+the sha256 :data:`DATASETS` pins for it.  ``easyedit`` (the reference
+toolkit's request format) has no public file of its own and needs a ``path``.
 
 ``edits: {dataset: NAME, file: NAME/FILE}`` names one of the
 :data:`PUBLISHED` files instead: a benchmark file pinned to the commit of the
@@ -15,6 +15,10 @@ mirror of the published files, laid out as their names say: the tests point
 it at ``../shared/datasets``), else from the cache, else downloaded into the
 cache once and checked against its sha256.  So a spec naming a published
 file runs on any machine, the same bytes everywhere.
+
+Whichever way a file was found, :func:`file_provenance` says what a run
+manifest records of it: its sha256 and size, and the pinned source it is a
+copy of, when it is one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keditlab.data.download import cached_download, datasets_cache
+from keditlab.data.download import cached_download, datasets_cache, sha256_of, url_revision
 from keditlab.data.knowedit import knowedit_cases
 from keditlab.data.mquake import mquake_cases
 from keditlab.data.records import RecordFormatError, counterfact_cases, easyedit_cases, zsre_cases
@@ -36,12 +40,23 @@ from keditlab.vocabulary import EditCase
 
 @dataclass(frozen=True)
 class Dataset:
-    """One benchmark: its reader, its public source (``url``, None: a local path is needed) and a line about it."""
+    """One benchmark: its reader, its public source and a line about it.
+
+    ``url`` is the public file read when a spec gives no ``path`` (None: a
+    local path is needed).  A GitHub or Hub URL names a commit rather than a
+    branch wherever the commit is known, so the file cannot move under it;
+    ``sha256`` and ``size`` are those of the file it serves, and a download
+    must have that sha256 (``sha256`` None: the source has no pinned
+    checksum, and a run records its file as unverified; ``size`` None: not
+    known, only the progress bar misses it).
+    """
 
     name: str
     reader: Callable[..., list[EditCase]]
     url: str | None
     summary: str
+    sha256: str | None = None
+    size: int | None = None
 
     @property
     def cached_name(self) -> str:
@@ -49,19 +64,43 @@ class Dataset:
         return f"{self.name}/{(self.url or '').rsplit('/', 1)[-1]}"
 
 
+#: The default public file of each dataset.  How each pin was established (none of these files could be
+#: downloaded where this table was written, which has no network; docs/reliability.md says what is promised):
+#:
+#: * counterfact: rome.baulab.info is not versioned, so the file is pinned by its sha256 and size, which
+#:   independent third-party records of this URL agree on (several projects' checks, one giving the size
+#:   and 21,919 records).
+#: * zsre: ROME's own loader (kmeng01/rome, dsets/zsre.py) reads ``zsre_mend_eval.json`` from this host
+#:   (keditlab named ``zsre_mem_eval.json`` before, a file no source knows).  sha256 and size from two
+#:   independent third-party records of this URL (19,086 records).
+#: * mquake: the commit is the head of princeton-nlp/MQuAKE and the last commit that changed the file
+#:   (2024-09-12, "update mquake-cf-3k-v2").  sha256 and size from two independent third-party records, one
+#:   made at this commit, the other from ``main`` after it.
+#: * knowedit: the Hub revision commit could not be established here, so the URL names ``main``; the file
+#:   is pinned by its sha256, from a third-party hash lock whose other KnowEdit hashes match an independent
+#:   download from this repository (also in ../shared/datasets/PROVENANCE.md).  Its size is not known.
+#: * rippleedits: the commit is the head of edenbiran/RippleEdits (the files were last changed at
+#:   8d73aea, 2024-02-20, no longer in Git LFS).  No record of the file's sha256 was found, so it has
+#:   none: the download is said, and recorded, to be unverified.
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("counterfact", counterfact_cases, "https://rome.baulab.info/data/dsets/counterfact.json",
-            "CounterFact (Meng et al., 2022), ROME's format or the reference toolkit's flat one"),
-    Dataset("zsre", zsre_cases, "https://rome.baulab.info/data/dsets/zsre_mem_eval.json",
-            "ZsRE question edits in MEND's format, with portability where the file has it"),
+            "CounterFact (Meng et al., 2022), ROME's format or the reference toolkit's flat one",
+            sha256="d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f", size=45_108_470),
+    Dataset("zsre", zsre_cases, "https://rome.baulab.info/data/dsets/zsre_mend_eval.json",
+            "ZsRE question edits in MEND's format, with portability where the file has it",
+            sha256="8a371d512f8a6ab175db4ef672181d5c0e52da23298cb51e5a2eeea2f89aa9cd", size=8_091_864),
     Dataset("mquake", mquake_cases,
-            "https://raw.githubusercontent.com/princeton-nlp/MQuAKE/main/datasets/MQuAKE-CF-3k-v2.json",
-            "MQuAKE (Zhong et al., 2023): one to four edits per case and multi-hop questions"),
+            "https://raw.githubusercontent.com/princeton-nlp/MQuAKE/fb43dadc2d8cd19d08ce81c63d957b59deb3f3cd/"
+            "datasets/MQuAKE-CF-3k-v2.json",
+            "MQuAKE (Zhong et al., 2023): one to four edits per case and multi-hop questions",
+            sha256="f82091cbb668cef8f2537f79f1768af1840184450b347ff8c344336090ddc71e", size=15_383_628),
     Dataset("knowedit", knowedit_cases,
             "https://huggingface.co/datasets/zjunlp/KnowEdit/resolve/main/benchmark/wiki_recent/recent_test.json",
-            "KnowEdit (Zhang et al., 2024): WikiData_recent, WikiData_counterfact, ZsRE and WikiBio files"),
+            "KnowEdit (Zhang et al., 2024): WikiData_recent, WikiData_counterfact, ZsRE and WikiBio files",
+            sha256="e5c4ce6de1e8e2d10d892164ad6f4cbd28c976ed509e29e78ae853b01de1797b"),
     Dataset("rippleedits", rippleedits_cases,
-            "https://raw.githubusercontent.com/edenbiran/RippleEdits/main/data/benchmark/popular.json",
+            "https://raw.githubusercontent.com/edenbiran/RippleEdits/54f3b88af4895a3aacb580ec63ce7ae857185040/"
+            "data/benchmark/popular.json",
             "RippleEdits (Cohen et al., 2024): test queries per criterion with their condition queries"),
     Dataset("easyedit", easyedit_cases, None,
             "the reference toolkit's request format (prompt, subject, target_new, locality/portability dicts)"),
@@ -159,6 +198,55 @@ def published_copy(name: str) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class PinnedSource:
+    """A file keditlab knows the public source of: its name in a datasets folder, URL and pinned sha256 (or None)."""
+
+    name: str
+    url: str
+    sha256: str | None
+
+
+def pinned_sources() -> list[PinnedSource]:
+    """Every file keditlab downloads: the :data:`PUBLISHED` files and each dataset's default file."""
+    published = [PinnedSource(f.name, f.url, f.sha256) for f in PUBLISHED.values()]
+    defaults = [PinnedSource(d.cached_name, d.url, d.sha256) for d in DATASETS.values() if d.url is not None]
+    return published + defaults
+
+
+def file_provenance(path: str | Path) -> dict[str, Any] | None:
+    """What a run manifest records of the benchmark file at ``path``; None when there is no such file.
+
+    ``{"sha256", "bytes", "source"}``: the sha256 and size of the bytes read,
+    and ``source``, the pinned file it is a copy of (``name``, ``url``,
+    ``revision``: the commit or branch the URL names, null for a host without
+    versions, ``pinned_sha256`` and ``verified``: whether the bytes are the
+    pinned ones), or null for a file of no known source (a local file given by
+    ``path``).  A file is a copy of a pinned one when it has its sha256, or
+    when it sits under that file's name in the cache or in
+    ``$KEDITLAB_DATASETS`` (then ``verified`` says whether it is the pinned
+    file or another version, such as a local copy that keeps only some records).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    sha256 = sha256_of(path)
+    sources = pinned_sources()
+    source = next((s for s in sources if s.sha256 == sha256), None)
+    if source is None:
+        for folder in (datasets_cache(), local_datasets()):
+            if folder is not None and path.absolute().is_relative_to(folder.absolute()):
+                name = path.absolute().relative_to(folder.absolute()).as_posix()
+                source = next((s for s in sources if s.name == name), None)
+                if source is not None:
+                    break
+    described = None
+    if source is not None:
+        described = {"name": source.name, "url": source.url, "revision": url_revision(source.url),
+                     "pinned_sha256": source.sha256, "verified": source.sha256 == sha256}
+    return {"sha256": sha256, "bytes": path.stat().st_size, "source": described}
+
+
 class UnknownDatasetError(RecordFormatError):
     """A dataset name that is not in :data:`DATASETS`."""
 
@@ -180,7 +268,7 @@ def dataset_file(name: str, path: str | Path | None = None, file: str | None = N
         return published_file(file)
     if dataset.url is None:
         raise RecordFormatError(f"dataset {name!r} has no public file to download. Fix: give its file as `path:`.")
-    return cached_download(dataset.url, dataset.cached_name, name)
+    return cached_download(dataset.url, dataset.cached_name, name, sha256=dataset.sha256, size=dataset.size)
 
 
 def dataset_cases(name: str, path: str | Path | None = None, limit: int | None = None, offset: int = 0,
@@ -193,5 +281,7 @@ def dataset_cases(name: str, path: str | Path | None = None, limit: int | None =
     messages of skipped records are appended to ``skipped``).
     """
     file = dataset_file(name, path)
+    if Path(file).is_file():
+        sha256_of(Path(file))  # the bytes about to be read, hashed once: a run manifest records them (file_provenance)
     return get_dataset(name).reader(file, limit=limit, offset=offset, sample=sample, on_bad_record=on_bad_record,
                                     skipped=skipped, **options)

@@ -38,7 +38,7 @@ def start_manifest(spec: Any, loaded: Any, methods: dict[str, dict[str, Any]], *
         "format": MANIFEST_FORMAT,
         "status": "running",
         "spec": spec.to_spec_data(),
-        "edits": spec.edits_origin(),  # inline, or which benchmark file, window and how many
+        "edits": edits_record(spec),  # inline, or which benchmark file (its sha256 and source), window and how many
         "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict(),
                   "chat_template": "on" if chat else "off", "dtype": str(first.dtype),
                   "precision_warnings": precision_warnings(model)},
@@ -50,6 +50,23 @@ def start_manifest(spec: Any, loaded: Any, methods: dict[str, dict[str, Any]], *
         "started": timestamp(started),
         "statistics": [],
     }
+
+
+def edits_record(spec: Any) -> dict[str, Any]:
+    """``spec.edits_origin()``, and for edits read from a benchmark file what identifies that file.
+
+    ``sha256`` and ``bytes`` of the file, hashed when it was read, and
+    ``source``: the pinned public file it is a copy of (URL, revision, pinned
+    sha256 and whether the bytes are the pinned ones), or null for a local
+    file of no known source (:func:`keditlab.data.datasets.file_provenance`).
+    """
+    origin = spec.edits_origin()
+    if origin["from"] == "records":
+        from keditlab.data.datasets import file_provenance
+
+        provenance = file_provenance(origin["records"]) or {"sha256": None, "bytes": None, "source": None}
+        origin.update(provenance)
+    return origin
 
 
 def finish_manifest(manifest: dict[str, Any], statistics: list[Any], started: float, status: str = "complete",

@@ -130,7 +130,7 @@ def test_unknown_dataset_has_a_did_you_mean():
 def test_offline_download_names_the_source_and_path(monkeypatch, tmp_path):
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
 
-    def offline(url, dest, timeout=60.0):
+    def offline(url, folder, filename):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(download, "fetch_url", offline)
@@ -143,18 +143,25 @@ def test_offline_download_names_the_source_and_path(monkeypatch, tmp_path):
 
 
 def test_download_is_cached_once(monkeypatch, tmp_path, shared_datasets):
+    """The default file is fetched once, checked against its pin, then read from the cache."""
+    import dataclasses
+    import hashlib
+
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    data = (shared_datasets / "mquake" / "MQuAKE-hard.json").read_bytes()  # stands in for the pinned file
+    monkeypatch.setitem(DATASETS, "mquake", dataclasses.replace(DATASETS["mquake"], sha256=hashlib.sha256(data).hexdigest()))
     calls = []
 
-    def fake(url, dest, timeout=60.0):
+    def fake(url, folder, filename):  # the downloader's contract: the file, written into folder
         calls.append(url)
-        dest.write_bytes((shared_datasets / "mquake" / "MQuAKE-hard.json").read_bytes())
+        (folder / filename).write_bytes(data)
+        return folder / filename
 
     monkeypatch.setattr(download, "fetch_url", fake)
     assert len(dataset_cases("mquake", limit=2)) == 2
     assert len(dataset_cases("mquake", limit=1)) == 1
     assert calls == [DATASETS["mquake"].url]
-    assert (tmp_path / "datasets" / "mquake" / "MQuAKE-CF-3k-v2.json").is_file()
+    assert (tmp_path / "datasets" / "mquake" / "MQuAKE-CF-3k-v2.json").read_bytes() == data
 
 
 def test_spec_reads_a_dataset_with_the_new_and_the_old_spelling(shared_datasets):

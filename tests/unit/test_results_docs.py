@@ -127,6 +127,9 @@ def test_a_run_of_edits_from_records_notes_the_file(shared_datasets, tmp_path):
 
     from transformers import AutoTokenizer
 
+    import hashlib
+
+    from keditlab.data import file_provenance
     from keditlab.models import LoadedModel, derive_profile
     from keditlab.models.embedded import ensure_embedded_cache
     from keditlab.runner import Run, run_spec
@@ -141,8 +144,11 @@ def test_a_run_of_edits_from_records_notes_the_file(shared_datasets, tmp_path):
                            "evaluate": {"metrics": ["reliability"]}})
     run = Run.load(run_spec(spec, tmp_path / "runs", loaded=LoadedModel(model, tokenizer, derive_profile(model)),
                             log=lambda m: None).path)
+    provenance = file_provenance(records)  # its sha256, size, and the published file it is a local copy of
+    assert provenance["sha256"] == hashlib.sha256(records.read_bytes()).hexdigest()
     assert run.manifest["edits"] == {"from": "records", "records": str(records), "format": "zsre", "limit": 2,
-                                     "offset": 7, "sample": None, "on_bad_record": "stop", "skipped": [], "count": 2}
+                                     "offset": 7, "sample": None, "on_bad_record": "stop", "skipped": [], "count": 2,
+                                     **provenance}
     assert run.summary["edits_from"] == "records 7-8 of zsre_mend_train-1k.json, read as zsre"
     assert "2 edits (records 7-8 of zsre_mend_train-1k.json, read as zsre)" in str(run).splitlines()[0]
     assert [r["case_id"] for r in run.cases] == ["7", "8"]

@@ -7,9 +7,11 @@ files from ``../shared/datasets`` through ``$KEDITLAB_DATASETS`` (tests/conftest
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import http.server
 import shutil
-import urllib.request
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,19 +27,62 @@ SHIPPED = sorted([*(ROOT / "specs").glob("*.yaml"), *(ROOT / "specs" / "bench").
 
 
 @pytest.fixture
-def nowhere(monkeypatch, tmp_path):
-    """No local copies, an empty cache and home, and a network that fails the test if touched."""
+def empty_cache(monkeypatch, tmp_path):
+    """No local copies, an empty cache and home; returns the cache folder."""
     monkeypatch.delenv("KEDITLAB_DATASETS", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "cache"))
     (tmp_path / "home").mkdir()
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def nowhere(empty_cache, monkeypatch):
+    """An empty cache and home, no local copies, and a network that fails the test if touched."""
 
     def no_network(*args, **kwargs):
         raise AssertionError(f"something tried to download: {args[:1]}")
 
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    monkeypatch.setattr(download, "fetch_url", no_network)
-    return tmp_path / "cache"
+    monkeypatch.setattr(download, "fetch_url", no_network)  # pooch, for plain URLs
+    monkeypatch.setattr(download, "fetch_hub", no_network)  # huggingface_hub, for files on the Hub
+    return empty_cache
+
+
+@pytest.fixture
+def served(monkeypatch, tmp_path):
+    """Serve bytes in place of a published file's source: ``served(name, data)`` points its URL at a local server.
+
+    The download itself is the real one (pooch, its progress bar, keditlab's
+    check and rename); returns the list of paths the server was asked for.
+    """
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    def serve(name: str, data: bytes) -> list[str]:
+        (folder / "file.json").write_bytes(data)
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/file.json"
+        monkeypatch.setitem(PUBLISHED, name, dataclasses.replace(PUBLISHED[name], url=url))
+        return requested
+
+    yield serve
+    httpd.shutdown()
+    httpd.server_close()
 
 
 def test_every_shipped_spec_validates_in_a_fresh_clone_without_downloading(nowhere, tmp_path, capsys, monkeypatch):
@@ -91,32 +136,27 @@ def test_a_published_file_comes_from_the_local_folder_first(monkeypatch, tmp_pat
     assert published_file("zsre/zsre_mend_train-1k.json") == shared_datasets / "zsre" / "zsre_mend_train-1k.json"
 
 
-def test_a_published_file_is_downloaded_once_checked_and_cached(nowhere, monkeypatch, shared_datasets):
+def test_a_published_file_is_downloaded_once_checked_and_cached(empty_cache, shared_datasets, served):
     name = "knowns/known_1000.json"
-    calls = []
-
-    def fake(url, dest, timeout=60.0):
-        calls.append(url)
-        dest.write_bytes((shared_datasets / name).read_bytes())
-
-    monkeypatch.setattr(download, "fetch_url", fake)
+    requested = served(name, (shared_datasets / name).read_bytes())  # the shared copy is the pinned file
     with deferred_downloads() as pending:
         assert not published_file(name).exists()
-    assert [p.name for p in pending] == [name] and calls == [] and published_copy(name) is None
+    assert [p.name for p in pending] == [name] and requested == [] and published_copy(name) is None
     path = published_file(name)
-    assert path == nowhere / "datasets" / name and sha256(path) == PUBLISHED[name].sha256
-    assert published_file(name) == path and calls == [PUBLISHED[name].url]
+    assert path == empty_cache / "datasets" / name and sha256(path) == PUBLISHED[name].sha256
+    assert published_file(name) == path and requested == ["/file.json"]
+    assert sorted(p.name for p in (empty_cache / "datasets").rglob("*")) == ["known_1000.json", "knowns"]
 
 
-def test_a_download_with_other_bytes_is_not_kept(nowhere, monkeypatch):
-    monkeypatch.setattr(download, "fetch_url", lambda url, dest, timeout=60.0: dest.write_bytes(b"[]"))
+def test_a_download_with_other_bytes_is_not_kept(empty_cache, served):
+    served("knowns/known_1000.json", b"[]")
     with pytest.raises(DatasetUnavailableError, match="not the one keditlab pins"):
         published_file("knowns/known_1000.json")
-    assert not any((nowhere / "datasets").rglob("*.json")) and not any((nowhere / "datasets").rglob("*.part"))
+    assert [p.name for p in (empty_cache / "datasets").rglob("*")] == ["knowns"], "nothing kept, no half file"
 
 
 def test_offline_run_names_the_source_and_the_fix(nowhere, monkeypatch):
-    def offline(url, dest, timeout=60.0):
+    def offline(url, folder, filename):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(download, "fetch_url", offline)
