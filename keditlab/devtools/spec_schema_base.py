@@ -548,7 +548,7 @@ def base_schema() -> dict[str, Any]:
                     },
                     "save_edits": {
                         "title": "Save edits",
-                        "description": "Write what each method call changed under the run folder (`edits/<method>/call-NNNN/`: the edited weights as safetensors, with a fingerprint of the values they replaced), to load again with `keditlab.load_edits(model, folder)` or write out as a model with `keditlab export`. Weight-editing methods only (not GRACE, WISE, IKE).",
+                        "description": "Write what each method call changed under the run folder (`edits/<method>/call-NNNN/`: the edited weights as safetensors, with a fingerprint of the values they replaced), to load again with `keditlab.load_edits(model, folder)` or write out as a model with `keditlab export`. Every method but IKE, whose edits are a prompt.",
                         "type": "boolean",
                         "default": run_defaults.save_edits,
                     },

@@ -46,8 +46,16 @@ class AdaptorOrderError(RuntimeError):
     """An edit was restored while a later edit of the same adaptor is still applied."""
 
 
+#: Every adaptor class by name, so that a saved adaptor (:mod:`keditlab.methods.saved`) can be built again.
+ADAPTOR_CLASSES: dict[str, type["Adaptor"]] = {}
+
+
 class Adaptor(torch.nn.Module):
     """Base class of the adaptors: an undo stack and the hook that calls :meth:`adapt`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ADAPTOR_CLASSES[cls.__name__] = cls
 
     def __init__(self, layer: int) -> None:
         super().__init__()
@@ -65,6 +73,30 @@ class Adaptor(torch.nn.Module):
 
     def installed(self, model: torch.nn.Module) -> None:
         """Called once the adaptor is on its module; a subclass may hang more hooks (``add_hook`` handles appended to ``_hooks``)."""
+
+    # -- saving (keditlab.methods.saved) --------------------------------------------------------
+    def build_args(self) -> dict[str, Any]:  # pragma: no cover
+        """The constructor's arguments besides ``layer`` and ``device``: how to build an empty one like it again."""
+        raise NotImplementedError
+
+    def saved_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:  # pragma: no cover
+        """Everything the adaptor holds, as ``(tensors, plain JSON facts)``; :meth:`load_state` puts it back."""
+        raise NotImplementedError
+
+    def load_state(self, tensors: dict[str, torch.Tensor], facts: dict[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def state_digest(self) -> str:
+        """SHA-256 of :meth:`saved_state`: tells whether two adaptors hold the same edits."""
+        import hashlib
+        import json
+
+        tensors, facts = self.saved_state()
+        digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode())
+        for name in sorted(tensors):
+            flat = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+            digest.update(name.encode() + flat.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     # -- installation -------------------------------------------------------------------------
     def _call(self, _module, inputs, output):
@@ -165,10 +197,14 @@ class AdaptorMethod(EditMethod, family="memory",
                 f"{self.adaptor_noun}. Fix: use the same layer for every {self.name} edit, or restore the earlier edits first."
             )
         handle = EditHandle(self.name, model, {})
+        existing = model.get_submodule(module_name)._modules.get(self.name)
+        before = existing.state_digest() if isinstance(existing, Adaptor) and existing.undo_stack else None
         # a failed edit leaves nothing behind (methods/transaction.py): its share is taken back by its handle,
         # and an adaptor it installed, with its hooks, is taken off with the module tree
         summary = self._edit_at(model, tokenizer, profile, layer, module_name, cases, config, context, handle)
-        handle.details = {"layer": layer, "module": module_name, **summary}
+        # where the adaptor is and what it held before this call: saved edits (methods/saved.py) load only on that state
+        handle.details = {"layer": layer, "module": module_name, **summary,
+                          "adaptor": {"path": f"{module_name}.{self.name}", "before_sha256": before}}
         return handle
 
     def _edit_at(self, model, tokenizer, profile, layer: int, module_name: str, cases, config, context: EditContext,

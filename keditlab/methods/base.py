@@ -237,6 +237,9 @@ class Capabilities:
     """Writes into the model's existing weights (rather than adding a module or a prompt)."""
     restorable: bool = True
     """``EditHandle.restore()`` puts the model back bit for bit."""
+    saveable: bool = True
+    """Its edits are a state of the model (weights, an adaptor) that ``run.save_edits`` can save
+    (:mod:`keditlab.methods.saved`); IKE's are a prompt."""
 
     def to_dict(self) -> dict[str, bool]:
         return dataclasses.asdict(self)

@@ -95,6 +95,17 @@ class GraceCodebook(Adaptor):
     def extra_repr(self) -> str:
         return f"layer={self.layer}, entries={len(self)}"
 
+    def build_args(self) -> dict[str, Any]:
+        return {"in_width": self.keys.shape[1], "out_width": self.values.shape[1]}
+
+    def saved_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {"keys": self.keys, "values": self.values, "radii": self.radii}, {"labels": list(self.labels)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], facts: dict[str, Any]) -> None:
+        device = self.keys.device
+        self.keys, self.values, self.radii = (tensors[k].to(device) for k in ("keys", "values", "radii"))
+        self.labels = list(facts["labels"])
+
     def lookup(self, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For keys ``(..., in)``: the nearest entry, the distance to it, and whether it is inside that entry's radius."""
         flat = key.reshape(-1, key.shape[-1]).float()

@@ -86,7 +86,7 @@ class _Fact:
 
 
 class IKE(EditMethod, name="ike", family="in-context", paper="Zheng et al., EMNLP 2023, arXiv:2305.12740",
-          config_class=IKEConfig, capabilities=Capabilities(batch=True, sequential=True, changes_weights=False),
+          config_class=IKEConfig, capabilities=Capabilities(batch=True, sequential=True, changes_weights=False, saveable=False),
           model_needs=()):
     """In-context editing: demonstrations and the new fact placed before the prompt (IKE)"""
 

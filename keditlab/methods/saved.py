@@ -18,9 +18,15 @@ as that call found it, so they load in the order they were made.
 
 The fingerprint is a SHA-256 of each replaced parameter's bytes: a model that
 differs there (another checkpoint, another dtype, an edit still on it) is
-refused with the parameter named, never silently edited.  Methods that keep
-their edits outside the weights (GRACE and WISE adaptors, IKE's prompts) cannot
-be saved this way yet: :func:`saveable` says so before a run starts.
+refused with the parameter named, never silently edited.
+
+Methods that keep their edits in an adaptor beside a layer (GRACE's codebook,
+WISE's side memory, :mod:`keditlab.methods.adaptors`) are saved the same way:
+the adaptor's whole state after the call (its tensors, and plain facts such as
+GRACE's labels), with the SHA-256 of its state before the call and of the
+weights of the module it sits on; loading installs or updates the adaptor.
+IKE's edits are a prompt, not a state of the model: :func:`saveable` says so
+before a run starts.
 """
 
 from __future__ import annotations
@@ -47,10 +53,10 @@ class SavedEditsError(ValueError):
 
 
 def saveable(method: Any) -> str | None:
-    """Why ``method``'s edits cannot be saved (None when they can): only weight edits are saved so far."""
-    if not method.capabilities.changes_weights:
-        return (f"{method.name} keeps its edits outside the model's weights (an adaptor or a prompt), which "
-                "keditlab cannot save yet. Fix: leave run.save_edits out for it, or save a weight-editing method's edits")
+    """Why ``method``'s edits cannot be saved (None when they can): weights and adaptors are saved, prompts (IKE) not."""
+    if not method.capabilities.saveable:
+        return (f"{method.name} makes its edits by what the model reads (a prompt), not by a state of the model, so "
+                "there is nothing to save. Fix: leave run.save_edits out for it")
     return None
 
 
@@ -75,18 +81,22 @@ def save_edits(handles: list[EditHandle], folder: str | os.PathLike[str], *, met
     if not handles or any(handle.restored for handle in handles):
         raise SavedEditsError("save_edits needs the handles of edits that are on the model (applied, not restored).")
     model = handles[0].model
+    adaptors = _adaptors_of(handles, model)
     unedited: dict[str, torch.Tensor] = {}
     for handle in handles:                    # the value before the first handle that wrote a parameter
         for name, original in handle.originals.items():
             unedited.setdefault(name, original)
     params = dict(model.named_parameters())
     tensors = {name: params[name].detach().to("cpu").contiguous() for name in sorted(unedited)}
+    for path, facts in adaptors.items():
+        tensors.update({f"{path}::{key}": value for key, value in facts.pop("tensors").items()})
     record = {
         "format": SAVED_FORMAT, "method": method, "settings": settings, "cases": list(cases),
         "model_type": getattr(model.config, "model_type", None),
         "parameters": {name: {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
                               "unedited_sha256": _digest(unedited[name]), "edited_sha256": _digest(value)}
-                       for name, value in tensors.items()},
+                       for name, value in tensors.items() if name in unedited},
+        "adaptors": adaptors,
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
@@ -98,6 +108,26 @@ def save_edits(handles: list[EditHandle], folder: str | os.PathLike[str], *, met
         if staging.exists():
             shutil.rmtree(staging)
     return folder
+
+
+def _adaptors_of(handles: list[EditHandle], model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    """The adaptors the handles wrote into, each with its state now, its state before the first handle, and
+    the fingerprint of the weights of the module it sits on."""
+    found: dict[str, dict[str, Any]] = {}
+    for handle in handles:
+        where = handle.details.get("adaptor")
+        if not isinstance(where, dict) or where["path"] in found:
+            continue
+        adaptor = model.get_submodule(where["path"])
+        host = model.get_submodule(where["path"].rsplit(".", 1)[0])
+        tensors, facts = adaptor.saved_state()
+        found[where["path"]] = {
+            "class": type(adaptor).__name__, "layer": adaptor.layer, "build": adaptor.build_args(), "facts": facts,
+            "before_sha256": where["before_sha256"], "after_sha256": adaptor.state_digest(),
+            "host_sha256": {name: _digest(p) for name, p in host.named_parameters()},
+            "tensors": {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()},
+        }
+    return found
 
 
 def read_saved(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -148,10 +178,57 @@ def load_edits(model: torch.nn.Module, folder: str | os.PathLike[str]) -> EditHa
                 f"this model's {name} is not the value these edits replaced (another checkpoint, or edits already on it; "
                 "a sequential run's calls load in the order they were made). Fix: load the run's model unedited, "
                 "and the saved calls before this one first.")
+    for path, facts in record.get("adaptors", {}).items():
+        _check_adaptor(model, path, facts, folder)
     handle = EditHandle(f"saved:{record['method']}", model,
                         {name: params[name].detach().clone() for name in record["parameters"]},
                         config=record.get("settings", {}), details={"saved_edits": str(folder), "cases": record["cases"]})
     with torch.no_grad():
         for name in record["parameters"]:
             params[name].copy_(saved[name].to(params[name].device))
+    for path, facts in record.get("adaptors", {}).items():
+        _load_adaptor(model, path, facts, {key.split("::", 1)[1]: value for key, value in saved.items()
+                                           if key.startswith(f"{path}::")}, handle)
     return handle
+
+
+def _check_adaptor(model: torch.nn.Module, path: str, facts: dict[str, Any], folder: Any) -> None:
+    """Refuse (before anything is written) a model whose adaptor host or adaptor state is not what the edit found."""
+    host_name, child = path.rsplit(".", 1)
+    try:
+        host = model.get_submodule(host_name)
+    except AttributeError:
+        host = None
+    weights = {name: _digest(p) for name, p in host.named_parameters()} if host is not None else None
+    if weights != facts["host_sha256"]:
+        raise SavedEditsError(f"these edits were made on another model: the weights of {host_name}, where the "
+                              f"{facts['class']} sits, differ. Fix: load the model the run used (its manifest.json names it, "
+                              "with its dtype).")
+    existing = host._modules.get(child)
+    current = existing.state_digest() if existing is not None and getattr(existing, "undo_stack", None) else None
+    if current != facts["before_sha256"]:
+        raise SavedEditsError(f"{folder}: the {facts['class']} at {host_name} does not hold what it held before these edits "
+                              "(edits already on it, or missing: a sequential run's calls load in the order they were made). "
+                              "Fix: load the run's model unedited, and the saved calls before this one first.")
+
+
+def _load_adaptor(model: torch.nn.Module, path: str, facts: dict[str, Any], tensors: dict[str, torch.Tensor],
+                  handle: EditHandle) -> None:
+    """Install (or update) the adaptor at ``path`` with the saved state; ``handle.restore()`` puts back what was there."""
+    from keditlab.methods.adaptors import ADAPTOR_CLASSES, find_or_install
+
+    host_name, child = path.rsplit(".", 1)
+    kind = ADAPTOR_CLASSES[facts["class"]]
+    device = next(model.parameters()).device
+    adaptor, new = find_or_install(model, host_name, child, facts["layer"],
+                                   lambda: kind(facts["layer"], device=device, **facts["build"]), kind)
+    previous = None
+    if not new:   # what it holds now, copied: later edits change its tensors in place
+        tensors_now, facts_now = adaptor.saved_state()
+        previous = ({key: value.clone() for key, value in tensors_now.items()}, json.loads(json.dumps(facts_now)))
+    adaptor.push(handle, lambda: previous is not None and adaptor.load_state(*previous))
+    adaptor.load_state(tensors, facts["facts"])
+    if adaptor.state_digest() != facts["after_sha256"]:
+        handle.restore()
+        raise SavedEditsError(f"the saved {facts['class']} state at {host_name} did not load as it was saved. Fix: run the "
+                              "spec again with run.save_edits: true.")

@@ -145,6 +145,32 @@ class WiseMemory(Adaptor):
         del self.edits[count:]
         self._cache = None
 
+    def build_args(self) -> dict[str, Any]:
+        return {"out_width": self.shape[0], "in_width": self.shape[1], "merge": self.merge_how}
+
+    def saved_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {"merged": self.merged, **{f"finished.{i}": t for i, t in enumerate(self.finished)},
+                   **{f"edit.{i}": acts for i, (acts, _) in enumerate(self.edits)},
+                   **{f"unrelated.{i}": acts for i, acts in enumerate(self.unrelated)}}
+        if self.shard_index is not None:
+            tensors.update(shard_index=self.shard_index, shard_values=self.shard_values)
+        facts = {"finished": len(self.finished), "edit_prompt_lengths": [length for _, length in self.edits],
+                 "unrelated": len(self.unrelated), "shard_edits": self.shard_edits, "scale": self.scale,
+                 "threshold": None if self.threshold == float("inf") else self.threshold}
+        return tensors, facts
+
+    def load_state(self, tensors: dict[str, torch.Tensor], facts: dict[str, Any]) -> None:
+        device = self.merged.device
+        self.merged = tensors["merged"].to(device)
+        self.finished = [tensors[f"finished.{i}"].to(device) for i in range(facts["finished"])]
+        self.edits = [(tensors[f"edit.{i}"].to(device), length) for i, length in enumerate(facts["edit_prompt_lengths"])]
+        self.unrelated = [tensors[f"unrelated.{i}"].to(device) for i in range(facts["unrelated"])]
+        self.shard_index = tensors["shard_index"].to(device) if "shard_index" in tensors else None
+        self.shard_values = tensors["shard_values"].to(device) if "shard_values" in tensors else None
+        self.shard_edits, self.scale = facts["shard_edits"], facts["scale"]
+        self.threshold = float("inf") if facts["threshold"] is None else facts["threshold"]
+        self._cache, self._route = None, None
+
     @staticmethod
     def scores(change: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
         """The activation score of each row of activations: mean over its tokens of ‖D a‖."""

@@ -434,10 +434,10 @@ def check_run_settings(data: dict[str, Any], schema: dict[str, Any], report: Rep
             report.add((*path, "name") if settings else path, found.message, found.fix)
     if run.get("save_edits") is True:
         for path, name, settings in method_entries(data):
-            if name in capabilities and not capabilities[name].get("changes_weights", True):
+            if name in capabilities and not capabilities[name].get("saveable", True):
                 report.add((*path, "name") if settings else path,
-                           f"run.save_edits is on, but '{name}' keeps its edits outside the model's weights (an adaptor "
-                           "or a prompt), which keditlab cannot save yet",
+                           f"run.save_edits is on, but '{name}' makes its edits by what the model reads (a prompt), "
+                           "so there is nothing to save",
                            "leave `save_edits` out of `run:`, or run this method in a spec of its own without it")
     if "method" not in data and DEFAULT_METHOD in capabilities:   # the method the spec gets without naming one
         found = capability_problem(DEFAULT_METHOD, capabilities[DEFAULT_METHOD], mode, batch_size, capable=capable,

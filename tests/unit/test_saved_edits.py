@@ -1,9 +1,10 @@
 """Saved edits (keditlab/methods/saved.py): what a method call wrote, on disk, loaded again bit for bit.
 
-For every method that writes weights, on a tiny random Llama: an edit is
-applied and saved, the model restored, and the saved edit loaded: every
-parameter is bit for bit what the edit made it, and the returned handle
-restores the model bit for bit.  A second edit made on top of the first
+For every method whose edits are a state of the model (its weights, or
+GRACE's and WISE's adaptors), on a tiny random Llama: an edit is applied and
+saved, the model restored, and the saved edit loaded: every parameter, every
+adaptor's state and the model's logits are bit for bit what the edit made
+them, and the returned handle restores the model bit for bit.  A second edit made on top of the first
 (sequential) loads only after the first.  Another model, an edited model and
 damaged files are refused with the model unchanged; the methods whose edits
 live outside the weights are named before any work.
@@ -25,17 +26,29 @@ from tests.unit.test_transactions import EARLIER, tiny  # noqa: F401 - fixtures
 WEIGHT_METHODS = [name for name in method_names() if saveable(get_method(name)) is None]
 
 
+PROBE = torch.tensor([[1, 50, 300, 7, 900, 12]])
+
+
 def _params(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
+    """Every parameter, every adaptor's state (modules added by GRACE and WISE) and the logits on a probe."""
+    from keditlab.methods.adaptors import Adaptor
+
+    state = {name: p.detach().clone() for name, p in model.named_parameters()}
+    state.update({f"adaptor {name}": module.state_digest() for name, module in model.named_modules() if isinstance(module, Adaptor)})
+    with torch.no_grad():
+        state["logits"] = model(input_ids=PROBE).logits.clone()
+    return state
 
 
 def _equal(model, values):
-    return all(torch.equal(p.detach(), values[name]) for name, p in model.named_parameters())
+    now = _params(model)
+    return now.keys() == values.keys() and all(
+        torch.equal(v, values[k]) if isinstance(v, torch.Tensor) else v == values[k] for k, v in now.items())
 
 
 def test_which_methods_can_be_saved():
-    assert sorted(set(method_names()) - set(WEIGHT_METHODS)) == ["grace", "ike", "wise"]
-    assert "outside the model's weights" in saveable(get_method("grace"))
+    assert sorted(set(method_names()) - set(WEIGHT_METHODS)) == ["ike"]
+    assert "by what the model reads (a prompt)" in saveable(get_method("ike"))
 
 
 @pytest.mark.parametrize("method", WEIGHT_METHODS)
@@ -104,8 +117,8 @@ def test_another_model_or_damaged_files_are_refused_with_the_model_unchanged(tin
 def test_save_edits_in_a_spec_names_methods_that_cannot_be_saved():
     from keditlab.spec import SpecValidationError, parse_spec
 
-    text = "keditlab: 1\nname: s\nmethod: [ft-m, grace]\nedits:\n  - {prompt: The Eiffel Tower is in, subject: Eiffel Tower, target: Rome}\nrun: {save_edits: true}\n"
+    text = "keditlab: 1\nname: s\nmethod: [ft-m, ike]\nedits:\n  - {prompt: The Eiffel Tower is in, subject: Eiffel Tower, target: Rome}\nrun: {save_edits: true}\n"
     with pytest.raises(SpecValidationError) as error:
         parse_spec(text, "s.yaml")
-    assert "'grace' keeps its edits outside the model's weights" in str(error.value)
-    assert parse_spec(text.replace(", grace", ""), "s.yaml").run.save_edits is True
+    assert "'ike' makes its edits by what the model reads (a prompt)" in str(error.value)
+    assert parse_spec(text.replace(", ike", ", grace"), "s.yaml").run.save_edits is True
