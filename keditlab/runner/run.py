@@ -314,7 +314,9 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     applied.update((i, (step, handle)) for i in step.cases)
                     tally.add_batch(len(step.cases), handle.seconds, handle.setup_seconds)
                 elif isinstance(step, Measure):
-                    step = dataclasses.replace(step, cases=tuple(i for i in step.cases if i not in failed))
+                    # refused edits are not on the model: a sequential stream holds the scheduled edits less those
+                    step = dataclasses.replace(step, cases=tuple(i for i in step.cases if i not in failed),
+                                               edits_applied=step.edits_applied - (len(failed) if spec.run.mode == "sequential" else 0))
                     if not step.cases:   # every case of it failed to apply: nothing to measure
                         continue
                     if len(step.cases) > 1 and spec.run.mode == "sequential":

@@ -349,7 +349,8 @@ def test_a_non_finite_update_is_counted_as_a_failed_edit_and_the_run_goes_on(tok
     assert "nudge computed a non-finite update" in failed["failed"]["message"] and "'c1'" in failed["failed"]["message"]
     if mode == "sequential":   # the stream went on without the refused edit: c2 was measured on top of c0 alone
         c2 = next(r for r in run.cases if r["case_id"] == "c2")
-        assert round(edits_on_model(c2, model), 4) == 2.0
+        assert round(edits_on_model(c2, model), 4) == 2.0 and c2["edits_applied"] == 2   # the refused edit is not counted
+        assert [p["edits_applied"] for p in method["curve"]] == [1, 2, 3, 4]
     assert "EDITS FAILED, rolled back" in str(run) and "1/5" in str(run)
     def strict(text):   # Python's json reads NaN and Infinity; a strict parser does not
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
