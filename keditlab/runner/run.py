@@ -185,6 +185,7 @@ def run_spec(
             log(f"warning: {warning['message']}")
         _edit_and_measure(spec, methods, steps, configs, cases, before, pre_warnings, last_measurements(steps), tallies,
                           case_records, loaded, context, folder, log, resume.done if resume else {})
+        return close("complete")
     except BaseException as exc:   # Interrupt, a kill signal Python sees, an error: what was measured is kept, and says so
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
         close(status, exc)
@@ -193,8 +194,7 @@ def run_spec(
                 f"Continue it with: keditlab run --resume {folder}")
         raise
     finally:
-        lock.release()
-    return close("complete")
+        _release(lock)   # after the folder's last file is written
 
 
 def _check_saving(methods: list[tuple[MethodSpec, EditMethod]], out: Any) -> None:
@@ -238,6 +238,14 @@ class _NoLock:
         pass
 
 
+def _release(lock: Any) -> None:
+    """Release the run folder's lock and take its file away: a finished run folder holds only the run's files."""
+    lock.release()
+    path = getattr(lock, "lock_file", None)
+    if path:
+        Path(path).unlink(missing_ok=True)
+
+
 def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallies: dict[str, MethodTally],
              case_records: list[dict[str, Any]], started: float, log: Any) -> None:
     """Set a resumed run going from what its folder holds: the finished segments' records and their counts."""
@@ -261,9 +269,8 @@ def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallie
     resume.manifest.setdefault("resumed", []).append({"at": timestamp(started), "kept_records": len(resume.kept),
                                                       "dropped_records": len(resume.records) - len(resume.kept)})
     total = len(segments(steps))
-    log(f"Resuming {resume.folder}: " + "; ".join(f"[{label}] {len(resume.done[label])} of {total} "
-                                                  f"{'edit' if spec.run.mode == 'single' else 'batch' if spec.run.mode == 'batch' else 'stream'}"
-                                                  f"{'s' if total != 1 else ''} done" for label in labels)
+    noun = {"single": ("edit", "edits"), "batch": ("batch", "batches")}.get(spec.run.mode, ("stream", "streams"))[total != 1]
+    log(f"Resuming {resume.folder}: " + "; ".join(f"[{label}] {len(resume.done[label])} of {total} {noun} done" for label in labels)
         + f" ({len(resume.kept)} records kept, {len(resume.records) - len(resume.kept)} to measure again)")
 
 

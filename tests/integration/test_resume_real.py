@@ -1,8 +1,9 @@
 """A run killed outright (SIGKILL: a lost Colab machine) resumes to the result an uninterrupted run gives.
 
-Twenty ZsRE records (``shared/datasets/zsre``) are edited with FT-M (six steps
-each, to keep the test short) on the embedded model, twice: once to the end, and
-once through the command line, killed with SIGKILL after its fifth record and
+Twenty ZsRE records (``shared/datasets/zsre``) are edited with FT-M in batches
+of four (six steps each, to keep the test short) on the embedded model, twice:
+once to the end, and once through the command line, killed with SIGKILL after
+its fifth record (the second batch half recorded) and
 continued with :func:`keditlab.resume_run` (what ``keditlab run --resume`` calls;
 tests/unit/test_cli.py runs the command's own checks).
 The two summaries agree in every mean and count (the seconds aside), the
@@ -34,7 +35,8 @@ ZSRE = DATASETS / "zsre" / "zsre_mend_eval_portability_gpt4.json"
 def _spec(tmp_path: Path) -> Path:
     spec = {"keditlab": 1, "name": "resume", "model": "smollm2-135m", "method": {"name": "ft-m", "steps": 6},
             "edits": {"dataset": "zsre", "path": str(ZSRE), "limit": 20},
-            "evaluate": {"protocols": ["teacher_forced"], "metrics": ["reliability", "locality"]}}
+            "evaluate": {"protocols": ["teacher_forced"], "metrics": ["reliability", "locality"]},
+            "run": {"mode": "batch", "batch_size": 4}}
     path = tmp_path / "resume.yaml"
     path.write_text(json.dumps(spec), encoding="utf-8")
     return path
@@ -84,9 +86,10 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_summary(embedded
 
     messages: list[str] = []
     resumed = keditlab.resume_run(folder, loaded=embedded, log=messages.append)   # what `keditlab run --resume` calls
-    assert any(f"{finished} of 20 edits done" in m for m in messages), messages
-    edited = [m for m in messages if re.match(r"\[ft-m\] edit \d+/20:", m)]
-    assert [int(re.match(r"\[ft-m\] edit (\d+)", m).group(1)) for m in edited] == list(range(finished + 1, 21))
+    done = finished // 4                                   # whole batches recorded; a half-recorded one is done again
+    assert any(f"{done} of 5 batches done" in m for m in messages), messages
+    edited = [int(n) for m in messages for n in re.findall(r"^\[ft-m\] batch (\d+):", m)]
+    assert edited == list(range(done + 1, 6)), messages      # only what was missing was edited
 
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     expected = json.loads((whole.path / "summary.json").read_text(encoding="utf-8"))
@@ -94,4 +97,4 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_summary(embedded
     assert summary["methods"]["ft-m"]["metrics"]["reliability"]["teacher_forced"]["n"] == 20
     assert _plain(_records(folder)) == _plain(_records(whole.path))
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["status"] == "complete" and manifest["resumed"][0]["kept_records"] == finished
+    assert manifest["status"] == "complete" and manifest["resumed"][0]["kept_records"] == 4 * done

@@ -62,4 +62,4 @@ def test_a_run_that_did_not_finish_says_so(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         keditlab.load_run(saved(tmp_path / "run", summary=False))
     assert "did not finish (manifest.json says status: running; missing summary.json)" in str(info.value)
-    assert "Fix: run the spec again" in str(info.value)
+    assert "Fix: continue it with `keditlab run --resume" in str(info.value)

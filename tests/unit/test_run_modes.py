@@ -446,6 +446,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tokenizer, registered,
     assert again.status == "complete" and _without_timings(again.cases) == _without_timings(whole.cases)
     manifest = json.loads((killed.path / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["resumed"][0]["kept_records"] == {"single": 3, "batch": 2}.get(mode, 0)
+    assert not (killed.path / ".running.lock").exists()    # the lock went with the run
     assert_unedited(model, before)
 
 
