@@ -67,11 +67,14 @@ def _digest(tensor: torch.Tensor) -> str:
 
 
 def save_edits(handles: list[EditHandle], folder: str | os.PathLike[str], *, method: str, settings: dict[str, Any],
-               cases: list[str]) -> Path:
+               cases: list[str], call: dict[str, Any] | None = None) -> Path:
     """Write the weights ``handles`` (one method call's, applied and not restored) wrote into a new ``folder``.
 
     ``method``, ``settings`` and ``cases`` (the case ids) are recorded beside
-    them.  The folder must not exist: saved edits are never overwritten.
+    them, and ``call``: what the run knows of the call (its handle's
+    ``details`` and seconds, whether the method kept memory for later calls),
+    so that a resumed run can stand the loaded call in for the one it made.
+    The folder must not exist: saved edits are never overwritten.
     """
     from safetensors.torch import save_file
 
@@ -91,7 +94,7 @@ def save_edits(handles: list[EditHandle], folder: str | os.PathLike[str], *, met
     for path, facts in adaptors.items():
         tensors.update({f"{path}::{key}": value for key, value in facts.pop("tensors").items()})
     record = {
-        "format": SAVED_FORMAT, "method": method, "settings": settings, "cases": list(cases),
+        "format": SAVED_FORMAT, "method": method, "settings": settings, "cases": list(cases), "call": call or {},
         "model_type": getattr(model.config, "model_type", None),
         "parameters": {name: {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
                               "unedited_sha256": _digest(unedited[name]), "edited_sha256": _digest(value)}
@@ -180,9 +183,12 @@ def load_edits(model: torch.nn.Module, folder: str | os.PathLike[str]) -> EditHa
                 "and the saved calls before this one first.")
     for path, facts in record.get("adaptors", {}).items():
         _check_adaptor(model, path, facts, folder)
+    call = record.get("call") or {}
     handle = EditHandle(f"saved:{record['method']}", model,
                         {name: params[name].detach().clone() for name in record["parameters"]},
-                        config=record.get("settings", {}), details={"saved_edits": str(folder), "cases": record["cases"]})
+                        config=record.get("settings", {}),
+                        details=call.get("details") or {"saved_edits": str(folder), "cases": record["cases"]},
+                        seconds=call.get("seconds", 0.0), setup_seconds=call.get("setup_seconds", 0.0))
     with torch.no_grad():
         for name in record["parameters"]:
             params[name].copy_(saved[name].to(params[name].device))

@@ -51,6 +51,11 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
+def saved_call(folder: Path, label: str, batch: int) -> Path:
+    """Where a run saves one method call's edits (``run.save_edits``): ``edits/<label>/call-NNNN``."""
+    return folder / "edits" / safe_name(label) / f"call-{batch:04d}"
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -14,7 +14,13 @@ folder*, skipping the work whose records are complete:
   at that measurement (or a record that its edit failed); its records are kept
   and counted into the summary exactly as they were;
 * every other record is dropped (a half-written last line included) and its
-  segment runs again.
+  segment runs again;
+* except that a sequential stream whose calls were saved (``run.save_edits``,
+  :mod:`keditlab.methods.saved`) resumes from its **checkpoint**: the last
+  measurement whose records are complete, all calls before it saved.  Those
+  calls are loaded instead of made, with the details and seconds they were
+  made with, and the stream goes on.  A method that kept memory between calls
+  (recorded with each saved call) cannot stand in this way: its stream runs again.
 
 Each method call is seeded the same way whether or not the calls before it ran
 in this process (:func:`keditlab.runner.run.seed_call`), so the resumed run's
@@ -42,9 +48,12 @@ class Resumed:
     records: list[dict[str, Any]]                                  # every readable record in cases.jsonl, in file order
     done: dict[str, set[int]] = field(default_factory=dict)        # method label -> done segment numbers
     kept: list[dict[str, Any]] = field(default_factory=list)       # the records of done segments, in file order
+    replay: dict[str, int] = field(default_factory=dict)           # label -> last step its checkpoint covers (sequential)
+    refused: dict[str, set[str]] = field(default_factory=dict)     # label -> case ids whose call was refused
 
-    def plan(self, labels: list[str], steps: list[Step], case_ids: list[str]) -> None:
-        """Work out ``done`` and ``kept`` for the methods ``labels`` following ``steps`` over cases ``case_ids``."""
+    def plan(self, labels: list[str], steps: list[Step], case_ids: list[str], checkpoints: bool = False) -> None:
+        """Work out ``done``, ``kept`` and (with ``checkpoints``: a sequential run that saved its calls) ``replay``
+        for the methods ``labels`` following ``steps`` over cases ``case_ids``."""
         parts = segments(steps)
         for label in labels:
             mine = [r for r in self.records if r.get("method") == label]
@@ -62,8 +71,42 @@ class Resumed:
                   for label in labels}
         batches = {label: {step.batch for n in self.done[label] for step in parts[n] if isinstance(step, Apply)}
                    for label in labels}
+        for label in labels:
+            self.refused[label] = {r.get("case_id") for r in self.records if r.get("method") == label and "failed" in r}
+            if checkpoints and not self.done[label]:
+                self.replay[label] = self._checkpoint(label, steps, case_ids)
+                covered = steps[:self.replay[label] + 1]
+                points[label] |= {step.point for step in covered if isinstance(step, Measure)}
+                batches[label] |= {step.batch for step in covered if isinstance(step, Apply)}
         self.kept = [r for r in self.records if r.get("method") in self.done and (
             r.get("batch") in batches[r["method"]] if "failed" in r else r.get("point") in points[r["method"]])]
+
+    def _checkpoint(self, label: str, steps: list[Step], case_ids: list[str]) -> int:
+        """The last step of a sequential stream that can be stood in for: every call up to it saved (or refused,
+        with its records), every measurement up to it recorded, and no call kept memory for the next (its memory
+        is not saved: such a stream is done again).  ``-1``: none."""
+        from keditlab.methods.saved import read_saved
+        from keditlab.runner.folder import saved_call
+
+        mine = [r for r in self.records if r.get("method") == label]
+        measured = {(r.get("point"), r.get("case_id")) for r in mine if "failed" not in r}
+        refused = {r.get("case_id") for r in mine if "failed" in r}
+        last = -1
+        for index, step in enumerate(steps):
+            if isinstance(step, Apply):
+                if all(case_ids[i] in refused for i in step.cases):
+                    continue
+                try:
+                    call = read_saved(saved_call(self.folder, label, step.batch)).get("call", {})
+                except ValueError:      # not saved (the kill came first) or damaged
+                    break
+                if call.get("memory_between_calls", True):
+                    return -1
+            elif isinstance(step, Measure):
+                if not all((step.point, case_ids[i]) in measured or case_ids[i] in refused for i in step.cases):
+                    break
+                last = index
+        return last
 
 
 def segments(steps: list[Step]) -> list[list[Step]]:

@@ -46,7 +46,7 @@ from filelock import FileLock, Timeout
 from keditlab.data.datasets import dataset_cases
 from keditlab.evaluate import CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, NonFiniteEdit, get_method, method_names
-from keditlab.methods.saved import save_edits, saveable
+from keditlab.methods.saved import load_edits, save_edits, saveable
 from keditlab.models import LoadedModel, load_model
 from keditlab.models.precision import precision_warnings
 from keditlab.models.tokens import answer_text, context_length, encode_prompt
@@ -184,7 +184,8 @@ def run_spec(
         for warning in filter(None, pre_warnings.values()):
             log(f"warning: {warning['message']}")
         _edit_and_measure(spec, methods, steps, configs, cases, before, pre_warnings, last_measurements(steps), tallies,
-                          case_records, loaded, context, folder, log, resume.done if resume else {})
+                          case_records, loaded, context, folder, log, resume.done if resume else {},
+                          resume.replay if resume else {}, resume.refused if resume else {})
         return close("complete")
     except BaseException as exc:   # Interrupt, a kill signal Python sees, an error: what was measured is kept, and says so
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
@@ -209,15 +210,18 @@ def _check_saving(methods: list[tuple[MethodSpec, EditMethod]], out: Any) -> Non
 
 
 def _save_call(handles: list[EditHandle], folder: Path, label: str, name: str, config: Any, cases: list[EditCase],
-               step: Apply) -> None:
-    """Save one method call's edits as ``edits/<label>/call-NNNN`` (:mod:`keditlab.methods.saved`).
+               step: Apply, memory: bool) -> None:
+    """Save one method call's edits (:mod:`keditlab.methods.saved`), with what a resumed run needs to stand it in.
 
     A resumed run doing a call again replaces what the stopped run may have saved of it (the same call, made again).
     """
-    target = folder / "edits" / run_folder.safe_name(label) / f"call-{step.batch:04d}"
+    target = run_folder.saved_call(folder, label, step.batch)
     if target.exists():
         shutil.rmtree(target)
-    save_edits(handles, target, method=name, settings=config.to_dict(), cases=[case.case_id for case in cases])
+    handle = _joined(handles)
+    save_edits(handles, target, method=name, settings=config.to_dict(), cases=[case.case_id for case in cases],
+               call={"details": run_folder.plain_json(handle.details), "seconds": handle.seconds,
+                     "setup_seconds": handle.setup_seconds, "memory_between_calls": memory})
 
 
 def _hold(folder: Path | None) -> Any:
@@ -257,9 +261,10 @@ def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallie
                        f"(methods {', '.join(changed or sorted(set(recorded) - set(labels)))}; a newer keditlab changed "
                        "a default?), so its finished records and new ones would not be one run. Fix: run the spec again "
                        "into a new folder.")
-    resume.plan(labels, steps, [case.case_id for case in cases])
+    resume.plan(labels, steps, [case.case_id for case in cases],
+                checkpoints=spec.run.mode == "sequential" and spec.run.save_edits)
     for m, _ in methods:
-        if resume.done[m.label]:
+        if any(record["method"] == m.label for record in resume.kept):
             tallies[m.label] = MethodTally(m.name, configs[m.label].to_dict(), spec.run.mode, spec.run.batch_size,
                                            spec.run.evaluate_at)
     tallies_from_records(tallies, resume.kept, steps, [case.case_id for case in cases])
@@ -270,18 +275,28 @@ def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallie
                                                       "dropped_records": len(resume.records) - len(resume.kept)})
     total = len(segments(steps))
     noun = {"single": ("edit", "edits"), "batch": ("batch", "batches")}.get(spec.run.mode, ("stream", "streams"))[total != 1]
-    log(f"Resuming {resume.folder}: " + "; ".join(f"[{label}] {len(resume.done[label])} of {total} {noun} done" for label in labels)
+    if spec.run.mode == "sequential":
+        calls = sum(isinstance(step, Apply) for step in steps)
+        done_text = lambda label: (f"[{label}] stream done" if resume.done[label] else  # noqa: E731
+                                   f"[{label}] resumes after call {sum(isinstance(s, Apply) for s in steps[:resume.replay[label] + 1])} of {calls} (its checkpoint)"
+                                   if resume.replay.get(label, -1) >= 0 else f"[{label}] stream done again from the start")
+    else:
+        done_text = lambda label: f"[{label}] {len(resume.done[label])} of {total} {noun} done"  # noqa: E731
+    log(f"Resuming {resume.folder}: " + "; ".join(done_text(label) for label in labels)
         + f" ({len(resume.kept)} records kept, {len(resume.records) - len(resume.kept)} to measure again)")
 
 
 def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_warnings, last_point,
                       tallies: dict[str, MethodTally], case_records: list[dict[str, Any]], loaded: LoadedModel,
-                      context: EditContext, folder: Path | None, log: Any, done: dict[str, set[int]]) -> None:
+                      context: EditContext, folder: Path | None, log: Any, done: dict[str, set[int]],
+                      replay: dict[str, int], refused: dict[str, set[str]]) -> None:
     """Every method through the schedule: apply, measure, restore (module docstring); results go into
     ``tallies`` and ``case_records`` (and the folder's ``cases.jsonl``) as they are measured.
 
     ``done``: per method label, the schedule's segments (:func:`keditlab.runner.resume.segments`) a
-    resumed run finished before, skipped here; their records are already in ``tallies``.
+    resumed run finished before, skipped here; their records are already in ``tallies``.  ``replay``: per
+    label, the last step of a resumed sequential stream that its checkpoint covers: its calls are loaded
+    from their saved edits (``refused``: the case ids whose call was refused), its measurements kept.
     """
     model, tokenizer, profile = loaded
     for method_spec, method in methods:
@@ -294,9 +309,17 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
         applied: dict[int, tuple[Apply, EditHandle]] = {}        # case index -> the call that applied it
         failed: set[int] = set()                                 # cases whose call was refused (a non-finite update)
         try:
-            for step in steps:
+            for index, step in enumerate(steps):
                 if segment in done.get(label, ()):
                     segment += isinstance(step, Restore)
+                    continue
+                if index <= replay.get(label, -1):   # a resumed stream: its checkpoint stands in for what it did
+                    if isinstance(step, Apply) and all(cases[i].case_id in refused.get(label, ()) for i in step.cases):
+                        failed.update(step.cases)
+                    elif isinstance(step, Apply):
+                        handle = load_edits(model, run_folder.saved_call(folder, label, step.batch))
+                        stack.append(handle)
+                        applied.update((i, (step, handle)) for i in step.cases)
                     continue
                 if isinstance(step, Apply):
                     log(_apply_message(label, step, cases, len(stack)))
@@ -317,7 +340,7 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     handle = _joined(handles)
                     if spec.run.save_edits and folder:
                         _save_call(handles, folder, label, method_spec.name, configs[label], [cases[i] for i in step.cases],
-                                   step)
+                                   step, memory=bool(context.memory.get(method_spec.name)))
                     applied.update((i, (step, handle)) for i in step.cases)
                     tally.add_batch(len(step.cases), handle.seconds, handle.setup_seconds)
                 elif isinstance(step, Measure):

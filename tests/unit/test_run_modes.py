@@ -474,3 +474,44 @@ def test_runs_that_cannot_be_resumed_say_why(tokenizer, registered, tmp_path):
         from keditlab.models import LoadedModel, derive_profile
 
         run_spec(other, None, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda m: None, resume=resumed)
+
+
+@pytest.mark.parametrize("memory, calls_again", [
+    (False, [["c2", "c3"], ["c4"]]),                     # the checkpoint after the first call stands in for it
+    (True, [["c0", "c1"], ["c2", "c3"], ["c4"]]),        # a method keeping memory between calls: the stream again
+])
+def test_a_sequential_run_resumes_from_its_last_checkpoint(tokenizer, registered, tmp_path, monkeypatch, memory, calls_again):
+    """With run.save_edits, a killed sequential stream restarts after its last call that was saved and measured."""
+    from keditlab.models import LoadedModel, derive_profile
+    from keditlab.runner.resume import read_run_folder
+
+    if memory:
+        real = Nudge._apply
+
+        def remembering(self, model, tokenizer, profile, cases, config, context):
+            context.memory.setdefault(self.name, []).append(len(cases))
+            return real(self, model, tokenizer, profile, cases, config, context)
+
+        monkeypatch.setattr(Nudge, "_apply", remembering)
+    model = make_tiny_model("llama", vocab_size=49152)
+    before = _params(model)
+    Nudge.reference = before
+    spec = dataclasses.replace(modes_spec("sequential", 2, "after_each"),
+                               run=RunSettings(mode="sequential", batch_size=2, evaluate_at="after_each", save_edits=True))
+    loaded = LoadedModel(model, tokenizer, derive_profile(model))
+    whole = run_spec(spec, tmp_path / "whole", loaded=loaded, log=lambda message: None)
+    killed = run_spec(spec, tmp_path / "killed", loaded=loaded, log=lambda message: None)
+    _as_killed(killed.path, 3)                                   # c0, c1 (call 0) and c2 of call 1 recorded
+    import shutil
+
+    shutil.rmtree(killed.path / "edits" / "nudge" / "call-0002")  # the kill came before the third call was saved
+    Nudge.calls = []
+    _, resumed = read_run_folder(killed.path)
+    messages: list[str] = []
+    run = run_spec(spec, None, loaded=loaded, log=messages.append, resume=resumed)
+    assert [call["cases"] for call in Nudge.calls] == calls_again
+    assert any(("resumes after call 1 of 3" if not memory else "done again from the start") in m for m in messages), messages
+    assert _without_timings(run.summary) == _without_timings(whole.summary)
+    assert _without_timings(run.cases) == _without_timings(whole.cases)
+    assert sorted(p.name for p in (killed.path / "edits" / "nudge").iterdir()) == ["call-0000", "call-0001", "call-0002"]
+    assert_unedited(model, before)
