@@ -89,3 +89,33 @@ def tokenizer():
     tok = AutoTokenizer.from_pretrained(ensure_embedded_cache())
     tok.pad_token = tok.pad_token or tok.eos_token
     return tok
+
+
+@pytest.fixture
+def file_server(monkeypatch, tmp_path):
+    """A local HTTP server on the files of a temporary folder, for downloads without the network:
+    ``(folder, base_url, requested_paths)``."""
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a proxy in the environment must not catch it
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}", requested
+    httpd.shutdown()
+    httpd.server_close()

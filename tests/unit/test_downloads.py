@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import re
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -45,30 +43,9 @@ def cache(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def server(monkeypatch, tmp_path):
-    """A local HTTP server on the files of a temporary folder: ``(folder, base_url, requested_paths)``."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    requested: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def do_GET(self):  # noqa: N802 - the standard library's name
-            requested.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):  # keep the test output quiet
-            pass
-
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a proxy in the environment must not catch it
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}", requested
-    httpd.shutdown()
-    httpd.server_close()
+def server(file_server):
+    """tests/conftest.py's local HTTP server: ``(folder, base_url, requested_paths)``."""
+    return file_server
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -49,40 +47,20 @@ def nowhere(empty_cache, monkeypatch):
 
 
 @pytest.fixture
-def served(monkeypatch, tmp_path):
+def served(monkeypatch, file_server):
     """Serve bytes in place of a published file's source: ``served(name, data)`` points its URL at a local server.
 
     The download itself is the real one (pooch, its progress bar, keditlab's
     check and rename); returns the list of paths the server was asked for.
     """
-    folder = tmp_path / "served"
-    folder.mkdir()
-    requested: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def do_GET(self):  # noqa: N802 - the standard library's name
-            requested.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    folder, base, requested = file_server
 
     def serve(name: str, data: bytes) -> list[str]:
         (folder / "file.json").write_bytes(data)
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/file.json"
-        monkeypatch.setitem(PUBLISHED, name, dataclasses.replace(PUBLISHED[name], url=url))
+        monkeypatch.setitem(PUBLISHED, name, dataclasses.replace(PUBLISHED[name], url=f"{base}/file.json"))
         return requested
 
-    yield serve
-    httpd.shutdown()
-    httpd.server_close()
+    return serve
 
 
 def test_every_shipped_spec_validates_in_a_fresh_clone_without_downloading(nowhere, tmp_path, capsys, monkeypatch):
