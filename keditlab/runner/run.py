@@ -184,8 +184,7 @@ def run_spec(
         for warning in filter(None, pre_warnings.values()):
             log(f"warning: {warning['message']}")
         _edit_and_measure(spec, methods, steps, configs, cases, before, pre_warnings, last_measurements(steps), tallies,
-                          case_records, loaded, context, folder, log, resume.done if resume else {},
-                          resume.replay if resume else {}, resume.refused if resume else {})
+                          case_records, loaded, context, folder, log, resume)
         return close("complete")
     except BaseException as exc:   # Interrupt, a kill signal Python sees, an error: what was measured is kept, and says so
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
@@ -288,16 +287,16 @@ def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallie
 
 def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_warnings, last_point,
                       tallies: dict[str, MethodTally], case_records: list[dict[str, Any]], loaded: LoadedModel,
-                      context: EditContext, folder: Path | None, log: Any, done: dict[str, set[int]],
-                      replay: dict[str, int], refused: dict[str, set[str]]) -> None:
+                      context: EditContext, folder: Path | None, log: Any, resume: Resumed | None = None) -> None:
     """Every method through the schedule: apply, measure, restore (module docstring); results go into
     ``tallies`` and ``case_records`` (and the folder's ``cases.jsonl``) as they are measured.
 
-    ``done``: per method label, the schedule's segments (:func:`keditlab.runner.resume.segments`) a
-    resumed run finished before, skipped here; their records are already in ``tallies``.  ``replay``: per
-    label, the last step of a resumed sequential stream that its checkpoint covers: its calls are loaded
-    from their saved edits (``refused``: the case ids whose call was refused), its measurements kept.
+    A resumed run (``resume``) skips the schedule's segments it finished before (``resume.done``, per method label;
+    :func:`keditlab.runner.resume.segments`), whose records are already in ``tallies``; a sequential stream
+    with a checkpoint loads the calls up to it from their saved edits (``resume.replay``: the last step the
+    checkpoint covers; ``resume.refused``: case ids whose call was refused) and keeps its measurements.
     """
+    resume = resume or Resumed(Path(), {}, [])   # a fresh run: nothing done before
     model, tokenizer, profile = loaded
     for method_spec, method in methods:
         label = method_spec.label
@@ -310,11 +309,11 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
         failed: set[int] = set()                                 # cases whose call was refused (a non-finite update)
         try:
             for index, step in enumerate(steps):
-                if segment in done.get(label, ()):
+                if segment in resume.done.get(label, ()):
                     segment += isinstance(step, Restore)
                     continue
-                if index <= replay.get(label, -1):   # a resumed stream: its checkpoint stands in for what it did
-                    if isinstance(step, Apply) and all(cases[i].case_id in refused.get(label, ()) for i in step.cases):
+                if index <= resume.replay.get(label, -1):   # a resumed stream: its checkpoint stands in for what it did
+                    if isinstance(step, Apply) and all(cases[i].case_id in resume.refused.get(label, ()) for i in step.cases):
                         failed.update(step.cases)
                     elif isinstance(step, Apply):
                         handle = load_edits(model, run_folder.saved_call(folder, label, step.batch))
