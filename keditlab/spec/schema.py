@@ -13,6 +13,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 SCHEMA_FILE = "spec.schema.json"
@@ -55,6 +56,17 @@ def resolve_ref(schema: dict[str, Any], root: dict[str, Any] | None = None) -> d
         schema = target
         seen += 1
     return schema
+
+
+def subschemas(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every mapping inside ``schema`` (the schema itself included), with where it is: ``/$defs/run/properties/seed``."""
+    if isinstance(schema, dict):
+        yield path, schema
+        for key, value in schema.items():
+            yield from subschemas(value, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            yield from subschemas(value, f"{path}/{i}")
 
 
 class MethodSetting(NamedTuple):

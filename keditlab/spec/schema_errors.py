@@ -19,7 +19,7 @@ from jsonschema import ValidationError
 from keditlab.spec.errors import Path
 from keditlab.spec.hints import closest, describe_types, describe_value, did_you_mean, json_type, quoted_list, suggested_value
 from keditlab.spec.report import Reporter
-from keditlab.spec.schema import resolve_ref
+from keditlab.spec.schema import resolve_ref, subschemas
 
 
 def accepted_types(schema: Any, root: dict[str, Any]) -> set[str] | None:
@@ -413,7 +413,7 @@ class SchemaErrorTranslator:
 
     def _required_keys(self) -> set[str]:
         """Keys some object of the schema requires: they have no default to fall back on."""
-        return {key for _, sub in _subschemas(self.root) for key in sub.get("required", [])}
+        return {key for _, sub in subschemas(self.root) for key in sub.get("required", [])}
 
     def _all_method_settings(self) -> set[str]:
         settings: set[str] = set()
@@ -449,12 +449,3 @@ def _misspellings(schema: dict[str, Any], instance: Any) -> dict[str, str]:
     return found
 
 
-def _subschemas(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every mapping inside ``schema``, with where it is."""
-    if isinstance(schema, dict):
-        yield path, schema
-        for key, value in schema.items():
-            yield from _subschemas(value, f"{path}/{key}")
-    elif isinstance(schema, list):
-        for i, value in enumerate(schema):
-            yield from _subschemas(value, f"{path}/{i}")

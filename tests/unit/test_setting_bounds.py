@@ -31,6 +31,7 @@ from keditlab.devtools.generate import BOUNDS
 from keditlab.devtools.spec_schema_base import MAX_SEED
 from keditlab.methods import _REGISTRY, MethodConfigError, method_names
 from keditlab.spec import load_schema, validate_text
+from keditlab.spec.schema import subschemas
 
 EDIT = """\
 edits:
@@ -101,26 +102,13 @@ def test_schema_carries_the_declared_bounds(setting):
     assert in_schema == declared
 
 
-def _numbers(node, where: str = ""):
-    """``(where, schema)`` of every integer or number in the schema (alternatives and list items included)."""
-    if isinstance(node, dict):
-        kinds = node.get("type", [])
-        kinds = kinds if isinstance(kinds, list) else [kinds]
-        if "integer" in kinds or "number" in kinds:
-            yield where, node
-        for key, child in node.items():
-            yield from _numbers(child, f"{where}/{key}")
-    elif isinstance(node, list):
-        for i, child in enumerate(node):
-            yield from _numbers(child, f"{where}[{i}]")
-
-
 #: Integers of the schema that are names, not settings: an edit's ``id`` may be any whole number.
 NOT_SETTINGS = {"/$defs/edit/properties/id"}
 
 
 def test_every_number_in_the_spec_schema_has_a_lower_bound():
-    numbers = dict(_numbers(load_schema()))
+    numbers = {where: sub for where, sub in subschemas(load_schema())
+               if {"integer", "number"} & set(sub["type"] if isinstance(sub.get("type"), list) else [sub.get("type")])}
     assert "/$defs/run/properties/seed" in numbers and "/$defs/method-rome/properties/v_steps" in numbers
     missing = [where for where, schema in numbers.items()
                if where not in NOT_SETTINGS and "minimum" not in schema and "exclusiveMinimum" not in schema]

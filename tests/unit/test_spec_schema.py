@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 
 from keditlab.spec import load_schema
-from keditlab.spec.schema import REPO_SCHEMA_DIR, resolve_ref
+from keditlab.spec.schema import REPO_SCHEMA_DIR, resolve_ref, subschemas
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,20 +39,9 @@ def test_schema_is_read_from_the_checkout():
     assert load_schema() == json.loads((REPO_SCHEMA_DIR / "spec.schema.json").read_text())
 
 
-def _objects(schema, path=""):
-    """Every subschema that is a mapping, with a readable location."""
-    if isinstance(schema, dict):
-        yield path, schema
-        for key, value in schema.items():
-            yield from _objects(value, f"{path}/{key}")
-    elif isinstance(schema, list):
-        for i, value in enumerate(schema):
-            yield from _objects(value, f"{path}/{i}")
-
-
 def test_every_property_is_documented_and_every_object_closed():
     root = load_schema()
-    for where, sub in _objects(root):
+    for where, sub in subschemas(root):
         if "/if" in where:  # `if` conditions only test the name
             continue
         for key, prop in sub.get("properties", {}).items():
