@@ -189,12 +189,16 @@ def load_edits(model: torch.nn.Module, folder: str | os.PathLike[str]) -> EditHa
                         config=record.get("settings", {}),
                         details=call.get("details") or {"saved_edits": str(folder), "cases": record["cases"]},
                         seconds=call.get("seconds", 0.0), setup_seconds=call.get("setup_seconds", 0.0))
-    with torch.no_grad():
-        for name in record["parameters"]:
-            params[name].copy_(saved[name].to(params[name].device))
-    for path, facts in record.get("adaptors", {}).items():
-        _load_adaptor(model, path, facts, {key.split("::", 1)[1]: value for key, value in saved.items()
-                                           if key.startswith(f"{path}::")}, handle)
+    try:
+        with torch.no_grad():
+            for name in record["parameters"]:
+                params[name].copy_(saved[name].to(params[name].device))
+        for path, facts in record.get("adaptors", {}).items():
+            _load_adaptor(model, path, facts, {key.split("::", 1)[1]: value for key, value in saved.items()
+                                               if key.startswith(f"{path}::")}, handle)
+    except BaseException:   # an error or Ctrl-C halfway: the model is put back as it was
+        handle.restore()
+        raise
     return handle
 
 

@@ -122,3 +122,23 @@ def test_save_edits_in_a_spec_names_methods_that_cannot_be_saved():
         parse_spec(text, "s.yaml")
     assert "'ike' makes its edits by what the model reads (a prompt)" in str(error.value)
     assert parse_spec(text.replace(", ike", ", grace"), "s.yaml").run.save_edits is True
+
+
+def test_a_load_interrupted_halfway_leaves_the_model_as_it_was(tiny, tokenizer, tmp_path, monkeypatch):
+    """Ctrl-C while a saved GRACE edit loads (weights written, its codebook installed): nothing of it stays."""
+    from keditlab.methods.grace import GraceCodebook
+
+    model, profile, provider = tiny
+    unedited = _params(model)
+    handle = get_method("grace").apply(model, tokenizer, profile, [CASE], FAST["grace"],
+                                       EditContext(covariance=provider, progress=False))
+    saved = save_edits([handle], tmp_path / "grace", method="grace", settings={}, cases=[CASE.case_id])
+    handle.restore()
+
+    def interrupted(self, tensors, facts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(GraceCodebook, "load_state", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_edits(model, saved)
+    assert _equal(model, unedited)
