@@ -18,7 +18,9 @@ read:
 Many pairs are checked together: they are sorted by length, so each batch
 needs little padding, padded on the right with an attention mask (real tokens
 come first, so their positions and outputs do not depend on the padding),
-and each batch is a single forward pass under ``torch.inference_mode()``.
+and each batch is a single forward pass under ``torch.inference_mode()``
+that computes logits at the answer positions only
+(:func:`~keditlab.models.logits.logits_at`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import torch
 
+from keditlab.models.logits import logits_at
 from keditlab.models.sampling import right_padded
 from keditlab.models.tokens import encode_prompt_answer
 
@@ -93,11 +96,12 @@ def teacher_forced(
             chunk = order[start : start + batch_size]
             seqs = [encoded[i][0] + encoded[i][1] for i in chunk]
             input_ids, mask = right_padded(seqs, pad, device)
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            # position len(prompt) - 1 predicts the first answer token
+            positions = [range(len(encoded[i][0]) - 1, len(encoded[i][0]) - 1 + len(encoded[i][1])) for i in chunk]
+            logits = logits_at(model, input_ids, mask, positions)
             for row, i in enumerate(chunk):
-                prompt_ids, answer_ids = encoded[i]
-                first = len(prompt_ids) - 1  # this position predicts the first answer token
-                rows = logits[row, first : first + len(answer_ids)].float()
+                answer_ids = encoded[i][1]
+                rows = logits[row, : len(answer_ids)].float()
                 target = torch.tensor(answer_ids, device=rows.device)
                 predicted = rows.argmax(dim=-1)
                 nll = torch.nn.functional.cross_entropy(rows, target, reduction="mean")
