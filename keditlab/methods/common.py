@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from keditlab.models.logits import logits_at
 from keditlab.models.sampling import sample_ids, seeded
 
 
@@ -50,18 +51,22 @@ def device_of(model: torch.nn.Module) -> torch.device:
 
 
 def target_logits(model, ids: torch.Tensor, mask: torch.Tensor, where: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Logits at the positions ``where`` only: the backbone's last hidden state there, through the output embedding.
+    """Logits at the positions ``where`` (row indices, column indices) only, one row of logits per pair, in order.
 
     The output embedding at every position of every row is most of the work
     of a small model's forward and backward pass (a 49k vocabulary against a
     576 hidden size on the embedded model); the loss needs a few positions.
+    :func:`~keditlab.models.logits.logits_at` computes only those (and keeps
+    what the model does to its logits, such as Gemma 2's soft-capping).
     """
-    backbone = getattr(model, "base_model", None)
-    head = model.get_output_embeddings()
-    if backbone is None or backbone is model or head is None:
-        return model(input_ids=ids, attention_mask=mask).logits[where]
-    hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-    return head(hidden[where])
+    rows, cols = where
+    positions: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    slots = []
+    for row, col in zip(rows.tolist(), cols.tolist()):
+        slots.append(len(positions[row]))
+        positions[row].append(col)
+    picked = logits_at(model, ids, mask, positions)
+    return picked[rows, torch.tensor(slots, dtype=torch.long, device=picked.device)]
 
 
 # Openings of the short context prefixes (ROME averages keys and values over
