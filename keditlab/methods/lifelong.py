@@ -103,6 +103,23 @@ class HeldSums(dict):
         handle.on_restore.append(take_back)
         return after
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its values and shares (a sequential run saves a method's memory with each call)."""
+        return (_held_sums, (dict(self), dict(self.shares)))
+
+
+def _held_sums(values: dict, shares: dict[int, int]) -> HeldSums:
+    held = HeldSums(values)
+    held.shares = shares
+    return held
+
+
+#: What a method's memory between calls may be made of besides tensors, numbers, strings and the
+#: built-in containers: the classes :func:`keditlab.methods.saved.load_memory` lets a saved memory
+#: rebuild (``torch.load(weights_only=True)`` refuses every other class, so a memory file cannot run code).
+#: A method whose memory holds a class of its own adds it here, next to the class.
+MEMORY_CLASSES: list[Any] = [KeySum, _held_sums]
+
 
 # -- the preservation settings of UltraEdit and LocFT-BF ----------------------------------------------
 

@@ -45,7 +45,7 @@ from keditlab.methods.base import EditHandle
 
 #: The version of the saved-edits folder layout (``edits.json`` ``format``).
 SAVED_FORMAT = 1
-TENSORS, MANIFEST = "edits.safetensors", "edits.json"
+TENSORS, MANIFEST, MEMORY = "edits.safetensors", "edits.json", "memory.pt"
 
 
 class SavedEditsError(ValueError):
@@ -67,13 +67,16 @@ def _digest(tensor: torch.Tensor) -> str:
 
 
 def save_edits(handles: list[EditHandle], folder: str | os.PathLike[str], *, method: str, settings: dict[str, Any],
-               cases: list[str], call: dict[str, Any] | None = None) -> Path:
+               cases: list[str], call: dict[str, Any] | None = None, memory: Any = None) -> Path:
     """Write the weights ``handles`` (one method call's, applied and not restored) wrote into a new ``folder``.
 
     ``method``, ``settings`` and ``cases`` (the case ids) are recorded beside
     them, and ``call``: what the run knows of the call (its handle's
     ``details`` and seconds, whether the method kept memory for later calls),
     so that a resumed run can stand the loaded call in for the one it made.
+    ``memory``, when given, is the method's memory between calls as the call
+    left it (:attr:`~keditlab.methods.base.EditContext.memory`), written to
+    ``memory.pt`` for :func:`load_memory`.
     The folder must not exist: saved edits are never overwritten.
     """
     from safetensors.torch import save_file
@@ -106,6 +109,8 @@ def save_edits(handles: list[EditHandle], folder: str | os.PathLike[str], *, met
     try:
         save_file(tensors, str(staging / TENSORS), metadata={"keditlab": f"saved edits, format {SAVED_FORMAT}"})
         (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if memory is not None:
+            torch.save(memory, staging / MEMORY)
         os.rename(staging, folder)            # whole or not at all
     finally:
         if staging.exists():
@@ -131,6 +136,28 @@ def _adaptors_of(handles: list[EditHandle], model: torch.nn.Module) -> dict[str,
             "tensors": {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()},
         }
     return found
+
+
+def load_memory(folder: str | os.PathLike[str], device: Any = "cpu") -> Any:
+    """The method's memory between calls saved with the call in ``folder`` (its tensors on ``device``); None when none was.
+
+    Read with ``torch.load(weights_only=True)``: tensors, numbers, strings, the
+    built-in containers and the classes of
+    :data:`~keditlab.methods.lifelong.MEMORY_CLASSES`, nothing else (a memory
+    file cannot run code).
+    """
+    from keditlab.methods.lifelong import MEMORY_CLASSES
+
+    path = Path(folder) / MEMORY
+    if not path.is_file():
+        return None
+    try:
+        with torch.serialization.safe_globals(MEMORY_CLASSES):
+            return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:   # noqa: BLE001 - a damaged or foreign file, whatever torch raises for it
+        raise SavedEditsError(f"{path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                              "Fix: resume without it (delete the file: the stream is then done again from its start), "
+                              "or run the spec again.") from None
 
 
 def read_saved(folder: str | os.PathLike[str]) -> dict[str, Any]:

@@ -98,6 +98,7 @@ back out (bit for bit when handles are restored last-first, as the runner does).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,7 @@ from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMet
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.common import device_of, trainable_only
 from keditlab.methods.layers import chosen_layers, late_layers
-from keditlab.methods.lifelong import HeldSums, keep_earlier_setting, preserve_setting, preserve_weight_setting
+from keditlab.methods.lifelong import MEMORY_CLASSES, HeldSums, keep_earlier_setting, preserve_setting, preserve_weight_setting
 from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import hooks
 from keditlab.models.sampling import right_padded
@@ -319,7 +320,7 @@ class UltraEdit(EditMethod, name="ultraedit", family="lifelong closed-form", pap
                     })
 
         # The batches of the stream not yet restored, in the order applied.
-        token = object()
+        token = next(_CALLS)
         memory["live"].append(token)
         handle.on_restore.append(lambda: memory["live"].remove(token))
         handle.details = {
@@ -363,6 +364,11 @@ class _Moments:
         rest = self.copy()
         rest.merge(other, sign=-1)
         return rest
+
+
+MEMORY_CLASSES.extend([_Moments, RunningMoments])   # a sequential run saves the running statistics with each call
+#: A number per call of the stream, held in its memory's ``live`` list until the call is restored.
+_CALLS = itertools.count()
 
 
 def ridge_solve(keys: torch.Tensor, shifts: torch.Tensor, ridge: float) -> torch.Tensor:

@@ -19,8 +19,11 @@ folder*, skipping the work whose records are complete:
   :mod:`keditlab.methods.saved`) resumes from its **checkpoint**: the last
   measurement whose records are complete, all calls before it saved.  Those
   calls are loaded instead of made, with the details and seconds they were
-  made with, and the stream goes on.  A method that kept memory between calls
-  (recorded with each saved call) cannot stand in this way: its stream runs again.
+  made with, and the stream goes on.  A method that keeps memory between calls
+  (AlphaEdit's earlier keys, UltraEdit's running statistics, LocFT-BF's anchors)
+  has that memory saved with each call (``memory.pt``, kept for the latest
+  checkpoint only) and loaded with the checkpoint's last call; without it (a
+  run saved by an older keditlab) its stream runs again from the start.
 
 Each method call is seeded the same way whether or not the calls before it ran
 in this process (:func:`keditlab.runner.run.seed_call`), so the resumed run's
@@ -83,29 +86,31 @@ class Resumed:
 
     def _checkpoint(self, label: str, steps: list[Step], case_ids: list[str]) -> int:
         """The last step of a sequential stream that can be stood in for: every call up to it saved (or refused,
-        with its records), every measurement up to it recorded, and no call kept memory for the next (its memory
-        is not saved: such a stream is done again).  ``-1``: none."""
-        from keditlab.methods.saved import read_saved
+        with its records), every measurement up to it recorded, and, for a method that keeps memory between
+        calls, that memory saved with the last call before it (``memory.pt``; the run keeps the latest
+        checkpoint's only).  ``-1``: none, and the stream is done again from its start."""
+        from keditlab.methods.saved import MEMORY, read_saved
         from keditlab.runner.folder import saved_call
 
         mine = [r for r in self.records if r.get("method") == label]
         measured = {(r.get("point"), r.get("case_id")) for r in mine if "failed" not in r}
         refused = {r.get("case_id") for r in mine if "failed" in r}
-        last = -1
+        last, memory_saved = -1, True
         for index, step in enumerate(steps):
             if isinstance(step, Apply):
                 if all(case_ids[i] in refused for i in step.cases):
-                    continue
+                    continue            # rolled back: the memory is the previous call's
+                folder = saved_call(self.folder, label, step.batch)
                 try:
-                    call = read_saved(saved_call(self.folder, label, step.batch)).get("call", {})
+                    call = read_saved(folder).get("call", {})
                 except ValueError:      # not saved (the kill came first) or damaged
                     break
-                if call.get("memory_between_calls", True):
-                    return -1
+                memory_saved = not call.get("memory_between_calls", True) or (folder / MEMORY).is_file()
             elif isinstance(step, Measure):
                 if not all((step.point, case_ids[i]) in measured or case_ids[i] in refused for i in step.cases):
                     break
-                last = index
+                if memory_saved:
+                    last = index
         return last
 
 

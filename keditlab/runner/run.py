@@ -46,7 +46,7 @@ from filelock import FileLock, Timeout
 from keditlab.data.datasets import dataset_cases
 from keditlab.evaluate import CaseMeasurement, measure
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, NonFiniteEdit, get_method, method_names
-from keditlab.methods.saved import load_edits, save_edits, saveable
+from keditlab.methods.saved import MEMORY, load_edits, load_memory, save_edits, saveable
 from keditlab.models import LoadedModel, load_model
 from keditlab.models.precision import precision_warnings
 from keditlab.models.tokens import answer_text, context_length, encode_prompt
@@ -209,8 +209,9 @@ def _check_saving(methods: list[tuple[MethodSpec, EditMethod]], out: Any) -> Non
 
 
 def _save_call(handles: list[EditHandle], folder: Path, label: str, name: str, config: Any, cases: list[EditCase],
-               step: Apply, memory: bool) -> None:
-    """Save one method call's edits (:mod:`keditlab.methods.saved`), with what a resumed run needs to stand it in.
+               step: Apply, memory: Any) -> Path:
+    """Save one method call's edits (:mod:`keditlab.methods.saved`), with what a resumed run needs to stand it in:
+    its details and seconds, and the method's memory between calls as the call left it (``memory``, when it keeps one).
 
     A resumed run doing a call again replaces what the stopped run may have saved of it (the same call, made again).
     """
@@ -218,9 +219,24 @@ def _save_call(handles: list[EditHandle], folder: Path, label: str, name: str, c
     if target.exists():
         shutil.rmtree(target)
     handle = _joined(handles)
-    save_edits(handles, target, method=name, settings=config.to_dict(), cases=[case.case_id for case in cases],
-               call={"details": run_folder.plain_json(handle.details), "seconds": handle.seconds,
-                     "setup_seconds": handle.setup_seconds, "memory_between_calls": memory})
+    return save_edits(handles, target, method=name, settings=config.to_dict(), cases=[case.case_id for case in cases],
+                      call={"details": run_folder.plain_json(handle.details), "seconds": handle.seconds,
+                            "setup_seconds": handle.setup_seconds, "memory_between_calls": bool(memory)},
+                      memory=memory or None)
+
+
+def _memory_restorer(context: EditContext, name: str) -> Any:
+    """A function that puts ``context.memory[name]`` back to what it is now (absent included): a resumed stream
+    replaces the method's memory with its checkpoint's, and restoring the stream's first call undoes that."""
+    missing = object()
+    before = context.memory.get(name, missing)
+
+    def put_back() -> None:
+        if before is missing:
+            context.memory.pop(name, None)
+        else:
+            context.memory[name] = before
+    return put_back
 
 
 def _hold(folder: Path | None) -> Any:
@@ -307,6 +323,7 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
         stack: list[EditHandle] = []                             # what is on the model now, first applied first
         applied: dict[int, tuple[Apply, EditHandle]] = {}        # case index -> the call that applied it
         failed: set[int] = set()                                 # cases whose call was refused (a non-finite update)
+        saved_calls: list[Path] = []                             # the saved calls of this stream (run.save_edits)
         try:
             for index, step in enumerate(steps):
                 if segment in resume.done.get(label, ()):
@@ -316,8 +333,15 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     if isinstance(step, Apply) and all(cases[i].case_id in resume.refused.get(label, ()) for i in step.cases):
                         failed.update(step.cases)
                     elif isinstance(step, Apply):
-                        handle = load_edits(model, run_folder.saved_call(folder, label, step.batch))
+                        call_folder = run_folder.saved_call(folder, label, step.batch)
+                        handle = load_edits(model, call_folder)
+                        if not stack:   # the stream's memory goes back to what it was when the first call is restored
+                            handle.on_restore.append(_memory_restorer(context, method_spec.name))
                         stack.append(handle)
+                        saved_calls.append(call_folder)
+                        memory = load_memory(call_folder, device=next(model.parameters()).device)
+                        if memory is not None:   # the method's memory as this call left it (only the checkpoint's is kept)
+                            context.memory[method_spec.name] = memory
                         applied.update((i, (step, handle)) for i in step.cases)
                     continue
                 if isinstance(step, Apply):
@@ -338,8 +362,8 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     stack.extend(handles)
                     handle = _joined(handles)
                     if spec.run.save_edits and folder:
-                        _save_call(handles, folder, label, method_spec.name, configs[label], [cases[i] for i in step.cases],
-                                   step, memory=bool(context.memory.get(method_spec.name)))
+                        saved_calls.append(_save_call(handles, folder, label, method_spec.name, configs[label],
+                                                      [cases[i] for i in step.cases], step, context.memory.get(method_spec.name)))
                     applied.update((i, (step, handle)) for i in step.cases)
                     tally.add_batch(len(step.cases), handle.seconds, handle.setup_seconds)
                 elif isinstance(step, Measure):
@@ -372,6 +396,10 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                         case_records.append(record)
                         if folder:
                             run_folder.append_jsonl(folder / "cases.jsonl", record)
+                    # this measurement is a checkpoint: only the memory of the last call made before it is needed
+                    for saved in saved_calls[:-1]:
+                        (saved / MEMORY).unlink(missing_ok=True)
+                    del saved_calls[:-1]
                 elif isinstance(step, Restore):
                     _restore(stack)
                     segment += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -477,20 +478,29 @@ def test_runs_that_cannot_be_resumed_say_why(tokenizer, registered, tmp_path):
 
 
 @pytest.mark.parametrize("memory, calls_again", [
-    (False, [["c2", "c3"], ["c4"]]),                     # the checkpoint after the first call stands in for it
-    (True, [["c0", "c1"], ["c2", "c3"], ["c4"]]),        # a method keeping memory between calls: the stream again
+    ("none", [["c2", "c3"], ["c4"]]),                    # the checkpoint after the first call stands in for it
+    ("saved", [["c2", "c3"], ["c4"]]),                   # a method keeping memory between calls: loaded with it
+    ("lost", [["c0", "c1"], ["c2", "c3"], ["c4"]]),      # that memory not saved (an older keditlab): the stream again
 ])
 def test_a_sequential_run_resumes_from_its_last_checkpoint(tokenizer, registered, tmp_path, monkeypatch, memory, calls_again):
-    """With run.save_edits, a killed sequential stream restarts after its last call that was saved and measured."""
+    """With run.save_edits, a stream stopped while measuring its second call restarts after its first, with the
+    method's memory between calls as that call left it."""
+    from keditlab.methods.lifelong import HeldSums, KeySum
     from keditlab.models import LoadedModel, derive_profile
+    from keditlab.runner import run as run_module
     from keditlab.runner.resume import read_run_folder
 
-    if memory:
+    found: list[tuple] = []   # what the method found in its memory at each call
+    if memory != "none":
         real = Nudge._apply
 
         def remembering(self, model, tokenizer, profile, cases, config, context):
-            context.memory.setdefault(self.name, []).append(len(cases))
-            return real(self, model, tokenizer, profile, cases, config, context)
+            held = context.memory.setdefault(self.name, {"keys": HeldSums(), "calls": []})
+            found.append((tuple(held["calls"]), {k: v.count for k, v in held["keys"].items()}))
+            handle = real(self, model, tokenizer, profile, cases, config, context)
+            held["keys"].hold(0, KeySum.of(torch.ones(len(cases), 3)), handle)
+            held["calls"].append(len(cases))
+            return handle
 
         monkeypatch.setattr(Nudge, "_apply", remembering)
     model = make_tiny_model("llama", vocab_size=49152)
@@ -500,18 +510,87 @@ def test_a_sequential_run_resumes_from_its_last_checkpoint(tokenizer, registered
                                run=RunSettings(mode="sequential", batch_size=2, evaluate_at="after_each", save_edits=True))
     loaded = LoadedModel(model, tokenizer, derive_profile(model))
     whole = run_spec(spec, tmp_path / "whole", loaded=loaded, log=lambda message: None)
-    killed = run_spec(spec, tmp_path / "killed", loaded=loaded, log=lambda message: None)
-    _as_killed(killed.path, 3)                                   # c0, c1 (call 0) and c2 of call 1 recorded
-    import shutil
+    saved = whole.path / "edits" / "nudge"
+    # the memory is kept for the latest checkpoint only: the last call's
+    assert [(saved / f"call-000{n}" / "memory.pt").is_file() for n in range(3)] == [False, False, memory != "none"]
+    uninterrupted, found[:] = list(found), []
 
-    shutil.rmtree(killed.path / "edits" / "nudge" / "call-0002")  # the kill came before the third call was saved
-    Nudge.calls = []
-    _, resumed = read_run_folder(killed.path)
+    measured = run_module.measure
+    measurements = iter(range(100))
+
+    def stopped_at_the_third(*args, **kwargs):   # before the edits, after call 1, then Ctrl-C while measuring call 2
+        if next(measurements) == 2:
+            raise KeyboardInterrupt
+        return measured(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "measure", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_spec(spec, tmp_path / "stopped", loaded=loaded, log=lambda message: None)
+    monkeypatch.setattr(run_module, "measure", measured)
+    (folder,) = (tmp_path / "stopped").iterdir()
+    calls = folder / "edits" / "nudge"
+    assert sorted(p.name for p in calls.iterdir()) == ["call-0000", "call-0001"]
+    if memory == "lost":
+        for path in calls.glob("*/memory.pt"):
+            path.unlink()
+    Nudge.calls, found[:] = [], []
+    _, resumed = read_run_folder(folder)
     messages: list[str] = []
     run = run_spec(spec, None, loaded=loaded, log=messages.append, resume=resumed)
     assert [call["cases"] for call in Nudge.calls] == calls_again
-    assert any(("resumes after call 1 of 3" if not memory else "done again from the start") in m for m in messages), messages
+    assert any(("done again from the start" if memory == "lost" else "resumes after call 1 of 3") in m for m in messages), messages
+    if memory != "none":   # each call made again found the memory the uninterrupted stream had there
+        assert found == uninterrupted[-len(found):], (found, uninterrupted)
+        assert found[0] == (((2,), {0: 2}) if memory == "saved" else ((), {}))
     assert _without_timings(run.summary) == _without_timings(whole.summary)
     assert _without_timings(run.cases) == _without_timings(whole.cases)
-    assert sorted(p.name for p in (killed.path / "edits" / "nudge").iterdir()) == ["call-0000", "call-0001", "call-0002"]
+    assert sorted(p.name for p in calls.iterdir()) == ["call-0000", "call-0001", "call-0002"]
+    assert [(calls / f"call-000{n}" / "memory.pt").is_file() for n in range(3)] == [False, False, memory != "none"]
+    assert_unedited(model, before)
+
+
+@pytest.mark.parametrize("method", [
+    MethodSpec("ultraedit", params={"preserve": 8}),                                   # running statistics, anchors
+    MethodSpec("locft-bf", params={"preserve": 8, "keep_earlier": 10.0, "epochs": 2}),  # anchors, earlier keys
+    MethodSpec("alphaedit", params={"v_steps": 3}),                                    # the earlier edits' keys
+], ids=lambda m: m.name)
+def test_lifelong_methods_resume_with_their_memory(tokenizer, tmp_path, monkeypatch, method):
+    """The real methods that keep memory between calls: a stream stopped while measuring its third call resumes
+    after its second, loads that call's memory, and ends with the uninterrupted stream's summary and records."""
+    from keditlab.models import LoadedModel, derive_profile
+    from keditlab.runner import run as run_module
+    from keditlab.runner.resume import read_run_folder
+
+    model = make_tiny_model("llama", vocab_size=49152)
+    before = _params(model)
+    spec = dataclasses.replace(modes_spec("sequential", 2, "after_each", methods=(method,)),
+                               run=RunSettings(mode="sequential", batch_size=2, evaluate_at="after_each", save_edits=True))
+    loaded = LoadedModel(model, tokenizer, derive_profile(model))
+    whole = run_spec(spec, tmp_path / "whole", loaded=loaded, log=lambda message: None)
+    assert_unedited(model, before)
+
+    measured, measurements = run_module.measure, iter(range(100))
+
+    def stopped(*args, **kwargs):   # before the edits, after calls 1 and 2, then Ctrl-C while measuring call 3
+        if next(measurements) == 3:
+            raise KeyboardInterrupt
+        return measured(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "measure", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_spec(spec, tmp_path / "stopped", loaded=loaded, log=lambda message: None)
+    monkeypatch.setattr(run_module, "measure", measured)
+    assert_unedited(model, before)
+    (folder,) = (tmp_path / "stopped").iterdir()
+    calls = folder / "edits" / method.name
+    assert [(calls / f"call-000{n}" / "memory.pt").is_file() for n in range(3)] == [False, True, True]
+
+    _, resumed = read_run_folder(folder)
+    messages: list[str] = []
+    run = run_spec(spec, None, loaded=loaded, log=messages.append, resume=resumed)
+    assert any("resumes after call 2 of 3" in m for m in messages), messages
+    made = [m for m in messages if re.match(rf"^\[{method.name}\] (batch \d+|edit \d+/5):", m)]
+    assert len(made) == 1 and made[0].startswith(f"[{method.name}] edit 5/5"), made   # only the third call made again
+    assert _without_timings(run.summary) == _without_timings(whole.summary)
+    assert _without_timings(run.cases) == _without_timings(whole.cases)
     assert_unedited(model, before)

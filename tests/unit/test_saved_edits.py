@@ -142,3 +142,29 @@ def test_a_load_interrupted_halfway_leaves_the_model_as_it_was(tiny, tokenizer, 
     with pytest.raises(KeyboardInterrupt):
         load_edits(model, saved)
     assert _equal(model, unedited)
+
+
+class _Foreign:
+    """A class no memory is made of: a memory file holding one is refused, not unpickled."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+
+def test_a_memory_file_holds_only_tensors_containers_and_the_memory_classes(tmp_path):
+    from keditlab.methods.lifelong import HeldSums, KeySum
+    from keditlab.methods.saved import MEMORY, load_memory
+
+    assert load_memory(tmp_path) is None                  # a call saved without memory
+    held = HeldSums({3: KeySum.of(torch.ones(2, 4))})
+    held.shares = {3: 1}
+    torch.save({"earlier": held, "anchors": {3: (torch.zeros(2), torch.ones(2))}}, tmp_path / MEMORY)
+    back = load_memory(tmp_path)
+    assert isinstance(back["earlier"], HeldSums) and back["earlier"].shares == {3: 1}
+    assert torch.equal(back["earlier"][3].gram, held[3].gram) and back["earlier"][3].count == 2
+    torch.save({"earlier": _Foreign()}, tmp_path / MEMORY)
+    with pytest.raises(SavedEditsError, match=r"memory\.pt cannot be read .*Fix: resume without it"):
+        load_memory(tmp_path)
+    (tmp_path / MEMORY).write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(SavedEditsError, match="cannot be read"):
+        load_memory(tmp_path)
