@@ -49,10 +49,10 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))   # OMP_NUM_THREADS=1 for runs side by side
     spec = load_spec(args.spec)
     if args.limit is not None and spec.edits_from is not None:   # re-read: the spec's own limit may be smaller
-        source = dataclasses.replace(spec.edits_from, limit=args.limit)
+        source, skipped = dataclasses.replace(spec.edits_from, limit=args.limit), []
         edits = dataset_cases(source.format, source.path, limit=source.limit, offset=source.offset, sample=source.sample,
-                              on_bad_record=source.on_bad_record)
-        spec = dataclasses.replace(spec, edits=tuple(edits), edits_from=source)
+                              on_bad_record=source.on_bad_record, skipped=skipped)
+        spec = dataclasses.replace(spec, edits=tuple(edits), edits_from=dataclasses.replace(source, skipped=tuple(skipped)))
     elif args.limit is not None:
         spec = dataclasses.replace(spec, edits=spec.edits[: args.limit])
     settings = {}
