@@ -109,6 +109,10 @@ class Run:
     def _partial_note(self) -> str:
         if self.status == "complete":
             return ""
+        if self.status == "running":
+            return (f"PARTIAL RUN (no summary: killed outright, or still going on): the table holds the "
+                    f"{self.summary.get('measured', len(self.cases))} records measured so far, each edit at its latest "
+                    f"measurement. Continue it with: keditlab run --resume {self.path}")
         error = self.manifest.get("error")
         return (f"PARTIAL RUN ({self.status}{': ' + error if error else ''}): the table holds only what was measured "
                 "before it stopped.")
@@ -150,9 +154,10 @@ def load_run(path: str | Path) -> Run:
 
     A run that stopped early (``status: failed`` or ``interrupted``) opens with
     what it measured (``run.status`` says which; printing it says "PARTIAL RUN").
-    A folder that is not a run, or a run killed outright (still ``status:
-    running``, no summary), raises ``FileNotFoundError`` naming the missing file
-    and what to do::
+    So does a run killed outright, or still going on (``status: running``, no
+    summary): its table is made from the records in ``cases.jsonl``
+    (:func:`~keditlab.runner.resume.partial_summary`).  A folder that is not a
+    run raises ``FileNotFoundError`` naming the missing file and what to do::
 
         run = keditlab.load_run("runs/quickstart-20250101-120000")
     """
@@ -164,14 +169,14 @@ def load_run(path: str | Path) -> Run:
     manifest = _read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
     if missing == ["cases.jsonl"] and manifest.get("status") in ("failed", "interrupted"):
         missing = []   # it stopped before measuring any edit: its summary says so, and it has no records
+    if missing and manifest.get("status") == "running" and "summary.json" in missing:
+        from keditlab.runner.resume import partial_summary, read_records
+
+        cases = read_records(folder / "cases.jsonl")   # a last line the kill cut short is left out
+        return Run(summary=partial_summary(manifest, cases), cases=cases, manifest=manifest, path=folder)
     if missing:
-        if manifest.get("status") == "running":
-            why = (f"the run it holds did not finish (manifest.json says status: running; missing {', '.join(missing)}): "
-                   f"it was killed, or it is still going on. Fix: continue it with `keditlab run --resume {folder}` "
-                   "(keditlab.resume_run in Python); only a finished run has a table")
-        else:
-            why = (f"missing {', '.join(missing)}. Fix: pass the folder a run wrote (printed as 'results: ...' at its "
-                   "end), not its parent or a file inside it")
+        why = (f"missing {', '.join(missing)}. Fix: pass the folder a run wrote (printed as 'results: ...' at its "
+               "end), not its parent or a file inside it")
         raise FileNotFoundError(f"{folder} is not a complete keditlab run folder: {why}")
     cases = read_jsonl(folder / "cases.jsonl") if (folder / "cases.jsonl").is_file() else []
     return Run(summary=_read_json(folder / "summary.json"), cases=cases, manifest=manifest, path=folder)

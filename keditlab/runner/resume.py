@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keditlab.runner.schedule import Apply, Measure, Restore, RunError, Step, last_measurements
+from keditlab.runner.schedule import Apply, Measure, Restore, RunError, Step
 from keditlab.runner.summary import MethodTally
 
 
@@ -163,10 +163,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def tallies_from_records(tallies: dict[str, MethodTally], records: list[dict[str, Any]], steps: list[Step],
-                         case_ids: list[str]) -> None:
-    """Count kept records into the methods' ``tallies`` the way the run loop counted them when they were measured."""
-    last_point = {case_ids[i]: point for i, point in last_measurements(steps).items()}
+def tallies_from_records(tallies: dict[str, MethodTally], records: list[dict[str, Any]],
+                         last_point: dict[tuple[str, str], int]) -> None:
+    """Count ``records`` into the methods' ``tallies`` the way the run loop counted them when they were measured.
+
+    ``last_point[(label, case_id)]`` is the measurement whose scores the case's means take (its last).
+    """
     counted_batches: set[tuple[str, int]] = set()
     points: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for record in records:
@@ -179,13 +181,42 @@ def tallies_from_records(tallies: dict[str, MethodTally], records: list[dict[str
             counted_batches.add((label, record["batch"]))
             tally.add_batch(record["batch_size"], record["batch_edit_seconds"], record["setup_seconds"] * record["batch_size"])
         points.setdefault((label, record["point"]), []).append(record)
-        if last_point.get(record["case_id"]) == record["point"]:
+        if last_point.get((label, record["case_id"])) == record["point"]:
             pre = {(s["metric"], s["protocol"]): s["pre"] for s in record["scores"] if s["pre"] is not None}
             post = {(s["metric"], s["protocol"]): s["post"] for s in record["scores"] if s["post"] is not None}
             tally.add_case(pre, post, [w["code"] for w in record.get("warnings", [])])
     for (label, _), measured in points.items():
         posts = [{(s["metric"], s["protocol"]): s["post"] for s in r["scores"] if s["post"] is not None} for r in measured]
         tallies[label].add_point(measured[0]["edits_applied"], posts, sum(r["eval_seconds"] for r in measured))
+
+
+def partial_summary(manifest: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of what a run that wrote none (killed outright, or still going on) has recorded so far.
+
+    Each case counts at its latest measurement in ``records``; a sequential run's curve has the
+    measurements recorded.  Its ``status`` is the manifest's (``running``); ``measured`` counts the
+    records.  Read from the folder alone: no model, no schedule.
+    """
+    from keditlab.runner.summary import build_summary
+
+    spec = manifest.get("spec") or {}
+    run = spec.get("run") or {}
+    tallies = {label: MethodTally(facts.get("name", label), facts.get("settings", {}), run.get("mode", "single"),
+                                  run.get("batch_size", 1), run.get("evaluate_at"))
+               for label, facts in (manifest.get("methods") or {}).items()}
+    records = [r for r in records if r.get("method") in tallies]
+    last: dict[tuple[str, str], int] = {}
+    for record in records:
+        if "failed" not in record:
+            key = (record["method"], record["case_id"])
+            last[key] = max(last.get(key, -1), record["point"])
+    tallies_from_records(tallies, records, last)
+    edits = manifest.get("edits") or {}
+    summary = build_summary(spec.get("name", "run"), (manifest.get("model") or {}).get("name", "?"), edits.get("count", 0),
+                            tallies, dataset=edits.get("format"))
+    summary["status"] = manifest.get("status", "running")
+    summary["measured"] = len(records)
+    return summary
 
 
 def resume_run(folder: str | Path, *, loaded: Any = None, log: Any = print) -> Any:

@@ -282,7 +282,8 @@ def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallie
         if any(record["method"] == m.label for record in resume.kept):
             tallies[m.label] = MethodTally(m.name, configs[m.label].to_dict(), spec.run.mode, spec.run.batch_size,
                                            spec.run.evaluate_at)
-    tallies_from_records(tallies, resume.kept, steps, [case.case_id for case in cases])
+    last = last_measurements(steps)   # case index -> its last measurement, the same for every method
+    tallies_from_records(tallies, resume.kept, {(label, cases[i].case_id): point for label in tallies for i, point in last.items()})
     case_records.extend(resume.kept)
     resume.manifest.update(status="running")
     resume.manifest.pop("error", None)

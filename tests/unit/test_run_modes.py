@@ -451,6 +451,28 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tokenizer, registered,
     assert_unedited(model, before)
 
 
+def test_a_killed_run_shows_what_it_recorded(tokenizer, registered, tmp_path, capsys):
+    """``keditlab show`` / ``load_run`` on a run killed outright: the means of the records written, each edit at its
+    latest measurement, and how to continue it."""
+    from keditlab.cli import main
+    from keditlab.runner.result import load_run
+
+    killed, _, _ = run_modes(tokenizer, "sequential", 2, {"every": 2}, out=tmp_path)
+    complete = list(killed.cases)
+    _as_killed(killed.path, 5)              # point 0 (c0, c1) and three records of point 1 (c0..c2 of c0..c3)
+    run = load_run(killed.path)
+    assert run.status == "running" and run.summary["measured"] == 5
+    latest = {r["case_id"]: r for r in complete[:5]}   # c0, c1 and c2 at point 1, their latest
+    for metric in ("reliability", "locality"):
+        posts = [s["post"] for r in latest.values() for s in r["scores"] if (s["metric"], s["protocol"]) == (metric, "teacher_forced")]
+        measured = run.summary["methods"]["nudge"]["metrics"][metric]["teacher_forced"]
+        assert measured["n"] == 3 and measured["post"] == pytest.approx(sum(posts) / 3)
+    assert [p["edits_applied"] for p in run.summary["methods"]["nudge"]["curve"]] == [2, 4]
+    assert main(["show", str(killed.path)]) == 0
+    shown = capsys.readouterr().out
+    assert "PARTIAL RUN (no summary" in shown and f"keditlab run --resume {killed.path}" in shown and "reliability" in shown
+
+
 def test_runs_that_cannot_be_resumed_say_why(tokenizer, registered, tmp_path):
     from filelock import FileLock
 
