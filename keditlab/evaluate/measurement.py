@@ -57,8 +57,9 @@ ground-truth sequences of the probability protocol) goes into one
 runs ``ceil(n / batch_size)`` forward passes in all; identical
 ``(prompt, answer)`` pairs are computed once.  All generations are batched in
 one :func:`~keditlab.evaluate.generation.greedy_generate` call.  The greedy
-generation from the edit prompt is always produced (users want to see the
-before/after text); rephrase generations and the fluency value only when
+generation from the edit prompt is produced (users want to see the
+before/after text) except where ``measure(text=False)`` says nobody reads it;
+rephrase generations and the fluency value only when
 ``fluency`` is requested.
 """
 
@@ -410,9 +411,12 @@ def _plan(case: EditCase, settings: EvalSpec, work: _Work, pre_edit: bool) -> li
     return plan
 
 
-def _generation_prompts(case: EditCase, settings: EvalSpec) -> list[str]:
-    """The prompts generated from for the text users read: the edit prompt, and the rephrases when fluency is asked."""
-    return [case.prompt, *(case.rephrase if "fluency" in settings.metrics else ())]
+def _generation_prompts(case: EditCase, settings: EvalSpec, text: bool = True) -> list[str]:
+    """The prompts generated from: the edit prompt (the text users read, unless ``text`` is False), and it and
+    the rephrases when fluency is asked."""
+    if "fluency" in settings.metrics:
+        return [case.prompt, *case.rephrase]
+    return [case.prompt] if text else []
 
 
 def _score(planned: _Planned, case: EditCase, tf: Sequence[TFResult], answers: Sequence[str],
@@ -450,6 +454,7 @@ def measure(
     reference: Sequence[CaseMeasurement] | None = None,
     context: Callable[[str], str] | None = None,
     progress: bool = False,
+    text: bool = True,
 ) -> list[CaseMeasurement]:
     """Measure every case; one :class:`CaseMeasurement` per case, in order.
 
@@ -472,6 +477,12 @@ def measure(
     that advances with each batch of sequences read or generated, once
     measuring has taken more than two seconds; ``False`` (the default) is silent.
 
+    ``text=False`` leaves out the greedy generation from the edit prompt (the
+    before/after text) when fluency does not need it: a sequential run's
+    intermediate measurements, whose text nobody reads and which raise no
+    warnings, skip most of their cost (measuring 998 ZsRE cases on Gemma 3 270M
+    took 16 minutes, 12 of them for that generation).
+
     Three steps: plan every probe of every case (:func:`_plan`), run the model
     once over all of them (one batched teacher-forced pass, batched answers,
     batched generations), then score each probe with its protocol's function:
@@ -480,7 +491,7 @@ def measure(
     _check(settings, cases, reference)
     work = _Work(context)
     plans = [_plan(case, settings, work, pre_edit=reference is None) for case in cases]
-    shown = [_generation_prompts(case, settings) for case in cases]
+    shown = [_generation_prompts(case, settings, text) for case in cases]
     texts = [work.read(p) for prompts in shown for p in prompts]
     asked = [frame(prompt, settings.context) for prompt in work.questions]
     with _progress(len(work.pairs) + len(asked) + len(texts), progress, len(cases)) as bar:

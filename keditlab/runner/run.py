@@ -376,8 +376,10 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     if len(step.cases) > 1 and spec.run.mode == "sequential":
                         log(f"[{label}] measuring {len(step.cases)} edits with {step.edits_applied} on the model …")
                     eval_start = time.perf_counter()
+                    # the before/after text only where it is read: at a case's last measurement (the warnings' too)
                     posts = measure(model, tokenizer, [cases[i] for i in step.cases], spec.evaluate,
-                                    reference=[before[i] for i in step.cases], context=_reading_context(stack), progress=True)
+                                    reference=[before[i] for i in step.cases], context=_reading_context(stack), progress=True,
+                                    text=any(last_point[i] == step.point for i in step.cases))
                     eval_seconds = time.perf_counter() - eval_start
                     changed = _changed_parameters(model, stack)
                     tally.add_point(step.edits_applied, [post.scores() for post in posts], eval_seconds)

@@ -193,6 +193,9 @@ def test_sequential_every_k_gives_a_retention_curve_and_means_from_the_end(token
     said = [r for r in run.cases if any(w["code"] == "target_not_said" for w in r["warnings"])]
     assert all(r["point"] == 2 for r in said)
     assert method["warnings"]["target_not_said"] == len(said) <= 5
+    # the before/after text is generated where it is read, at the last measurement (not at points 0 and 1)
+    assert [bool(r["post"]["generations"]) for r in run.cases] == [False] * 6 + [True] * 5
+    assert all(r["pre"]["generations"] for r in run.cases)
     assert method["timings"]["edit_seconds_mean"] == pytest.approx(method["timings"]["edit_seconds_total"] / 5, abs=1e-3)
     # the saved run reads back, and its table says how it was run
     saved = Run.load(run.path)
