@@ -502,6 +502,26 @@ def test_runs_that_cannot_be_resumed_say_why(tokenizer, registered, tmp_path):
         run_spec(other, None, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda m: None, resume=resumed)
 
 
+def _stopped_while_measuring(spec, loaded, out, measurement: int, monkeypatch):
+    """Run ``spec`` into ``out`` with a Ctrl-C during its ``measurement``-th measurement (0: the one before any
+    edit); the run's folder, as the interrupted run left it."""
+    from keditlab.runner import run as run_module
+
+    measured, measurements = run_module.measure, iter(range(1000))
+
+    def stopped(*args, **kwargs):
+        if next(measurements) == measurement:
+            raise KeyboardInterrupt
+        return measured(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "measure", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_spec(spec, out, loaded=loaded, log=lambda message: None)
+    monkeypatch.setattr(run_module, "measure", measured)
+    (folder,) = out.iterdir()
+    return folder
+
+
 @pytest.mark.parametrize("memory, calls_again", [
     ("none", [["c2", "c3"], ["c4"]]),                    # the checkpoint after the first call stands in for it
     ("saved", [["c2", "c3"], ["c4"]]),                   # a method keeping memory between calls: loaded with it
@@ -512,7 +532,6 @@ def test_a_sequential_run_resumes_from_its_last_checkpoint(tokenizer, registered
     method's memory between calls as that call left it."""
     from keditlab.methods.lifelong import HeldSums, KeySum
     from keditlab.models import LoadedModel, derive_profile
-    from keditlab.runner import run as run_module
     from keditlab.runner.resume import read_run_folder
 
     found: list[tuple] = []   # what the method found in its memory at each call
@@ -540,19 +559,8 @@ def test_a_sequential_run_resumes_from_its_last_checkpoint(tokenizer, registered
     assert [(saved / f"call-000{n}" / "memory.pt").is_file() for n in range(3)] == [False, False, memory != "none"]
     uninterrupted, found[:] = list(found), []
 
-    measured = run_module.measure
-    measurements = iter(range(100))
-
-    def stopped_at_the_third(*args, **kwargs):   # before the edits, after call 1, then Ctrl-C while measuring call 2
-        if next(measurements) == 2:
-            raise KeyboardInterrupt
-        return measured(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "measure", stopped_at_the_third)
-    with pytest.raises(KeyboardInterrupt):
-        run_spec(spec, tmp_path / "stopped", loaded=loaded, log=lambda message: None)
-    monkeypatch.setattr(run_module, "measure", measured)
-    (folder,) = (tmp_path / "stopped").iterdir()
+    # measured before the edits and after call 1, then Ctrl-C while measuring call 2
+    folder = _stopped_while_measuring(spec, loaded, tmp_path / "stopped", 2, monkeypatch)
     calls = folder / "edits" / "nudge"
     assert sorted(p.name for p in calls.iterdir()) == ["call-0000", "call-0001"]
     if memory == "lost":
@@ -583,7 +591,6 @@ def test_lifelong_methods_resume_with_their_memory(tokenizer, tmp_path, monkeypa
     """The real methods that keep memory between calls: a stream stopped while measuring its third call resumes
     after its second, loads that call's memory, and ends with the uninterrupted stream's summary and records."""
     from keditlab.models import LoadedModel, derive_profile
-    from keditlab.runner import run as run_module
     from keditlab.runner.resume import read_run_folder
 
     model = make_tiny_model("llama", vocab_size=49152)
@@ -594,19 +601,9 @@ def test_lifelong_methods_resume_with_their_memory(tokenizer, tmp_path, monkeypa
     whole = run_spec(spec, tmp_path / "whole", loaded=loaded, log=lambda message: None)
     assert_unedited(model, before)
 
-    measured, measurements = run_module.measure, iter(range(100))
-
-    def stopped(*args, **kwargs):   # before the edits, after calls 1 and 2, then Ctrl-C while measuring call 3
-        if next(measurements) == 3:
-            raise KeyboardInterrupt
-        return measured(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "measure", stopped)
-    with pytest.raises(KeyboardInterrupt):
-        run_spec(spec, tmp_path / "stopped", loaded=loaded, log=lambda message: None)
-    monkeypatch.setattr(run_module, "measure", measured)
+    # measured before the edits and after calls 1 and 2, then Ctrl-C while measuring call 3
+    folder = _stopped_while_measuring(spec, loaded, tmp_path / "stopped", 3, monkeypatch)
     assert_unedited(model, before)
-    (folder,) = (tmp_path / "stopped").iterdir()
     calls = folder / "edits" / method.name
     assert [(calls / f"call-000{n}" / "memory.pt").is_file() for n in range(3)] == [False, True, True]
 
