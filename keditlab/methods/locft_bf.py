@@ -74,7 +74,8 @@ LR_SHARE_OF_WEIGHT_RMS = 0.01
 PRESERVE_WEIGHT = 100.0
 
 
-def preservation_penalty(weight: torch.Tensor, anchor: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
+def preservation_penalty(weight: torch.Tensor, anchor: torch.Tensor, second_moment: torch.Tensor,
+                         scale: torch.Tensor | None = None) -> torch.Tensor:
     """``tr(ΔW C ΔWᵀ) / tr(W₀ C W₀ᵀ)``, ``ΔW = W − W₀``: how much the layer's output moves at the preserved keys.
 
     ``C = PᵀP / n`` is the second moment of the keys of unrelated text
@@ -83,9 +84,39 @@ def preservation_penalty(weight: torch.Tensor, anchor: torch.Tensor, second_mome
     tokens and the denominator the mean of ``‖W₀ p‖²``: the relative change,
     squared.  This is MEMIT's preservation term as a soft penalty on a
     fine-tuning loss.
+
+    The denominator does not change while training: pass it as ``scale``
+    (:func:`penalty_scale`) to compute it once per call.  The numerator is
+    one matrix product, value and gradient (:class:`_QuadraticForm`).
     """
     delta = (weight - anchor).float()
-    return (delta @ second_moment * delta).sum() / (anchor.float() @ second_moment * anchor.float()).sum()
+    return _QuadraticForm.apply(delta, second_moment) / (penalty_scale(anchor, second_moment) if scale is None else scale)
+
+
+def penalty_scale(anchor: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
+    """``tr(W₀ C W₀ᵀ)``, the denominator of :func:`preservation_penalty`."""
+    anchor = anchor.detach().float()
+    return (anchor @ second_moment * anchor).sum()
+
+
+class _QuadraticForm(torch.autograd.Function):
+    """``tr(Δ C Δᵀ)`` for a symmetric ``C``, and its gradient ``2 Δ C`` from the product the value is made of.
+
+    Autograd would compute the product ``Δ C`` for the value and ``Δ Cᵀ`` again
+    for the gradient; with eleven 576 x 1536 matrices held against two such
+    ``C`` at every step that second product was most of LocFT-BF's time.
+    """
+
+    @staticmethod
+    def forward(ctx, delta: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
+        product = delta @ second_moment
+        ctx.save_for_backward(product)
+        return (product * delta).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (product,) = ctx.saved_tensors
+        return 2 * grad * product, None
 
 
 def _target_keys(run, modules: dict[int, torch.nn.Module], labels: torch.Tensor, rows: int,
@@ -208,15 +239,19 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
         earlier_moments = ({layer: held.second_moment().float() for layer, held in held_before.items() if held is not None}
                            if config.keep_earlier else {})
 
+        # the penalties' denominators, fixed while training
+        anchor_scales = {layer: penalty_scale(*anchors[layer]) for layer in layers} if config.preserve else {}
+        earlier_scales = {layer: penalty_scale(call_start[layer], moment) for layer, moment in earlier_moments.items()}
+
         def penalties() -> torch.Tensor:
             """The preservation and keep-earlier penalties, each a mean over the tuned matrices."""
             total = torch.zeros((), device=device_of(model))
             if config.preserve and config.preserve_weight:
                 total = total + config.preserve_weight * sum(
-                    preservation_penalty(out_in(layer), *anchors[layer]) for layer in layers) / len(layers)
+                    preservation_penalty(out_in(layer), *anchors[layer], anchor_scales[layer]) for layer in layers) / len(layers)
             if earlier_moments:
                 total = total + config.keep_earlier * sum(
-                    preservation_penalty(out_in(layer), call_start[layer], moment)
+                    preservation_penalty(out_in(layer), call_start[layer], moment, earlier_scales[layer])
                     for layer, moment in earlier_moments.items()) / len(layers)
             return total
 

@@ -176,6 +176,12 @@ def test_locft_preservation_penalty_is_the_relative_output_change_squared():
     moved = anchor + 0.1 * torch.randn(4, 6)
     expected = ((keys @ (moved - anchor).T) ** 2).sum() / ((keys @ anchor.T) ** 2).sum()
     assert float(preservation_penalty(moved, anchor, second_moment)) == pytest.approx(float(expected), rel=1e-4)
+    # its gradient is autograd's for the plain formula (the one product it keeps for it is the value's)
+    weight = moved.clone().requires_grad_(True)
+    preservation_penalty(weight, anchor, second_moment).backward()
+    plain = moved.clone().requires_grad_(True)
+    (((plain - anchor) @ second_moment * (plain - anchor)).sum() / (anchor @ second_moment * anchor).sum()).backward()
+    torch.testing.assert_close(weight.grad, plain.grad, rtol=1e-5, atol=1e-7)
 
 
 def test_ultraedit_restored_out_of_order_takes_its_own_share_back(tokenizer):
