@@ -1,6 +1,6 @@
 """A run killed outright (SIGKILL: a lost Colab machine) resumes to the result an uninterrupted run gives.
 
-Twelve ZsRE records (``shared/datasets/zsre``) are edited with FT-M in batches
+Twenty ZsRE records (``shared/datasets/zsre``) are edited with FT-M in batches
 of four (six steps each, to keep the test short) on the embedded model, twice:
 once to the end, and once through the command line, killed with SIGKILL after
 its fifth record (the second batch half recorded) and
@@ -36,7 +36,7 @@ ZSRE = DATASETS / "zsre" / "zsre_mend_eval_portability_gpt4.json"
 
 def _spec(tmp_path: Path, mode: str = "batch") -> Path:
     spec = {"keditlab": 1, "name": "resume", "model": "smollm2-135m", "method": {"name": "ft-m", "steps": 6},
-            "edits": {"dataset": "zsre", "path": str(ZSRE), "limit": 12},
+            "edits": {"dataset": "zsre", "path": str(ZSRE), "limit": 20},
             "evaluate": {"protocols": ["teacher_forced"], "metrics": ["reliability", "locality"]},
             "run": {"mode": mode, "batch_size": 4, **({"save_edits": True} if mode == "sequential" else {})}}
     path = tmp_path / "resume.yaml"
@@ -81,7 +81,7 @@ def _killed_after_five_records(spec: Path, tmp_path: Path) -> tuple[Path, int]:
     from keditlab.runner.resume import read_records
 
     finished = len(read_records(folder / "cases.jsonl"))   # a last line the kill cut short is not a record
-    assert 5 <= finished < 12
+    assert 5 <= finished < 20
     return folder, finished
 
 
@@ -96,14 +96,14 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_summary(embedded
     messages: list[str] = []
     resumed = keditlab.resume_run(folder, loaded=embedded, log=messages.append)   # what `keditlab run --resume` calls
     done = finished // 4                                   # whole batches recorded; a half-recorded one is done again
-    assert any(f"{done} of 3 batches done" in m for m in messages), messages
+    assert any(f"{done} of 5 batches done" in m for m in messages), messages
     edited = [int(n) for m in messages for n in re.findall(r"^\[ft-m\] batch (\d+):", m)]
-    assert edited == list(range(done + 1, 4)), messages      # only what was missing was edited
+    assert edited == list(range(done + 1, 6)), messages      # only what was missing was edited
 
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     expected = json.loads((whole.path / "summary.json").read_text(encoding="utf-8"))
     assert _plain(summary) == _plain(expected) == _plain(json.loads(json.dumps(resumed.summary)))
-    assert summary["methods"]["ft-m"]["metrics"]["reliability"]["teacher_forced"]["n"] == 12
+    assert summary["methods"]["ft-m"]["metrics"]["reliability"]["teacher_forced"]["n"] == 20
     assert _plain(_records(folder)) == _plain(_records(whole.path))
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["status"] == "complete" and manifest["resumed"][0]["kept_records"] == 4 * done
@@ -121,11 +121,11 @@ def test_a_sequential_run_killed_with_sigkill_resumes_from_its_checkpoint(embedd
     messages: list[str] = []
     keditlab.resume_run(folder, loaded=embedded, log=messages.append)
     measured = finished // 4                               # calls whose measurement is complete: the checkpoint
-    assert any(f"resumes after call {measured} of 3 (its checkpoint)" in m for m in messages), messages
+    assert any(f"resumes after call {measured} of 5 (its checkpoint)" in m for m in messages), messages
     edited = [int(n) for m in messages for n in re.findall(r"^\[ft-m\] batch (\d+):", m)]
-    assert edited == list(range(measured + 1, 4)), messages   # the calls before the checkpoint were loaded, not made
+    assert edited == list(range(measured + 1, 6)), messages   # the calls before the checkpoint were loaded, not made
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     expected = json.loads((whole.path / "summary.json").read_text(encoding="utf-8"))
     assert _plain(summary) == _plain(expected)
-    assert [p["edits_applied"] for p in summary["methods"]["ft-m"]["curve"]] == [4, 8, 12]
+    assert [p["edits_applied"] for p in summary["methods"]["ft-m"]["curve"]] == [4, 8, 12, 16, 20]
     assert _plain(_records(folder)) == _plain(_records(whole.path))
