@@ -273,7 +273,8 @@ class _Replay(torch.nn.Module):
         return self.output
 
 
-def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple[str, str]] = ()) -> dict[int, torch.Tensor]:
+def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple[str, str]] = (),
+                   chunk: int = 32) -> dict[int, torch.Tensor]:
     """The second moment ``PᵀP / n`` of each module's keys over unrelated text (float32, ``(d_in, d_in)``).
 
     Two sources.  Without ``pairs``: every token of ``count`` short texts
@@ -295,15 +296,22 @@ def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple
         rows = [encode_prompt(tokenizer, t) for t in unrelated_texts(model, tokenizer, count, seed=seed)]
         selected = [[1] * len(row) for row in rows]
     device = next(model.parameters()).device
-    ids, mask = right_padded(rows, tokenizer.pad_token_id, device)
-    where, _ = right_padded(selected, 0, device)
-    found = {layer: [] for layer in modules}
+    found: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules}
+    where = torch.zeros(0)
+
     def hook(layer):
         def grab(_m, inputs, _o):
-            found[layer].append(inputs[0][where.bool()].detach().to(torch.float64))
+            found[layer].append(inputs[0][where].detach().to(torch.float64))
         return grab
+    # Rows of similar length together (little padding), a chunk at a time, through the blocks only: the
+    # output embedding would be most of the work (Gemma 3's 262k-token one), and nothing here reads it.
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     with hooks(forward=[(m, hook(layer)) for layer, m in modules.items()]), torch.no_grad():
-        model(input_ids=ids, attention_mask=mask)
+        for start in range(0, len(order), chunk):
+            part = order[start:start + chunk]
+            ids, mask = right_padded([rows[i] for i in part], tokenizer.pad_token_id, device)
+            where = right_padded([selected[i] for i in part], 0, device)[0].bool()
+            model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
     return {layer: (lambda p: p.T @ p / len(p))(torch.cat(v)).float() for layer, v in found.items()}
 
 

@@ -316,16 +316,18 @@ def test_preserved_keys_from_question_answer_pairs_are_read_where_the_answers_ar
     profile = derive_profile(model)
     module = model.get_submodule(profile.mlp_out_module(1))
     pairs = [("nq question: who wrote the hobbit", "J. R. R. Tolkien"), ("who sings hey jude", "The Beatles")]
+    held = preserved_keys(model, tokenizer, {1: module}, count=8, seed=0, pairs=pairs)[1]
     seen = []
     hook = module.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach().double()))
+    rows = []
     try:
-        held = preserved_keys(model, tokenizer, {1: module}, count=8, seed=0, pairs=pairs)[1]
+        for prompt, answer in pairs:   # each pair alone: the prompt's last token, then every answer token but the last
+            prompt_ids, answer_ids = encode_prompt_answer(tokenizer, prompt, answer)
+            with torch.no_grad():
+                model(input_ids=torch.tensor([prompt_ids + answer_ids[:-1]]))
+            rows.append(seen[-1][0, len(prompt_ids) - 1: len(prompt_ids) - 1 + len(answer_ids)])
     finally:
         hook.remove()
-    rows = []
-    for row, (prompt, answer) in enumerate(pairs):   # the prompt's last token, then every answer token but the last
-        prompt_ids, answer_ids = encode_prompt_answer(tokenizer, prompt, answer)
-        rows.append(seen[0][row, len(prompt_ids) - 1: len(prompt_ids) - 1 + len(answer_ids)])
     keys = torch.cat(rows)
     torch.testing.assert_close(held.double(), keys.T @ keys / len(keys), rtol=1e-5, atol=1e-6)
     # at most `count` pairs are read
