@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.runner.schedule import Apply, Measure, Restore, RunError, Step
-from keditlab.runner.summary import MethodTally
+from keditlab.runner.summary import MethodTally, build_summary
 
 
 @dataclass
@@ -197,8 +197,6 @@ def partial_summary(manifest: dict[str, Any], records: list[dict[str, Any]]) -> 
     measurements recorded.  Its ``status`` is the manifest's (``running``); ``measured`` counts the
     records.  Read from the folder alone: no model, no schedule.
     """
-    from keditlab.runner.summary import build_summary
-
     spec = manifest.get("spec") or {}
     run = spec.get("run") or {}
     tallies = {label: MethodTally(facts.get("name", label), facts.get("settings", {}), run.get("mode", "single"),

@@ -209,9 +209,10 @@ def _check_saving(methods: list[tuple[MethodSpec, EditMethod]], out: Any) -> Non
 
 
 def _save_call(handles: list[EditHandle], folder: Path, label: str, name: str, config: Any, cases: list[EditCase],
-               step: Apply, memory: Any) -> Path:
+               step: Apply, memory: Any, keep_memory: bool) -> Path:
     """Save one method call's edits (:mod:`keditlab.methods.saved`), with what a resumed run needs to stand it in:
-    its details and seconds, and the method's memory between calls as the call left it (``memory``, when it keeps one).
+    its details and seconds, and (``keep_memory``: a sequential stream, whose later calls build on it) the method's
+    memory between calls as the call left it (``memory``, when it keeps one).
 
     A resumed run doing a call again replaces what the stopped run may have saved of it (the same call, made again).
     """
@@ -222,7 +223,7 @@ def _save_call(handles: list[EditHandle], folder: Path, label: str, name: str, c
     return save_edits(handles, target, method=name, settings=config.to_dict(), cases=[case.case_id for case in cases],
                       call={"details": run_folder.plain_json(handle.details), "seconds": handle.seconds,
                             "setup_seconds": handle.setup_seconds, "memory_between_calls": bool(memory)},
-                      memory=memory or None)
+                      memory=memory if memory and keep_memory else None)
 
 
 def _memory_restorer(context: EditContext, name: str) -> Any:
@@ -364,7 +365,8 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     handle = _joined(handles)
                     if spec.run.save_edits and folder:
                         saved_calls.append(_save_call(handles, folder, label, method_spec.name, configs[label],
-                                                      [cases[i] for i in step.cases], step, context.memory.get(method_spec.name)))
+                                                      [cases[i] for i in step.cases], step, context.memory.get(method_spec.name),
+                                                      keep_memory=spec.run.mode == "sequential"))
                     applied.update((i, (step, handle)) for i in step.cases)
                     tally.add_batch(len(step.cases), handle.seconds, handle.setup_seconds)
                 elif isinstance(step, Measure):

@@ -502,6 +502,27 @@ def test_runs_that_cannot_be_resumed_say_why(tokenizer, registered, tmp_path):
         run_spec(other, None, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda m: None, resume=resumed)
 
 
+def test_memory_between_calls_is_saved_for_sequential_streams_only(tokenizer, registered, tmp_path, monkeypatch):
+    """Batches restored after each measurement start from nothing: their memory is never needed, nor written."""
+    from keditlab.methods.lifelong import HeldSums, KeySum
+    from keditlab.models import LoadedModel, derive_profile
+
+    real = Nudge._apply
+
+    def remembering(self, model, tokenizer, profile, cases, config, context):
+        handle = real(self, model, tokenizer, profile, cases, config, context)
+        context.memory.setdefault(self.name, {"keys": HeldSums()})["keys"].hold(0, KeySum.of(torch.ones(1, 3)), handle)
+        return handle
+
+    monkeypatch.setattr(Nudge, "_apply", remembering)
+    model = make_tiny_model("llama", vocab_size=49152)
+    Nudge.reference = _params(model)
+    spec = dataclasses.replace(modes_spec("batch", 2), run=RunSettings(mode="batch", batch_size=2, save_edits=True))
+    run = run_spec(spec, tmp_path, loaded=LoadedModel(model, tokenizer, derive_profile(model)), log=lambda message: None)
+    calls = sorted((run.path / "edits" / "nudge").iterdir())
+    assert len(calls) == 3 and not any((call / "memory.pt").exists() for call in calls)
+
+
 def _stopped_while_measuring(spec, loaded, out, measurement: int, monkeypatch):
     """Run ``spec`` into ``out`` with a Ctrl-C during its ``measurement``-th measurement (0: the one before any
     edit); the run's folder, as the interrupted run left it."""
