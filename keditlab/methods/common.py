@@ -1,12 +1,15 @@
-"""Small pieces several editing methods share: freezing, logits where a loss needs them, context prefixes.
+"""Small pieces several editing methods share: freezing, logits where a loss needs them, context prefixes, shipped facts.
 
 (The default-layer rules are in :mod:`keditlab.methods.layers`.)"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import weakref
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +47,18 @@ def share_of_rms(share: float, weight: torch.Tensor) -> float:
     rate given as a share of the RMS is the same relative step on every model.
     """
     return share * float(weight.detach().float().pow(2).mean().sqrt())
+
+
+#: 32 counterfactual facts of assorted relations written for keditlab, each with a paraphrase and an unrelated
+#: prompt: IKE's demonstrations, and the other facts GRACE keeps its deferral radii short of.
+SHIPPED_FACTS = Path(__file__).with_name("ike_demonstrations.json")
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_fact_prompts() -> tuple[str, ...]:
+    """The 96 prompts of :data:`SHIPPED_FACTS`: each fact's prompt, its paraphrase and its unrelated prompt."""
+    records = json.loads(SHIPPED_FACTS.read_text(encoding="utf-8"))
+    return tuple(text for r in records for text in (r["prompt"], r["rephrase_prompt"], r["locality"]["unrelated"]["prompt"]))
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

@@ -47,6 +47,18 @@ check looks up the last target token, misses, and reliability falls.)
 Defaults are derived from the model's shape and measured on the embedded model
 with real ZsRE records (``docs/methods.md``): the layer at 80% of the depth,
 and ε as a fraction of the key's own norm.
+
+How far a new ball reaches (keditlab's, not the paper's).  A share of the
+key's norm alone did not transfer from SmolLM2 to Gemma 3: at Gemma's layer
+14 the keys of prompts that state *other* facts in the same words lie closer,
+relative to the norm (CounterFact's neighbourhood prompts: 28% of them fell
+inside a ball of half the key's norm on Gemma, 13% on SmolLM2).  So a new
+entry's radius also stays under ``reference_share`` of the distance from its
+key to the nearest key of 96 reference prompts about other facts (the facts
+shipped for IKE, read at the same layer once per codebook).  Measured on
+records no setting was chosen on, that rule leaves the ZsRE rephrasings a ball
+covers as they were on both models and halves the neighbourhood prompts inside
+on Gemma (``docs/models.md``).
 """
 
 from __future__ import annotations
@@ -58,7 +70,8 @@ import torch
 
 from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, own_output, upper_passes
 from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodPlan
-from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.common import device_of, shipped_fact_prompts, trainable_only
+from keditlab.methods.keyvalue import read_at_subjects
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import hooks
 from keditlab.models.tokens import encode_answer, encode_prompt
@@ -71,6 +84,13 @@ class GraceConfig(MethodConfig, AdaptorSite):
         default=0.5,
         metadata={"exclusive_minimum": 0, "help": "Deferral radius ε of a new entry, as a fraction of its key's norm: a token whose MLP activation "
                   "lies within ε of the key gets the entry's value. Larger: rephrasings are covered more often, unrelated text is hit more often."},
+    )
+    reference_share: float = field(
+        default=0.6,
+        metadata={"minimum": 0, "maximum": 1,
+                  "help": "keditlab's: a new entry's radius also stays under this share of the distance from its key to the nearest key of 96 "
+                          "reference prompts about other facts (the facts shipped for IKE), so that a ball stops short of prompts that state "
+                          "other facts in the same words. 0: radius × the key's norm alone."},
     )
     steps: int = field(default=50, metadata={"minimum": 1, "help": "Most Adam steps for an entry's value."})
     lr: float = field(default=1.0, metadata={"exclusive_minimum": 0, "help": "Adam learning rate for the values of an edit's entries."})
@@ -87,6 +107,7 @@ class GraceCodebook(Adaptor):
         self.register_buffer("values", torch.zeros(0, out_width, device=device), persistent=False)
         self.register_buffer("radii", torch.zeros(0, device=device), persistent=False)
         self.labels: list[str] = []
+        self.reference_keys: torch.Tensor | None = None   # keys of the reference prompts at this layer: read once, never saved
         self.training_values: tuple[torch.Tensor, torch.Tensor] | None = None   # (entries, their values being optimised)
 
     def __len__(self) -> int:
@@ -166,11 +187,13 @@ class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023,
 
         codebook.push(handle, undo)
         module = model.get_submodule(module_name)
+        if config.reference_share > 0 and codebook.reference_keys is None:
+            codebook.reference_keys = _reference_keys(model, tokenizer, module)
         details: list[dict[str, Any]] = []
         for case in progress_cases(context, cases, f"{self.name}: edits"):
             prompt, target = encode_prompt(tokenizer, case.prompt), encode_answer(tokenizer, case.target)
             keys, outputs = _read(model, module, prompt, target, device)
-            placed = [self._place(codebook, key, output, tokenizer.decode([token]), config, changed)
+            placed = [self._place(codebook, key, output, tokenizer.decode([token]), self._new_radius(codebook, key, config), changed)
                       for key, output, token in zip(keys, outputs, target)]
             entries = sorted({entry for entry, _, _ in placed})
             info = _train_values(model, profile, codebook, entries, prompt, target, config)
@@ -182,10 +205,20 @@ class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023,
         return {"entries": len(codebook), "cases": details}
 
     @staticmethod
-    def _place(codebook: GraceCodebook, key: torch.Tensor, output: torch.Tensor, label: str, config: GraceConfig,
-               changed: dict[int, tuple[torch.Tensor, str]]) -> tuple[int, str, float | None]:
-        """Put the new key in the codebook (the paper's rules); return the entry whose value is to be trained."""
+    def _new_radius(codebook: GraceCodebook, key: torch.Tensor, config: GraceConfig) -> float:
+        """ε of a new entry at ``key``: ``radius`` × its norm, kept under ``reference_share`` of the way to the nearest reference key."""
         radius = config.radius * float(key.norm())
+        if config.reference_share > 0 and codebook.reference_keys is not None:
+            distances = (codebook.reference_keys - key).norm(dim=1)
+            distances = distances[distances > 1e-3 * float(key.norm())]   # a reference prompt that is the edit's own prompt
+            if len(distances):
+                radius = min(radius, config.reference_share * float(distances.min()))
+        return radius
+
+    @staticmethod
+    def _place(codebook: GraceCodebook, key: torch.Tensor, output: torch.Tensor, label: str, radius: float,
+               changed: dict[int, tuple[torch.Tensor, str]]) -> tuple[int, str, float | None]:
+        """Put the new key, with ``radius`` if it opens an entry, in the codebook (the paper's rules); return the entry to train."""
         if len(codebook) == 0:
             return codebook.add(key, output, radius, label), "added", None
         nearest, distance, _ = codebook.lookup(key)
@@ -203,6 +236,12 @@ class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023,
             return nearest, "overwritten", distance
         codebook.radii[nearest] = distance / 2                          # a conflict: a new entry, both balls split
         return codebook.add(key, output, distance / 2, label), "split", distance
+
+
+def _reference_keys(model, tokenizer, module) -> torch.Tensor:
+    """The keys of the shipped facts' prompts at ``module``, each at its last token: float32 ``(96, in)``."""
+    texts = list(shipped_fact_prompts())
+    return read_at_subjects(model, tokenizer, texts, [len(encode_prompt(tokenizer, t)) - 1 for t in texts], module)[0]
 
 
 def _read(model, module, prompt: list[int], target: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:

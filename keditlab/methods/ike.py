@@ -46,15 +46,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
-from keditlab.methods.common import device_of
+from keditlab.methods.common import SHIPPED_FACTS, device_of
 
-SHIPPED_POOL = Path(__file__).with_name("ike_demonstrations.json")
 ROLES = ("copy", "update")
 
 
@@ -163,7 +161,7 @@ def _nearest(query: torch.Tensor, keys: torch.Tensor, k: int) -> list[int]:
 def _pool(path: str | None, fmt: str) -> list[Any]:
     from keditlab.data.records import read_cases
 
-    source = path or SHIPPED_POOL
+    source = path or SHIPPED_FACTS
     try:
         records = read_cases(fmt if path else "easyedit", source)
     except (OSError, ValueError, KeyError, TypeError) as err:
