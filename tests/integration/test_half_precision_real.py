@@ -48,7 +48,7 @@ def test_rome_and_memit_in_bfloat16_take_and_restore_bit_for_bit(half, records):
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     covariance = CovarianceProvider(model, tokenizer, profile)
     context = EditContext(covariance=covariance, progress=False)
-    pre = measure(model, tokenizer, records, TF)
+    pre = measure(model, tokenizer, records, TF, text=False)
     assert mean_scores(pre)[RELIABILITY] < 0.5   # the targets were not said before
 
     rome = []
@@ -56,14 +56,14 @@ def test_rome_and_memit_in_bfloat16_take_and_restore_bit_for_bit(half, records):
         handle = get_method("rome").apply(model, tokenizer, profile, [case], {}, context)
         try:
             assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-            rome += measure(model, tokenizer, [case], TF, reference=[case_pre])
+            rome += measure(model, tokenizer, [case], TF, reference=[case_pre], text=False)
         finally:
             handle.restore()
     assert mean_scores(rome)[RELIABILITY] >= 0.9
 
     handle = get_method("memit").apply(model, tokenizer, profile, records, {}, context)   # one batch of ten
     try:
-        memit = measure(model, tokenizer, records, TF, reference=pre)
+        memit = measure(model, tokenizer, records, TF, reference=pre, text=False)
     finally:
         handle.restore()
     assert mean_scores(memit)[RELIABILITY] >= 0.9

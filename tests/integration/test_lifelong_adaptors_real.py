@@ -44,7 +44,7 @@ def test_a_stream_of_20_edits_is_kept_local_and_detached_exactly(embedded, recor
     probe = torch.tensor([tokenizer(records[0].prompt + " " + records[0].target)["input_ids"]])
     with torch.no_grad():
         logits = model(input_ids=probe).logits.clone()
-    pre = measure(model, tokenizer, records, TF)
+    pre = measure(model, tokenizer, records, TF, text=False)
     assert mean_scores(pre)[("reliability", "teacher_forced")] < 0.5   # the targets were not said before
 
     context, handles = EditContext(), []
@@ -52,7 +52,7 @@ def test_a_stream_of_20_edits_is_kept_local_and_detached_exactly(embedded, recor
         for case in records:
             handles.append(get_method(method).apply(model, tokenizer, profile, [case], None, context))
         assert handles[0].changed_parameters == []
-        post = mean_scores(measure(model, tokenizer, records, TF, reference=pre))
+        post = mean_scores(measure(model, tokenizer, records, TF, reference=pre, text=False))
         assert post[("reliability", "teacher_forced")] >= 0.9, post
         assert post[("locality", "teacher_forced")] >= LOCALITY[method], post
         with torch.no_grad():

@@ -42,22 +42,22 @@ def _weights(model):
 def test_paper_step_leaves_the_small_model_unchanged_and_the_derived_step_does_not(embedded, records):
     model, tokenizer, profile = embedded
     cases = records[:10]
-    pre = measure(model, tokenizer, cases, TF)
+    pre = measure(model, tokenizer, cases, TF, text=False)
     with get_method("ultraedit").apply(model, tokenizer, profile, cases, PAPER):
-        assert mean_scores(measure(model, tokenizer, cases, TF, reference=pre))[REL] == pytest.approx(mean_scores(pre)[REL], abs=0.02)
+        assert mean_scores(measure(model, tokenizer, cases, TF, reference=pre, text=False))[REL] == pytest.approx(mean_scores(pre)[REL], abs=0.02)
     with get_method("ultraedit").apply(model, tokenizer, profile, cases):
-        assert mean_scores(measure(model, tokenizer, cases, TF, reference=pre))[REL] > mean_scores(pre)[REL] + 0.2
+        assert mean_scores(measure(model, tokenizer, cases, TF, reference=pre, text=False))[REL] > mean_scores(pre)[REL] + 0.2
 
 
 @pytest.mark.parametrize("method", ["ultraedit", "locft-bf"])
 def test_a_stream_of_twenty_edits_is_written_kept_local_and_undone(embedded, records, method):
     model, tokenizer, profile = embedded
     before = _weights(model)
-    pre = measure(model, tokenizer, records, TF)
+    pre = measure(model, tokenizer, records, TF, text=False)
     context = EditContext()
     handles = [get_method(method).apply(model, tokenizer, profile, records[i:i + 10], QUICK[method], context) for i in (0, 10)]
     try:
-        post = measure(model, tokenizer, records, TF, reference=pre)
+        post = measure(model, tokenizer, records, TF, reference=pre, text=False)
         everything, earlier = mean_scores(post), mean_scores(post[:10])
         assert mean_scores(pre)[REL] < 0.35                  # the new answers were not said before
         assert everything[REL] >= 0.6, everything
@@ -76,11 +76,11 @@ def test_ultraedit_writes_single_edits(embedded, records):
     # one edit has one to three target tokens: without the prior in the running statistics nothing was written
     model, tokenizer, profile = embedded
     cases = records[:4]
-    pre = measure(model, tokenizer, cases, TF)
+    pre = measure(model, tokenizer, cases, TF, text=False)
     posts = []
     for case, before_case in zip(cases, pre):
         with get_method("ultraedit").apply(model, tokenizer, profile, [case]):
-            posts.append(measure(model, tokenizer, [case], TF, reference=[before_case])[0])
+            posts.append(measure(model, tokenizer, [case], TF, reference=[before_case], text=False)[0])
     scores = mean_scores(posts)
     assert scores[REL] >= max(0.75, mean_scores(pre)[REL] + 0.4), scores
     assert scores[LOC] >= 0.6, scores
@@ -96,10 +96,10 @@ def test_ultraedit_holds_the_unrelated_questions_it_is_given(embedded, records, 
     other = json.loads((shared_datasets / "zsre" / "zsre_mend_eval_portability_gpt4.json").read_text(encoding="utf-8"))
     pairs = tuple((r["loc"], r["loc_ans"]) for r in other[-32:])
     cases = records[:10]
-    pre = measure(model, tokenizer, cases, TF)
+    pre = measure(model, tokenizer, cases, TF, text=False)
     context = EditContext(unrelated=pairs)
     with get_method("ultraedit").apply(model, tokenizer, profile, cases, {"preserve": 32}, context) as handle:
-        post = mean_scores(measure(model, tokenizer, cases, TF, reference=pre))
+        post = mean_scores(measure(model, tokenizer, cases, TF, reference=pre, text=False))
         layers = handle.details["layers"]
     held = context.memory["ultraedit"]["preserved"]
     modules = {layer: model.get_submodule(profile.mlp_out_module(layer)) for layer in layers[:1]}
@@ -120,11 +120,11 @@ def test_locft_bf_on_late_layers_holds_the_earlier_batch_and_the_unrelated_quest
     other = json.loads((shared_datasets / "zsre" / "zsre_mend_eval_portability_gpt4.json").read_text(encoding="utf-8"))
     pairs = tuple((r["loc"], r["loc_ans"]) for r in other[581:837])   # the spec's 256
     held = {"span": "late", "mini_batch_size": 2, "preserve": 256, "preserve_weight": 1000.0, "keep_earlier": 1000.0}
-    pre = measure(model, tokenizer, records, TF)
+    pre = measure(model, tokenizer, records, TF, text=False)
     context = EditContext(unrelated=pairs)
     handles = [get_method("locft-bf").apply(model, tokenizer, profile, records[i:i + 10], held, context) for i in (0, 10)]
     try:
-        post = measure(model, tokenizer, records, TF, reference=pre)
+        post = measure(model, tokenizer, records, TF, reference=pre, text=False)
         everything, earlier = mean_scores(post), mean_scores(post[:10])
         assert len(handles[0].details["parameters"]) == 11    # layers 18-28 of 30
     finally:

@@ -39,10 +39,10 @@ def _weights(model):
 def test_batch_of_real_records_is_written_kept_local_and_undone(embedded, records, method):
     model, tokenizer, profile = embedded
     before = _weights(model)
-    pre = measure(model, tokenizer, records, TF)
+    pre = measure(model, tokenizer, records, TF, text=False)
     handle = keditlab.apply_edit(method, model, tokenizer, profile, records)
     try:
-        post = mean_scores(measure(model, tokenizer, records, TF, reference=pre))
+        post = mean_scores(measure(model, tokenizer, records, TF, reference=pre, text=False))
         assert post[("reliability", "teacher_forced")] >= 0.9, post
         assert post[("locality", "teacher_forced")] >= 0.8, post
         assert mean_scores(pre)[("reliability", "teacher_forced")] < 0.5   # the targets were not said before
@@ -58,9 +58,9 @@ def test_batch_of_real_records_is_written_kept_local_and_undone(embedded, record
 
 def test_r_rome_writes_a_real_edit_with_consistent_keys(embedded, records):
     model, tokenizer, profile = embedded
-    pre = measure(model, tokenizer, records[:1], TF)
+    pre = measure(model, tokenizer, records[:1], TF, text=False)
     with keditlab.apply_edit("r-rome", model, tokenizer, profile, records[:1]) as handle:
-        post = mean_scores(measure(model, tokenizer, records[:1], TF, reference=pre))
+        post = mean_scores(measure(model, tokenizer, records[:1], TF, reference=pre, text=False))
         assert handle.config["update_keys"] == "mean"
         assert post[("reliability", "teacher_forced")] == 1.0, post
 
@@ -78,10 +78,10 @@ def test_modes_measure_on_the_model_they_document(embedded, records):
 
     # by hand: the same two edits one after another, then both measured
     context = EditContext(covariance=CovarianceProvider(model, tokenizer, profile))
-    pre = measure(model, tokenizer, records[:2], TF)
+    pre = measure(model, tokenizer, records[:2], TF, text=False)
     first = get_method("alphaedit").apply(model, tokenizer, profile, records[:1], {}, context)
     second = get_method("alphaedit").apply(model, tokenizer, profile, records[1:2], {}, context)
-    by_hand = measure(model, tokenizer, records[:2], TF, reference=pre)
+    by_hand = measure(model, tokenizer, records[:2], TF, reference=pre, text=False)
     second.restore()
     first.restore()
     assert context.memory["alphaedit"] and all(float(m.abs().max()) < 1e-6 for m in context.memory["alphaedit"].values())

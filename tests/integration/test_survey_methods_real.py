@@ -22,7 +22,8 @@ from keditlab.spec.types import EvalSpec
 
 pytestmark = pytest.mark.integration
 
-TF = EvalSpec(metrics=("reliability", "locality"), protocols=("teacher_forced",), batch_size=64)  # the generation protocol has its own tests
+TF = EvalSpec(metrics=("reliability", "locality"), protocols=("teacher_forced",), batch_size=64,
+             max_new_tokens=8)  # the generation protocol has its own tests; 8 tokens hold every target here (at most 4)
 
 
 @pytest.fixture(scope="module")
