@@ -107,7 +107,6 @@ class GraceCodebook(Adaptor):
         self.register_buffer("values", torch.zeros(0, out_width, device=device), persistent=False)
         self.register_buffer("radii", torch.zeros(0, device=device), persistent=False)
         self.labels: list[str] = []
-        self.reference_keys: torch.Tensor | None = None   # keys of the reference prompts at this layer: read once, never saved
         self.training_values: tuple[torch.Tensor, torch.Tensor] | None = None   # (entries, their values being optimised)
 
     def __len__(self) -> int:
@@ -187,13 +186,12 @@ class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023,
 
         codebook.push(handle, undo)
         module = model.get_submodule(module_name)
-        if config.reference_share > 0 and codebook.reference_keys is None:
-            codebook.reference_keys = _reference_keys(model, tokenizer, module, module_name, context)
+        reference = _reference_keys(model, tokenizer, module, module_name, context) if config.reference_share > 0 else None
         details: list[dict[str, Any]] = []
         for case in progress_cases(context, cases, f"{self.name}: edits"):
             prompt, target = encode_prompt(tokenizer, case.prompt), encode_answer(tokenizer, case.target)
             keys, outputs = _read(model, module, prompt, target, device)
-            placed = [self._place(codebook, key, output, tokenizer.decode([token]), self._new_radius(codebook, key, config), changed)
+            placed = [self._place(codebook, key, output, tokenizer.decode([token]), self._new_radius(key, reference, config), changed)
                       for key, output, token in zip(keys, outputs, target)]
             entries = sorted({entry for entry, _, _ in placed})
             info = _train_values(model, profile, codebook, entries, prompt, target, config)
@@ -205,11 +203,11 @@ class Grace(AdaptorMethod, name="grace", paper="Hartvigsen et al., NeurIPS 2023,
         return {"entries": len(codebook), "cases": details}
 
     @staticmethod
-    def _new_radius(codebook: GraceCodebook, key: torch.Tensor, config: GraceConfig) -> float:
-        """ε of a new entry at ``key``: ``radius`` × its norm, kept under ``reference_share`` of the way to the nearest reference key."""
+    def _new_radius(key: torch.Tensor, reference: torch.Tensor | None, config: GraceConfig) -> float:
+        """ε of a new entry at ``key``: ``radius`` × its norm, kept under ``reference_share`` of the way to the nearest ``reference`` key."""
         radius = config.radius * float(key.norm())
-        if config.reference_share > 0 and codebook.reference_keys is not None:
-            distances = (codebook.reference_keys - key).norm(dim=1)
+        if config.reference_share > 0 and reference is not None:
+            distances = (reference - key).norm(dim=1)
             distances = distances[distances > 1e-3 * float(key.norm())]   # a reference prompt that is the edit's own prompt
             if len(distances):
                 radius = min(radius, config.reference_share * float(distances.min()))
@@ -242,7 +240,7 @@ def _reference_keys(model, tokenizer, module, module_name: str, context: EditCon
     """The keys of the shipped facts' prompts at ``module``, each at its last token: float32 ``(96, in)``.
 
     Read once per run and module (``context.memory``, one-off set-up): GRACE changes no weight, so the keys
-    at its layer stay what they were for every edit of the run (about 1.5 s on the embedded model's CPU).
+    at its layer stay what they were for every edit of the run (a few seconds on the embedded model and a CPU).
     """
     cache = context.memory.setdefault("grace-reference", {})
     if module_name not in cache:

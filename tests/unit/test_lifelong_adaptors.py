@@ -95,7 +95,7 @@ def test_grace_codebook_rules():
 
     def place(key, label, changed=None):
         key = torch.tensor(key)
-        return Grace._place(codebook, key, torch.zeros(2), label, Grace._new_radius(codebook, key, config), {} if changed is None else changed)
+        return Grace._place(codebook, key, torch.zeros(2), label, Grace._new_radius(key, None, config), {} if changed is None else changed)
 
     assert place([10.0, 0, 0, 0], "a")[:2] == (0, "added")            # radius 5
     assert place([0, 0, 0, 20.0], "b")[:2] == (1, "added")            # 22.4 > 5 + 10
@@ -115,35 +115,36 @@ def test_grace_codebook_rules():
 
 def test_grace_keeps_a_new_ball_short_of_the_reference_facts():
     """A new entry's radius is radius × the key's norm, or reference_share of the distance to the nearest reference key if that is less."""
-    codebook = GraceCodebook(0, 2, 2, torch.device("cpu"))
     config = GraceConfig(radius=0.5, reference_share=0.6)
     key = torch.tensor([10.0, 0.0])
-    assert Grace._new_radius(codebook, key, config) == 5.0                          # no reference keys read yet: the norm rule
-    codebook.reference_keys = torch.tensor([[10.0, 0.0], [10.0, 5.0], [0.0, 30.0]])  # the first is the edit's own prompt: skipped
-    assert Grace._new_radius(codebook, key, config) == pytest.approx(3.0)           # 0.6 × 5 < 0.5 × 10
-    assert Grace._new_radius(codebook, torch.tensor([10.0, 50.0]), config) == pytest.approx(0.6 * float(torch.tensor([10.0, 20.0]).norm()))
-    assert Grace._new_radius(codebook, key, GraceConfig(radius=0.5, reference_share=0)) == 5.0
-    assert Grace._new_radius(codebook, key, GraceConfig(radius=0.2, reference_share=0.6)) == pytest.approx(2.0)  # the norm rule is less
+    reference = torch.tensor([[10.0, 0.0], [10.0, 5.0], [0.0, 30.0]])   # the first is the edit's own prompt: skipped
+    assert Grace._new_radius(key, None, config) == 5.0                  # no reference keys: the norm rule
+    assert Grace._new_radius(key, reference, config) == pytest.approx(3.0)           # 0.6 × 5 < 0.5 × 10
+    assert Grace._new_radius(torch.tensor([10.0, 50.0]), reference, config) == pytest.approx(0.6 * float(torch.tensor([10.0, 20.0]).norm()))
+    assert Grace._new_radius(key, reference, GraceConfig(radius=0.5, reference_share=0)) == 5.0
+    assert Grace._new_radius(key, reference, GraceConfig(radius=0.2, reference_share=0.6)) == pytest.approx(2.0)  # the norm rule is less
 
 
-def test_grace_reads_the_reference_keys_once_per_codebook(tokenizer):
-    """The 96 shipped prompts are read at the codebook's layer on the first edit, not again; restoring every edit drops them."""
+def test_grace_reads_the_reference_keys_once_per_run(tokenizer):
+    """The 96 shipped prompts are read at the codebook's layer on the context's first edit, not again; new balls stay short of them."""
     from keditlab.methods.common import shipped_fact_prompts
 
     model = _tiny()
     profile = derive_profile(model)
     settings = {**FAST["grace"], "layer": 1}
-    first = get_method("grace").apply(model, tokenizer, profile, [FIRST], settings)
-    codebook = next(m for m in model.modules() if isinstance(m, GraceCodebook))
-    reference = codebook.reference_keys
+    context = EditContext()
+    first = get_method("grace").apply(model, tokenizer, profile, [FIRST], settings, context)
+    (reference,) = context.memory["grace-reference"].values()
     assert len(shipped_fact_prompts()) == 96 and reference.shape == (96, profile.mlp_out_input_size)
-    second = get_method("grace").apply(model, tokenizer, profile, [SECOND], settings)
-    assert codebook.reference_keys is reference
-    added = [(entry, radius) for case in (first.details["cases"][0], second.details["cases"][0])
-             for entry, action, radius in zip(case["entries"], case["actions"], case["radii"]) if action == "added"]
+    first.restore()
+    second = get_method("grace").apply(model, tokenizer, profile, [SECOND], settings, context)   # a new codebook, the same keys
+    (again,) = context.memory["grace-reference"].values()
+    assert again is reference
+    codebook = next(m for m in model.modules() if isinstance(m, GraceCodebook))
+    case = second.details["cases"][0]
+    added = [(entry, radius) for entry, action, radius in zip(case["entries"], case["actions"], case["radii"]) if action == "added"]
     assert added and all(radius <= 0.6 * float((reference - codebook.keys[entry]).norm(dim=1).min()) + 1e-3 for entry, radius in added)
     second.restore()
-    first.restore()
     assert not any(isinstance(m, GraceCodebook) for m in model.modules())
 
 
