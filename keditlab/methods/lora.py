@@ -86,12 +86,10 @@ class LoRAConfig(MethodConfig):
 
 @dataclass
 class AdaLoRAConfig(LoRAConfig):
-    lr: float | None = field(default=5e-3, metadata={"help": "Adam learning rate (higher than LoRA's: AdaLoRA prunes part of what it learns). Absolute, unlike "
-                                                    "LoRA's: its singular values start at zero and its P and Q at a fixed small scale, so its change does not "
-                                                    "grow with the weight (2.75% of the weight's RMS wrote 4 of 16 CounterFact edits on Gemma 3 270M). "
-                                                    "Empty: 2.75% of the root-mean-square of each adapted weight's entries.", "exclusive_minimum": 0})
-    LR_SHARE: ClassVar[float] = 0.0275
-
+    lr: float = field(default=5e-3, metadata={"help": "Adam learning rate (higher than LoRA's: AdaLoRA prunes part of what it learns). Absolute, unlike "
+                                             "LoRA's: its singular values start at zero and its P and Q at a fixed small scale, so its change does not "
+                                             "grow with the weight (2.75% of the weight's RMS wrote 4 of 16 CounterFact edits on Gemma 3 270M).",
+                                             "exclusive_minimum": 0})
     init_rank: int = field(default=12, metadata={"help": "Rank each adapter starts with, before the budget is pruned to rank.", "minimum": 1})
 
 
