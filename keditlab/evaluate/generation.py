@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from keditlab.evaluate.teacher_forced import model_device, pad_id
+from keditlab.evaluate.teacher_forced import pad_id
+from keditlab.models.sampling import device_of
 
 
 def greedy_generate(
@@ -38,7 +39,7 @@ def greedy_generate(
         return []
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    device = model_device(model)
+    device = device_of(model)
     pad = pad_id(tokenizer)
     # Sort by length so batches are padded little; left padding keeps the ends aligned.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))

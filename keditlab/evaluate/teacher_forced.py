@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from keditlab.models.logits import logits_at
-from keditlab.models.sampling import right_padded
+from keditlab.models.sampling import device_of, right_padded
 from keditlab.models.tokens import encode_prompt_answer
 
 
@@ -49,11 +49,6 @@ class TFResult:
     def total_nll(self) -> float:
         """Negative log-likelihood of the whole answer: ``-log P(answer | prompt)``."""
         return self.nll * len(self.answer_ids)
-
-
-def model_device(model: Any) -> torch.device:
-    """The device of the model's parameters (where inputs must go)."""
-    return next(model.parameters()).device
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -87,7 +82,7 @@ def teacher_forced(
     if any(not prompt_ids for prompt_ids, _ in encoded):
         raise ValueError("a prompt tokenizes to nothing; there is no position to predict the answer from")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    device = model_device(model)
+    device = device_of(model)
     pad = pad_id(tokenizer)
     results: list[TFResult | None] = [None] * len(encoded)
 

@@ -36,7 +36,7 @@ import torch
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfigError
 from keditlab.methods.layers import adaptor_layer
 from keditlab.models.hooks import HookHandle, add_hook, hooks
-from keditlab.models.sampling import right_padded, sample_ids, seeded
+from keditlab.models.sampling import device_of, right_padded, sample_ids, seeded
 from keditlab.models.tokens import encode_prompt, encode_prompt_answer
 
 A = TypeVar("A", bound="Adaptor")
@@ -295,7 +295,7 @@ def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple
     else:
         rows = [encode_prompt(tokenizer, t) for t in unrelated_texts(model, tokenizer, count, seed=seed)]
         selected = [[1] * len(row) for row in rows]
-    device = next(model.parameters()).device
+    device = device_of(model)
     found: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules}
     where = torch.zeros(0)
 

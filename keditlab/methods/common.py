@@ -61,10 +61,6 @@ def shipped_fact_prompts() -> tuple[str, ...]:
     return tuple(text for r in records for text in (r["prompt"], r["rephrase_prompt"], r["locality"]["unrelated"]["prompt"]))
 
 
-def device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def target_logits(model, ids: torch.Tensor, mask: torch.Tensor, where: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Logits at the positions ``where`` (row indices, column indices) only, one row of logits per pair, in order.
 

@@ -32,11 +32,11 @@ from typing import Any, ClassVar
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
-from keditlab.methods.common import device_of, share_of_rms, target_logits, trainable_only
+from keditlab.methods.common import share_of_rms, target_logits, trainable_only
 from keditlab.methods.layers import factual_recall_layer
 from keditlab.methods.progress import progress_bar
 from keditlab.models.precision import MasterWeights
-from keditlab.models.sampling import right_padded
+from keditlab.models.sampling import device_of, right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
 def masked_batch(tokenizer, cases, device, eos: bool = False):

@@ -70,7 +70,8 @@ import torch
 
 from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, own_output, upper_passes
 from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodPlan
-from keditlab.methods.common import device_of, shipped_fact_prompts, trainable_only
+from keditlab.methods.common import shipped_fact_prompts, trainable_only
+from keditlab.models.sampling import device_of
 from keditlab.methods.keyvalue import read_at_subjects
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import hooks

@@ -51,7 +51,8 @@ from typing import Any
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
-from keditlab.methods.common import SHIPPED_FACTS, device_of
+from keditlab.methods.common import SHIPPED_FACTS
+from keditlab.models.sampling import device_of
 
 ROLES = ("copy", "update")
 

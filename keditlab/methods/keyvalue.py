@@ -40,11 +40,10 @@ from typing import Any
 
 import torch
 
-from keditlab.methods.common import device_of
 from keditlab.methods.frozen_prefix import FrozenPrefixes
 from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import StopForward, hooks
-from keditlab.models.sampling import right_padded
+from keditlab.models.sampling import device_of, right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_last_token
 
 #: How the update's direction ``u`` is solved (the ``update_keys`` setting of ROME).

@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
-from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.common import trainable_only
+from keditlab.models.sampling import device_of
 from keditlab.methods.layers import upper_half
 from keditlab.models.hooks import hooks
 from keditlab.models.kvcache import copied, forward_with_cache

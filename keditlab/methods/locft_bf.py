@@ -57,7 +57,8 @@ import torch
 from keditlab.methods.base import (
     Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan, choice_setting,
 )
-from keditlab.methods.common import device_of, share_of_rms, trainable_only
+from keditlab.methods.common import share_of_rms, trainable_only
+from keditlab.models.sampling import device_of
 from keditlab.methods.adaptors import preserved_keys, upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
 from keditlab.methods.layers import chosen_layers, late_layers, tuning_layer

@@ -49,7 +49,8 @@ from typing import ClassVar
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
-from keditlab.methods.common import device_of, share_of_rms, trainable_only
+from keditlab.methods.common import share_of_rms, trainable_only
+from keditlab.models.sampling import device_of
 from keditlab.methods.layers import factual_recall_layer
 from keditlab.methods.finetune import adam_until, masked_batch, masked_nll
 

@@ -68,6 +68,7 @@ from keditlab.methods.keyvalue import (
     value_change_for,
 )
 from keditlab.models.residual import mlp_output_map
+from keditlab.models.sampling import device_of
 from keditlab.methods.layers import check_value_layer, chosen_layers, memit_window, window_ending_at
 
 #: How the keys of one edit's contexts enter the solve (the ``keys`` setting).
@@ -171,7 +172,7 @@ class Memit(EditMethod, name="memit", family="locate-then-edit", paper="Meng et 
         last = layers[-1]
         sites = {layer: profile.key_site(model, layer) for layer in layers}   # dense projections or MoE experts (models/experts.py)
         handle = EditHandle(self.name, model, self.snapshot(model, [sites[layer].parameter for layer in layers]))
-        device = next(model.parameters()).device
+        device = device_of(model)
         statistics = {layer: matrix.to(device) for layer, matrix in covariances_of(context, layers).items()}
         with context.setup():
             prefixes = context_prefixes(model, tokenizer, config.context_templates, seed=context.seed)

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from keditlab.methods.base import EditHandle
+from keditlab.models.sampling import device_of
 
 #: The version of the saved-edits folder layout (``edits.json`` ``format``).
 SAVED_FORMAT = 1
@@ -256,7 +257,7 @@ def _load_adaptor(model: torch.nn.Module, path: str, facts: dict[str, Any], tens
 
     host_name, child = path.rsplit(".", 1)
     kind = ADAPTOR_CLASSES[facts["class"]]
-    device = next(model.parameters()).device
+    device = device_of(model)
     adaptor, new = find_or_install(model, host_name, child, facts["layer"],
                                    lambda: kind(facts["layer"], device=device, **facts["build"]), kind)
     previous = None

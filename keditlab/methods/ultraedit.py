@@ -106,12 +106,12 @@ import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
 from keditlab.methods.adaptors import preserved_keys, upper_passes
-from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.common import trainable_only
 from keditlab.methods.layers import chosen_layers, late_layers
 from keditlab.methods.lifelong import MEMORY_CLASSES, HeldSums, keep_earlier_setting, preserve_setting, preserve_weight_setting
 from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import hooks
-from keditlab.models.sampling import right_padded
+from keditlab.models.sampling import device_of, right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
 

@@ -55,10 +55,10 @@ import torch
 
 from keditlab.methods.adaptors import Adaptor, AdaptorMethod, AdaptorSite, adaptor_layer_setting, find_or_install, own_output, unrelated_texts, upper_passes
 from keditlab.methods.base import EditContext, EditHandle, MethodConfig, MethodConfigError, MethodPlan
-from keditlab.methods.common import device_of, trainable_only
+from keditlab.methods.common import trainable_only
 from keditlab.methods.progress import progress_cases
 from keditlab.models.hooks import add_hook, hooks
-from keditlab.models.sampling import right_padded
+from keditlab.models.sampling import device_of, right_padded
 from keditlab.models.tokens import encode_answer, encode_prompt
 
 #: How finished shards are merged (the ``merge`` setting).

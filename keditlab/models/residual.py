@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from keditlab.models.hooks import StopForward, hooks
+from keditlab.models.sampling import device_of
 
 
 def mlp_output_map(model: torch.nn.Module, profile: Any, layer: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -78,7 +79,7 @@ def mlp_output_map(model: torch.nn.Module, profile: Any, layer: int) -> Callable
 
     inside_value = {id(m) for m in value.modules()}
     others = [m for m in block.modules() if m is not block and id(m) not in inside_value]
-    device = next(model.parameters()).device
+    device = device_of(model)
     forward = [(value, after_value), *[(m, after(m)) for m in others], (block, stop)]
     with hooks(forward=forward, pre=[(m, before(m)) for m in others]), torch.no_grad():
         model(input_ids=torch.tensor([[1, 2, 3]], device=device))

@@ -15,6 +15,11 @@ from typing import Any
 import torch
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of the model's parameters: where its input batches must go."""
+    return next(model.parameters()).device
+
+
 def right_padded(sequences: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` for token lists padded on the right.
 
@@ -33,7 +38,7 @@ def right_padded(sequences: Sequence[Sequence[int]], pad_id: int, device: Any) -
 @contextlib.contextmanager
 def seeded(model: torch.nn.Module, seed: int) -> Iterator[None]:
     """Inside the block torch's random numbers start from ``seed``; outside, they are untouched."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
@@ -66,7 +71,7 @@ def sample_ids(
     """
     from transformers import LogitsProcessorList
 
-    device = next(model.parameters()).device
+    device = device_of(model)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues at the right end
     try:
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)

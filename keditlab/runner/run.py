@@ -45,7 +45,7 @@ from filelock import FileLock, Timeout
 
 from keditlab.data.datasets import dataset_cases
 from keditlab.evaluate import CaseMeasurement, measure
-from keditlab.evaluate.teacher_forced import model_device
+from keditlab.models.sampling import device_of
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, NonFiniteEdit, get_method, method_names
 from keditlab.methods.saved import MEMORY, load_edits, load_memory, save_edits, saveable
 from keditlab.models import LoadedModel, load_model
@@ -342,7 +342,7 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                             handle.on_restore.append(_memory_restorer(context, method_spec.name))
                         stack.append(handle)
                         saved_calls.append(call_folder)
-                        memory = load_memory(call_folder, device=model_device(model))
+                        memory = load_memory(call_folder, device=device_of(model))
                         if memory is not None:   # the method's memory as this call left it (only the checkpoint's is kept)
                             context.memory[method_spec.name] = memory
                         applied.update((i, (step, handle)) for i in step.cases)

@@ -31,7 +31,7 @@ import torch
 from filelock import FileLock
 
 from keditlab.models.hooks import StopForward, hooks
-from keditlab.models.sampling import right_padded
+from keditlab.models.sampling import device_of, right_padded
 from keditlab.stats.corpus import Corpus, load_corpus
 
 
@@ -282,7 +282,7 @@ def _second_moments(model: Any, modules: dict[int, tuple[torch.nn.Module, Any]],
     """
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
+    device = device_of(model)
     halves: dict[int, list[torch.Tensor | None]] = {layer: [None, None] for layer in modules}
     counts = {layer: [0, 0] for layer in modules}
     current: dict[str, Any] = {}
