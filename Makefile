@@ -50,6 +50,8 @@ help:
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=speed   MEMIT, EMMET, AlphaEdit: seconds per edit for batches of 1, 10, 100"
 	@echo "make bench BENCH=locate_then_edit BENCH_ARGS=runs    the batch and sequential acceptance runs on CounterFact"
 	@echo "make bench BENCH=lifelong BENCH_ARGS=\"--methods ultraedit --limit 1000\"   specs/lifelong.yaml, one method at a time, with its curve"
+	@echo "make bench BENCH=batch_settings BENCH_ARGS=\"--model gemma3-270m --variants '[{}, {\\\"keys\\\": \\\"mean\\\"}]'\"   solve settings of a batch of 100 on the same targets"
+	@echo "make bench BENCH=spill BENCH_ARGS=\"--model gemma3-270m\"   how much of an edit's change reaches neighbours and paraphrases"
 
 demo: $(STAMP)
 	$(BIN)/keditlab run specs/quickstart.yaml
