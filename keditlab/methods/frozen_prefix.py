@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from keditlab.models.sampling import right_padded
+from keditlab.models.sampling import device_of, right_padded
 
 
 class FrozenPrefixes:
@@ -43,7 +43,7 @@ class FrozenPrefixes:
     def __init__(self, model: torch.nn.Module, rows: list[list[int]], cut: list[int], pad_id: int,
                  passes: Callable[[list[int], list[int]], list[list[int]]]):
         self.rows, self.cut, self.pad_id = rows, cut, pad_id
-        self.device = next(model.parameters()).device
+        self.device = device_of(model)
         self.width = max(cut, default=0)
         self.mask = torch.zeros(len(rows), self.width, dtype=torch.long, device=self.device)
         self.keys: list[torch.Tensor] = []

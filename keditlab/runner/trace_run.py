@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.models import LoadedModel, load_model
+from keditlab.models.sampling import device_of
 from keditlab.runner import folder as run_folder
 from keditlab.runner.manifest import command_line, package_versions, timestamp
 from keditlab.spec import Spec
@@ -81,7 +82,7 @@ def trace_spec(spec: Spec, out: str | Path | None = "runs", *, loaded: LoadedMod
         "spec": spec.to_spec_data(),
         "model": {"name": spec.model.name, "source": getattr(loaded, "source", None), "profile": profile.to_dict()},
         "seed": spec.run.seed,
-        "device": str(next(model.parameters()).device),
+        "device": str(device_of(model)),
         "versions": package_versions(),
         "command": command_line(),
         "started": timestamp(started),

@@ -52,6 +52,7 @@ import torch
 
 from keditlab.models.hooks import HookSpec, hooks
 from keditlab.models.kvcache import copied, forward_with_cache
+from keditlab.models.sampling import device_of
 from keditlab.models.tokens import encode_answer, encode_prompt, subject_token_range
 from keditlab.spec.hints import did_you_mean
 from keditlab.trace.noise import NoiseLevel, given_noise, noise_level
@@ -133,7 +134,7 @@ class Tracer:
         self.num_layers = self.profile.num_layers
         self.batch_size = max(1, int(batch_size))
         self.reuse_prefix = reuse_prefix
-        self.device = next(model.parameters()).device
+        self.device = device_of(model)
         self.embed = model.get_input_embeddings()
         self.head = model.get_output_embeddings()
         self.decoder = model.base_model
