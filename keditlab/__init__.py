@@ -7,6 +7,7 @@ The usual entry points::
     run                                            # a results table in a notebook
     run = keditlab.load_run("runs/quickstart-…")   # reopen a saved run folder (no model, no torch)
     run = keditlab.resume_run("runs/quickstart-…") # continue a run that was killed or interrupted
+    keditlab.train("specs/train/mend.yaml")        # train an editor that learns to edit (MEND), cached for the model
 
     model, tokenizer, profile = keditlab.load_model("smollm2-135m")
 
@@ -151,6 +152,19 @@ def load(spec: Any) -> Any:
     if isinstance(spec, dict):
         return spec_from_dict(spec, num_layers_of=peek_num_layers, model_config_of=peek_config)
     return load_spec(Path(spec), num_layers_of=peek_num_layers, model_config_of=peek_config)
+
+
+def train(spec: Any, out: Any = "runs", **kwargs: Any) -> Any:
+    """Train the editor a spec's ``train:`` section names (MEND) and put its archive in the cache (``keditlab train``).
+
+    Returns a :class:`~keditlab.runner.train_run.TrainRun`: the steps, the
+    validation figures, the archive's path and the training folder (its
+    ``losses.jsonl`` and ``losses.png`` hold the loss curves).  Afterwards
+    ``method: mend`` finds the archive for the same model.
+    """
+    from keditlab.runner.train_run import train_spec
+
+    return train_spec(load(spec), out, **kwargs)
 
 
 def plan(spec: Any, gpu_memory: Any = None) -> Any:

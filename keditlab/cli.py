@@ -2,6 +2,8 @@
 
     keditlab run SPEC [--out DIR]     validate, edit, evaluate, save a run folder, print the table
     keditlab trace SPEC [--out DIR]   run the spec's trace: section (causal tracing), save heatmaps and JSON
+    keditlab train SPEC [--out DIR]   train the editor of the spec's train: section (MEND) and cache its archive
+    keditlab train --resume FOLDER    continue a training that stopped, from its last checkpoint
     keditlab plan SPEC [--gpu-memory 16GiB]  what each method changes and needs (statistics, peak memory), no weights loaded
     keditlab validate FILE...         check specs without running them (exit 1 on any error)
     keditlab show RUN_FOLDER          print the tables of a saved run (results, and method x dataset x metric x protocol)
@@ -46,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     trace = commands.add_parser("trace", help="run a spec's trace: section (causal tracing) and save heatmaps and JSON in a new run folder")
     trace.add_argument("spec", help="path of a YAML spec with a trace: section")
     trace.add_argument("--out", default=None, help="folder under which the run folder is created (default: run.out from the spec, else ./runs)")
+    train = commands.add_parser("train", help="train the editor a spec's train: section names (MEND) and put its archive in the cache")
+    train.add_argument("spec", nargs="?", help="path of a YAML spec with a train: section (not with --resume)")
+    train.add_argument("--out", default=None, help="folder under which the training folder is created (default: run.out from the spec, else ./runs)")
+    train.add_argument("--resume", metavar="TRAIN_FOLDER", default=None,
+                       help="continue a training that stopped (killed, interrupted) from its last checkpoint")
     plan = commands.add_parser("plan", help="estimate what each method changes and needs (statistics, peak memory) from the model's config, without loading weights")
     plan.add_argument("spec", help="path of a YAML spec")
     plan.add_argument("--gpu-memory", default=None, help="GPU memory to compare with, e.g. 16GiB (Colab's T4), 16GB, 15360MiB; default: the spec's device")
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("folder")
     commands.add_parser("methods", help="list the editing methods, what each can do (run modes), and their settings")
     args = parser.parse_args(argv)
-    handler = {"run": _run, "trace": _trace, "plan": _plan, "validate": _validate, "show": _show, "methods": _methods,
+    handler = {"run": _run, "trace": _trace, "train": _train, "plan": _plan, "validate": _validate, "show": _show, "methods": _methods,
                "export": _export}[args.command]
     try:
         code = handler(args)
@@ -154,6 +161,34 @@ def _trace(args: argparse.Namespace) -> int:
 
     out = args.out or spec.run.out or "runs"
     result = trace_spec(spec, out, log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(result)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import keditlab
+
+    if (args.spec is None) == (args.resume is None) or (args.resume and args.out):
+        print("keditlab train: error: give a spec (keditlab train SPEC) or a training folder to continue (keditlab train "
+              "--resume FOLDER), not both" + (" and not --out: a resumed training stays in its folder" if args.out else "")
+              + ".", file=sys.stderr)
+        return EXIT_BAD_SPEC
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    if args.resume:
+        from keditlab.runner.train_run import resume_training
+
+        signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+        result = resume_training(args.resume, log=log)
+    else:
+        spec = keditlab.load(Path(args.spec))  # validation errors surface before anything heavy loads
+        if spec.train is None:
+            print(f"keditlab train: error: {args.spec} has no `train:` section. Fix: add one (docs/training.md), "
+                  "or run its edits with `keditlab run`.", file=sys.stderr)
+            return EXIT_BAD_SPEC
+        from keditlab.runner.train_run import train_spec
+
+        signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+        result = train_spec(spec, args.out or spec.run.out or "runs", log=log)
     print(result)
     return 0
 

@@ -93,20 +93,20 @@ def setting_schema(config_class: type, fld: dataclasses.Field) -> dict[str, Any]
     return schema
 
 
+def _names_schema(title: str, what: str, names: list[str], noun: str) -> dict[str, Any]:
+    """A string that must be one of ``names`` (an unknown one gets a did-you-mean naming the ``noun``)."""
+    return {"title": title, "description": f"{what}: " + ", ".join(f"`{n}`" for n in names) + ".", "type": "string",
+            "enum": names, "x-keditlab-noun": noun}
+
+
 def method_defs() -> dict[str, Any]:
     """``$defs`` entries for the registered methods: their names and each one's settings."""
     from keditlab.methods import _REGISTRY, method_names
 
     names = method_names()
     defs: dict[str, Any] = {
-        "method-name": {
-            "title": "Method name",
-            "description": "A registered editing method: " + ", ".join(f"`{n}`" for n in names) + ".",
-            "type": "string",
-            "enum": names,
-            "examples": ["rome" if "rome" in names else names[0]],
-            "x-keditlab-noun": "editing method",
-        },
+        "method-name": {**_names_schema("Method name", "A registered editing method", names, "editing method"),
+                        "examples": ["rome" if "rome" in names else names[0]]},
         "method-choice": {
             "title": "Method",
             "description": "A method name, or a mapping with `name`, an optional `label` and the method's settings.",
@@ -152,10 +152,52 @@ def method_defs() -> dict[str, Any]:
     return defs
 
 
+def train_defs() -> dict[str, Any]:
+    """``$defs`` entries of the ``train:`` section: the editors that are trained, and each one's training settings."""
+    from keditlab.methods import _REGISTRY, trained_editors
+
+    names = trained_editors()
+    common = {
+        "records": {"$ref": "#/$defs/edits-file", "description": "The training records, read like `edits:` from a benchmark file (`dataset`, `path` or `file`, `limit`, `offset`). Records without a rephrasing or an unrelated prompt are left out of training."},
+        "validation": {"$ref": "#/$defs/edits-file", "description": "Records the editor is measured on while it trains (edit success, locality); keep them apart from `records` and from the records you evaluate on."},
+        "archive": _path_schema(),
+    }
+    defs: dict[str, Any] = {
+        "train-editor": _names_schema("Editor to train", "An editing method that must be trained before it edits", names,
+                                      "trained editor"),
+        "train": {
+            "title": "Training",
+            "description": "Train an editor that must be trained before it can edit (MEND), run by `keditlab train SPEC`: the records it learns from, the records it is checked on, and its training settings. The archive goes to the cache, where `method: NAME` finds it for the same model. [training.md](training.md) explains every setting.",
+            "type": "object",
+            "required": ["editor", "records"],
+            "properties": {"editor": {"$ref": "#/$defs/train-editor"}, **common},
+            "allOf": [{"if": {"properties": {"editor": {"const": name}}, "required": ["editor"]},
+                       "then": {"$ref": f"#/$defs/train-{name}"}} for name in names],
+        },
+    }
+    for name in names:
+        config_class = _REGISTRY[name].train_config_class
+        defs[f"train-{name}"] = {
+            "title": f"{name} training",
+            "description": (config_class.__doc__ or "").strip().split("\n\n")[0],
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"editor": {"title": "Editor", "description": f"`{name}`.", "const": name}, **common,
+                           **{f.name: setting_schema(config_class, f) for f in dataclasses.fields(config_class)}},
+        }
+    return defs
+
+
+def _path_schema() -> dict[str, Any]:
+    return {"title": "Archive", "type": "string", "minLength": 1, "examples": ["archives/mend-smollm2.pt"],
+            "description": "Also write the trained archive to this path (relative to the spec's folder); it is always put in the cache. An existing file is never overwritten."}
+
+
 def build_schema() -> dict[str, Any]:
-    """The whole spec schema: the hand-written base plus the generated method definitions."""
+    """The whole spec schema: the hand-written base plus the generated method and training definitions."""
     schema = base_schema()
     schema["$defs"].update(method_defs())
+    schema["$defs"].update(train_defs())
     return schema
 
 

@@ -119,7 +119,7 @@ def base_schema() -> dict[str, Any]:
         "description": "A knowledge-editing experiment: the model, the edits to make, the method(s) that make them, and what to measure.",
         "type": "object",
         "additionalProperties": False,
-        "required": ["keditlab"],  # and `edits` or `trace`: checked in keditlab.spec.rules (check_has_work)
+        "required": ["keditlab"],  # and `edits`, `trace` or `train`: checked in keditlab.spec.rules (check_has_work)
         "properties": {
             "keditlab": {
                 "title": "Spec language version",
@@ -183,6 +183,7 @@ def base_schema() -> dict[str, Any]:
             "stats": {"$ref": "#/$defs/stats", "x-keditlab-default": "every setting at its default"},
             "run": {"$ref": "#/$defs/run", "x-keditlab-default": "every setting at its default"},
             "trace": {"$ref": "#/$defs/trace", "x-keditlab-default": "no tracing"},
+            "train": {"$ref": "#/$defs/train", "x-keditlab-default": "no training"},
         },
         "$defs": {
             "trace": _trace_schema(),

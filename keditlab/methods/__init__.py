@@ -37,6 +37,11 @@ def get_method(name: str) -> EditMethod:
         raise KeyError(f"unknown editing method {name!r}.{hint} Known methods: {', '.join(method_names())}") from None
 
 
+def trained_editors() -> list[str]:
+    """The methods that must be trained before they edit (``keditlab train``): those whose class names a trainer."""
+    return sorted(name for name, cls in _REGISTRY.items() if getattr(cls, "trainer_class", None) is not None)
+
+
 def auto_layer_method(setting: str) -> EditMethod:
     """The first registered method whose config marks ``setting`` (``layer`` or ``layers``) as one that may be ``auto``.
 
@@ -61,11 +66,14 @@ from keditlab.methods.alphaedit import AlphaEdit  # noqa: E402
 from keditlab.methods.rrome import RRome  # noqa: E402
 from keditlab.methods.grace import Grace  # noqa: E402
 from keditlab.methods.wise import Wise  # noqa: E402
+from keditlab.methods.tpatcher import TPatcher  # noqa: E402
 from keditlab.methods.ultraedit import UltraEdit  # noqa: E402
 from keditlab.methods.locft_bf import LocFTBF  # noqa: E402
 from keditlab.methods.ike import IKE  # noqa: E402
 from keditlab.methods.lora import AdaLoRA, LoRA  # noqa: E402
 from keditlab.methods.kn import KnowledgeNeurons  # noqa: E402
+from keditlab.methods.mend import Mend  # noqa: E402
+from keditlab.methods.serac import Serac  # noqa: E402
 
 register_method(Rome)
 register_method(RRome)
@@ -76,12 +84,15 @@ register_method(Emmet)
 register_method(AlphaEdit)
 register_method(Grace)
 register_method(Wise)
+register_method(TPatcher)
 register_method(UltraEdit)
 register_method(LocFTBF)
 register_method(IKE)
 register_method(LoRA)
 register_method(AdaLoRA)
 register_method(KnowledgeNeurons)
+register_method(Mend)
+register_method(Serac)
 
 __all__ = [
     "Capabilities",
@@ -98,4 +109,5 @@ __all__ = [
     "get_method",
     "method_names",
     "register_method",
+    "trained_editors",
 ]

@@ -1,9 +1,11 @@
-"""Plumbing shared by the methods that add a memory beside the weights instead of changing them (GRACE, WISE).
+"""Plumbing shared by the methods that add a memory beside the weights instead of changing them (GRACE, WISE, T-Patcher).
 
 Such a method leaves every weight of the model as it is and hangs an *adaptor*
-on one module (the MLP output projection of one layer): a child module named
-after the method, called by a forward hook on that module, that may replace
-the module's output.  Three rules make this safe to stack and to undo:
+on one module of one layer (the MLP output projection for GRACE and WISE, the
+whole feed-forward block for T-Patcher: :meth:`AdaptorMethod.host_module`): a
+child module named after the method, called by a forward hook on that module,
+that may replace or add to the module's output.  Three rules make this safe to
+stack and to undo:
 
 * **One adaptor per module, found in the module tree.**  The first edit
   installs it; later edits (``run.mode: sequential``, or a user calling
@@ -143,6 +145,29 @@ def own_output(module: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return module.forward(inputs[None])[0]
 
 
+def ffn_module(profile: Any, layer: int) -> str:
+    """The module that reads the feed-forward block's input and returns its output at ``layer``.
+
+    Derived from the MLP output projection's path, never from the family's
+    name: its parent (``model.layers.5.mlp`` for ``...mlp.down_proj``,
+    ``transformer.h.5.mlp`` for GPT-2's ``...mlp.c_proj``); on a
+    mixture-of-experts model the MoE block, which the profile already names as
+    ``mlp_out``.  A family whose block holds the feed-forward layers directly
+    (OPT's ``fc1``/``fc2`` sit in the decoder layer itself) has no such module:
+    then the projection itself, whose input is the FFN's inner activation.
+    """
+    projection = profile.mlp_out_module(layer)
+    if profile.is_moe:
+        return projection
+    parent = projection.rpartition(".")[0]
+    return projection if parent == profile.layer_module(layer) else parent
+
+
+def host_input_width(profile: Any, layer: int, module_name: str) -> int:
+    """Width of what ``module_name`` (the projection, or :func:`ffn_module`) reads at ``layer``."""
+    return profile.mlp_out_input_size if module_name == profile.mlp_out_module(layer) else profile.hidden_size
+
+
 def adaptor_layer_setting(noun: str) -> Any:
     """The ``layer`` field of an adaptor method's config; ``noun`` names the adaptor ("codebook", "side memory")."""
     return field(
@@ -166,9 +191,10 @@ class AdaptorSite:
 
 class AdaptorMethod(EditMethod, family="memory",
                     capabilities=Capabilities(batch=True, sequential=True, needs_statistics=False, changes_weights=False)):
-    """Base class of the methods that hang an adaptor beside one MLP output projection (GRACE, WISE).
+    """Base class of the methods that hang an adaptor beside one module of one layer (GRACE, WISE, T-Patcher).
 
-    ``_apply`` checks that the stream's adaptor is not on another layer, makes
+    The module is :meth:`host_module`: the MLP output projection unless a
+    method says otherwise.  ``_apply`` checks that the stream's adaptor is not on another layer, makes
     the (weightless) handle and leaves the rest to :meth:`_edit_at`, which
     finds or installs the adaptor, pushes the call's undo record and writes
     the cases, one after another (several cases in one call are written
@@ -187,9 +213,18 @@ class AdaptorMethod(EditMethod, family="memory",
         if adaptor_noun is not None:
             cls.adaptor_noun = adaptor_noun
 
+    @classmethod
+    def host_module(cls, profile: Any, layer: int) -> str:
+        """The path of the module the adaptor hangs on at ``layer``: the MLP output projection (GRACE, WISE).
+
+        A method whose adaptor reads the feed-forward block's input overrides
+        this with :func:`ffn_module` (T-Patcher).
+        """
+        return profile.mlp_out_module(layer)
+
     def _apply(self, model, tokenizer, profile, cases, config, context: EditContext) -> EditHandle:
         layer = config.resolved_layer(profile.num_layers)
-        module_name = profile.mlp_out_module(layer)
+        module_name = self.host_module(profile, layer)
         elsewhere = installed_elsewhere(model, self.name, self.adaptor_class, module_name)
         if elsewhere:
             raise MethodConfigError(
@@ -273,38 +308,64 @@ class _Replay(torch.nn.Module):
         return self.output
 
 
-def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple[str, str]] = (),
-                   chunk: int = 32) -> dict[int, torch.Tensor]:
-    """The second moment ``PᵀP / n`` of each module's keys over unrelated text (float32, ``(d_in, d_in)``).
+def answer_positions(tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]]]:
+    """The rows a model reads for ``(prompt, answer)`` pairs, and where in them each answer is predicted.
+
+    Each row is ``prompt + answer[:-1]`` (teacher forcing); its selection is 1
+    at the positions that predict the answer's tokens (the prompt's last token
+    and the answer's tokens but its last), which are exactly the positions a
+    teacher-forced probe reads, and 0 elsewhere.
+    """
+    rows, selected = [], []
+    for prompt, answer in pairs:
+        prompt_ids, answer_ids = encode_prompt_answer(tokenizer, prompt, answer)
+        rows.append(prompt_ids + answer_ids[:-1])
+        selected.append([0] * (len(prompt_ids) - 1) + [1] * len(answer_ids))
+    return rows, selected
+
+
+def unrelated_positions(model, tokenizer, count: int, seed: int,
+                        pairs: Sequence[tuple[str, str]] = ()) -> tuple[list[list[int]], list[list[int]]]:
+    """Rows of "everything else" an adaptor must leave alone, and the positions of each to read.
 
     Two sources.  Without ``pairs``: every token of ``count`` short texts
     sampled from the model itself (half of them questions, see
     :func:`unrelated_texts`), so no corpus and no benchmark record is needed.
     With ``pairs`` (unrelated questions and their answers, ``(prompt,
-    answer)``, at most ``count`` of them used): the tokens at which each answer
-    is predicted, the prompt's last token and the answer's tokens but its
-    last, which are exactly the positions a teacher-forced locality probe
-    reads.  Read once per stream, before its first edit.
+    answer)``, at most ``count`` of them used): the positions at which each
+    answer is predicted (:func:`answer_positions`), which are exactly the
+    positions a teacher-forced locality probe reads.
     """
-    rows, selected = [], []
     if pairs:
-        for prompt, answer in list(pairs)[:count]:
-            prompt_ids, answer_ids = encode_prompt_answer(tokenizer, prompt, answer)
-            rows.append(prompt_ids + answer_ids[:-1])
-            selected.append([0] * (len(prompt_ids) - 1) + [1] * len(answer_ids))
-    else:
-        rows = [encode_prompt(tokenizer, t) for t in unrelated_texts(model, tokenizer, count, seed=seed)]
-        selected = [[1] * len(row) for row in rows]
+        return answer_positions(tokenizer, list(pairs)[:count])
+    rows = [encode_prompt(tokenizer, t) for t in unrelated_texts(model, tokenizer, count, seed=seed)]
+    return rows, [[1] * len(row) for row in rows]
+
+
+def read_inputs(model, tokenizer, modules: dict[int, torch.nn.Module], rows: list[list[int]], selected: list[list[int]],
+                chunk: int = 32, output_norms: bool = False) -> Any:
+    """What each module reads at the selected positions of ``rows``: float64 ``(n, d_in)`` per module.
+
+    ``modules`` maps a layer to a module; ``selected`` has a 0/1 per token of
+    each row (:func:`answer_positions`, :func:`unrelated_positions`).  With
+    ``output_norms``, also the norm of what each module returns there (float64
+    ``(n,)`` per module): ``(inputs, norms)``.  Rows of similar length are read
+    together (little padding), a chunk at a time, through the blocks only: the
+    output embedding would be most of the work (Gemma 3's 262k-token one), and
+    nothing here reads it.  Nothing in the model is changed.
+    """
     device = device_of(model)
     found: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules}
+    norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules}
     where = torch.zeros(0)
 
     def hook(layer):
-        def grab(_m, inputs, _o):
+        def grab(_m, inputs, output):
             found[layer].append(inputs[0][where].detach().to(torch.float64))
+            if output_norms:
+                out = output[0] if isinstance(output, tuple) else output
+                norms[layer].append(out[where].detach().to(torch.float64).norm(dim=-1))
         return grab
-    # Rows of similar length together (little padding), a chunk at a time, through the blocks only: the
-    # output embedding would be most of the work (Gemma 3's 262k-token one), and nothing here reads it.
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     with hooks(forward=[(m, hook(layer)) for layer, m in modules.items()]), torch.no_grad():
         for start in range(0, len(order), chunk):
@@ -312,7 +373,22 @@ def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple
             ids, mask = right_padded([rows[i] for i in part], tokenizer.pad_token_id, device)
             where = right_padded([selected[i] for i in part], 0, device)[0].bool()
             model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-    return {layer: (lambda p: p.T @ p / len(p))(torch.cat(v)).float() for layer, v in found.items()}
+    inputs = {layer: torch.cat(v) for layer, v in found.items()}
+    return (inputs, {layer: torch.cat(v) for layer, v in norms.items()}) if output_norms else inputs
+
+
+def preserved_keys(model, tokenizer, modules, count, seed, pairs: Sequence[tuple[str, str]] = (),
+                   chunk: int = 32) -> dict[int, torch.Tensor]:
+    """The second moment ``PᵀP / n`` of each module's keys over unrelated text (float32, ``(d_in, d_in)``).
+
+    The keys are read at the positions of :func:`unrelated_positions`: every
+    token of ``count`` texts sampled from the model, or, with ``pairs``, the
+    positions at which each unrelated answer is predicted.  Read once per
+    stream, before its first edit.
+    """
+    rows, selected = unrelated_positions(model, tokenizer, count, seed, pairs)
+    keys = read_inputs(model, tokenizer, modules, rows, selected, chunk=chunk)
+    return {layer: (p.T @ p / len(p)).float() for layer, p in keys.items()}
 
 
 @contextlib.contextmanager
@@ -338,9 +414,11 @@ def upper_passes(model: torch.nn.Module, blocks_path: str, layer: int, ids: torc
         return
     pieces: list[Any] = []
     with hooks(forward=[(blocks[layer - 1], lambda _m, _i, out: pieces.append(out))]), torch.no_grad():
-        for start in range(0, len(ids), chunk):
-            model.base_model(input_ids=ids[start:start + chunk], attention_mask=mask[start:start + chunk], use_cache=False)
-    recorded = _concatenated(pieces)
+        for start in range(0, len(ids), chunk):   # each chunk read only up to its longest row (rows sorted by length waste least)
+            part_mask = mask[start:start + chunk]
+            width = max(1, int(part_mask.sum(1).max()))
+            model.base_model(input_ids=ids[start:start + chunk, :width], attention_mask=part_mask[:, :width], use_cache=False)
+    recorded = _concatenated(pieces, ids.shape[1])
     stand_in = _Replay(recorded)
     originals = [blocks[i] for i in range(layer)]
 
@@ -367,11 +445,14 @@ def _trimmed(rows: list[int], ids: torch.Tensor, mask: torch.Tensor) -> tuple[to
     return ids[index, :length], mask[index, :length]
 
 
-def _concatenated(pieces: list[Any]) -> Any:
-    """Block outputs of several chunks joined along the batch: a tensor, or a tuple whose first item is the hidden state."""
+def _concatenated(pieces: list[Any], width: int) -> Any:
+    """Block outputs of several chunks joined along the batch, each padded to ``width`` tokens (zeros where a chunk was
+    shorter: padding, which no real token reads); a tensor, or a tuple whose first item is the hidden state."""
+    def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1])) for t in tensors])
     if isinstance(pieces[0], torch.Tensor):
-        return torch.cat(pieces)
-    return (torch.cat([piece[0] for piece in pieces]), *pieces[0][1:])
+        return joined(pieces)
+    return (joined([piece[0] for piece in pieces]), *pieces[0][1:])
 
 
 def _selected(recorded: Any, rows: list[int], length: int) -> Any:

@@ -335,6 +335,11 @@ class EditMethod:
     #: Such a method also declares the ``dense_mlp`` need, so a spec is refused at validation when the model's
     #: config declares experts; this text is the error when a model reaches ``apply`` unvalidated.
     refuses_moe: ClassVar[str] = ""
+    #: For an editor that must be trained before it edits (MEND): its training (an
+    #: :class:`~keditlab.methods.training.EditorTrainer`) and that training's settings (a
+    #: :class:`~keditlab.methods.training.TrainConfig`); ``keditlab train`` runs them.  None for the others.
+    trainer_class: ClassVar[type | None] = None
+    train_config_class: ClassVar[type | None] = None
 
     def __init_subclass__(cls, *, name: str | None = None, family: str | None = None, paper: str | None = None,
                           config_class: type[MethodConfig] | None = None, capabilities: Capabilities | None = None,

@@ -1,4 +1,5 @@
-"""Small pieces several editing methods share: freezing, logits where a loss needs them, context prefixes, shipped facts.
+"""Small pieces several editing methods share: freezing, logits where a loss needs them, context prefixes, shipped facts,
+text embeddings from the model's own hidden states.
 
 (The default-layer rules are in :mod:`keditlab.methods.layers`.)"""
 
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from keditlab.models.logits import logits_at
-from keditlab.models.sampling import sample_ids, seeded
+from keditlab.models.sampling import device_of, sample_ids, seeded
 
 
 @contextlib.contextmanager
@@ -105,3 +106,29 @@ def context_prefixes(model: torch.nn.Module, tokenizer: Any, count: int, seed: i
             prefixes.append(text.rstrip(".") + ". ")
     per_model[(count, seed)] = prefixes
     return prefixes
+
+
+def mean_hidden_states(model, tokenizer, layer: int | None, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+    """Mean over each text's tokens of the hidden state after ``layer`` (``None``: the last), normalised: one row per text.
+
+    A text embedding that needs no other model: IKE ranks its demonstrations and
+    stored facts by it, SERAC's scope classifier reads it.  Texts are read
+    right-padded, ``batch_size`` at a time, without gradients.
+    """
+    device = device_of(model)
+    rows = []
+    saved = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True)
+                batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+                backbone = getattr(model, "base_model", model)
+                out = backbone(**batch, output_hidden_states=True)
+                hidden = out.hidden_states[-1 if layer is None else layer + 1].float()
+                mask = batch["attention_mask"][..., None].float()
+                rows.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).cpu())
+    finally:
+        tokenizer.padding_side = saved
+    return torch.cat(rows)

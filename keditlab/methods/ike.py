@@ -51,8 +51,7 @@ from typing import Any
 import torch
 
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
-from keditlab.methods.common import SHIPPED_FACTS
-from keditlab.models.sampling import device_of
+from keditlab.methods.common import SHIPPED_FACTS, mean_hidden_states
 
 ROLES = ("copy", "update")
 
@@ -188,9 +187,9 @@ def _pool_keys(pool, embed, embedding: str | None, path: str | None, fmt: str, c
 def _embedder(model, tokenizer, profile, name: str | None):
     """A function from texts to unit-length embedding rows."""
     if name is None:
-        return functools.partial(_mean_hidden, model, tokenizer, profile.num_layers // 2)
+        return functools.partial(mean_hidden_states, model, tokenizer, profile.num_layers // 2)
     other_model, other_tokenizer = _sentence_model(name)
-    return functools.partial(_mean_hidden, other_model, other_tokenizer, None)
+    return functools.partial(mean_hidden_states, other_model, other_tokenizer, None)
 
 
 @functools.lru_cache(maxsize=2)
@@ -209,24 +208,3 @@ def _sentence_model(name: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return model, tokenizer
-
-
-def _mean_hidden(model, tokenizer, layer: int | None, texts: list[str], batch_size: int = 32) -> torch.Tensor:
-    """Mean over each text's tokens of the hidden state after ``layer`` (``None``: the last), normalised."""
-    device = device_of(model)
-    rows = []
-    saved = tokenizer.padding_side
-    tokenizer.padding_side = "right"
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True)
-                batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-                backbone = getattr(model, "base_model", model)
-                out = backbone(**batch, output_hidden_states=True)
-                hidden = out.hidden_states[-1 if layer is None else layer + 1].float()
-                mask = batch["attention_mask"][..., None].float()
-                rows.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).cpu())
-    finally:
-        tokenizer.padding_side = saved
-    return torch.cat(rows)

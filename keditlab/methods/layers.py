@@ -16,6 +16,8 @@ rule                               picks                                used by
 :func:`tuning_layer`               70% of the depth (layer 21 of 30)    LocFT-BF
 :func:`adaptor_layer`              80% of the depth (layer 24 of 30)    GRACE, WISE
 :func:`upper_half`                 the upper half (layers 15-29 of 30)  knowledge neurons
+:func:`last_layers`                the last three (layers 27-29 of 30)  MEND
+:func:`last_layer`                 the last layer (layer 29 of 30)      T-Patcher
 =================================  ===================================  ============================
 
 ``layer: auto`` / ``layers: auto`` replaces the factual-recall layer by the
@@ -92,6 +94,24 @@ def adaptor_layer(num_layers: int) -> int:
 def upper_half(num_layers: int) -> list[int]:
     """The layers knowledge neurons are searched in when the spec names none: the upper half, as the paper finds them."""
     return list(range(num_layers // 2, num_layers))
+
+
+#: MEND edits the MLPs of this many last layers, on every model, as in its paper.
+MEND_LAST_LAYERS = 3
+
+
+def last_layers(num_layers: int, count: int = MEND_LAST_LAYERS) -> list[int]:
+    """The last ``count`` layers (all of them on a model with fewer): where MEND writes its edits."""
+    return list(range(max(0, num_layers - count), num_layers))
+
+
+def last_layer(num_layers: int) -> int:
+    """The layer T-Patcher patches when the spec names none: the last, as in its paper.
+
+    A patch there changes the logits only at the positions where it fires (no
+    later layer carries it elsewhere), so where it fires is all it changes.
+    """
+    return num_layers - 1
 
 
 def chosen_layers(layers: list[int] | None, default: list[int]) -> list[int]:

@@ -11,7 +11,8 @@ Modules, by what they hold:
 * :mod:`~keditlab.runner.render`: the results table as terminal text and notebook HTML;
 * :mod:`~keditlab.runner.table_files`: ``table.csv`` and ``table.md``;
 * :mod:`~keditlab.runner.edit_warnings`: warnings about edits (a ground truth not said, a target not said);
-* :mod:`~keditlab.runner.chat`, :mod:`~keditlab.runner.trace_run`: chat templates, ``keditlab trace``.
+* :mod:`~keditlab.runner.chat`, :mod:`~keditlab.runner.trace_run`: chat templates, ``keditlab trace``;
+* :mod:`~keditlab.runner.train_run`: ``keditlab train`` (editors trained before they edit, MEND).
 
 ``run_spec``, ``Run``, ``load_run``, ``trace_spec``, ``TraceRun`` and the errors
 load on first use (PEP 562); reading a saved run (``Run``, ``load_run``) does not
@@ -23,7 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 _HOMES = {"MetricLookupError": "result", "Run": "result", "load_run": "result", "RunError": "schedule", "run_spec": "run",
-          "TraceRun": "trace_run", "trace_spec": "trace_run"}
+          "TraceRun": "trace_run", "trace_spec": "trace_run", "TrainRun": "train_run", "train_spec": "train_run",
+          "resume_training": "train_run"}
 __all__ = sorted(_HOMES)
 
 

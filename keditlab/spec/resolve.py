@@ -21,7 +21,7 @@ from keditlab.spec.source import SourceMap
 from keditlab.spec.edits_file import records_path
 from keditlab.spec.types import (
     DEFAULT_METHOD, EditCase, EditsFile, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec, TracePrompt,
-    TraceSpec,
+    TraceSpec, TrainSpec,
 )
 
 
@@ -116,6 +116,23 @@ def _trace(value: Any, source: str) -> TraceSpec | None:
     return TraceSpec(**settings)
 
 
+def _train(value: Any, source: str, source_map: SourceMap | None) -> TrainSpec | None:
+    if value is None:
+        return None
+    settings = dict(value)
+    records, records_from = read_edits_file(settings.pop("records"), source, source_map, section=("train", "records"))
+    validation, validation_from = ((), None)
+    if settings.get("validation") is not None:
+        validation, validation_from = read_edits_file(settings.pop("validation"), source, source_map,
+                                                      section=("train", "validation"))
+    settings.pop("validation", None)
+    archive = settings.pop("archive", None)
+    if archive is not None:
+        archive = str(records_path(archive, source))
+    return TrainSpec(editor=settings.pop("editor"), records=records, records_from=records_from, validation=validation,
+                     validation_from=validation_from, params=settings, archive=archive)
+
+
 def resolve(data: dict[str, Any], source: str, source_map: SourceMap | None = None) -> Spec:
     """The :class:`Spec` for validated ``data`` read from ``source`` (a path, ``<string>`` or ``<dict>``).
 
@@ -134,4 +151,5 @@ def resolve(data: dict[str, Any], source: str, source_map: SourceMap | None = No
         source=source,
         edits_from=edits_from,
         trace=_trace(data.get("trace"), source),
+        train=_train(data.get("train"), source, source_map),
     )

@@ -67,8 +67,8 @@ def _edits(data: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def check_has_work(data: dict[str, Any], source: str, report: Reporter) -> None:
-    """A spec edits (``edits:``) or traces (``trace:``), or both; a trace's facts file must exist."""
-    if "edits" not in data and "trace" not in data:
+    """A spec edits (``edits:``), traces (``trace:``) or trains (``train:``), or several; a trace's facts file must exist."""
+    if "edits" not in data and "trace" not in data and "train" not in data:
         report.add((), "missing required key 'edits' (the edits to make)",
                    "add a list of edits, e.g. `edits: [{prompt: \"The Eiffel Tower is in\", subject: Eiffel Tower, target: Rome}]`, "
                    "or a `trace:` section to locate facts instead (docs/tracing.md)")

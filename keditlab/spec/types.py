@@ -252,6 +252,36 @@ class TraceSpec:
 
 
 @dataclass(frozen=True)
+class TrainSpec:
+    """The ``train:`` section: train an editor that must be trained before it edits (MEND), run by ``keditlab train SPEC``.
+
+    ``editor`` is a registered method that has a training (``keditlab
+    methods`` marks them); ``records`` are the training records and
+    ``validation`` the records its progress is measured on (read like
+    ``edits:``, resolved to their cases); ``params`` are the editor's training
+    settings as the spec gave them (its training config fills in the rest);
+    ``archive`` is where the trained archive is written besides the cache
+    (None: the cache only).  docs/training.md explains every setting.
+    """
+
+    editor: str
+    records: tuple[EditCase, ...]
+    records_from: "EditsFile"
+    validation: tuple[EditCase, ...] = ()
+    validation_from: "EditsFile | None" = None
+    params: dict[str, Any] = field(default_factory=dict)
+    archive: str | None = None
+
+    def to_spec_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"editor": self.editor, "records": self.records_from.to_spec_data(), **_plain(self.params)}
+        if self.validation_from is not None:
+            data["validation"] = self.validation_from.to_spec_data()
+        if self.archive is not None:
+            data["archive"] = self.archive
+        return data
+
+
+@dataclass(frozen=True)
 class Spec:
     """A whole, validated, resolved spec.
 
@@ -273,6 +303,7 @@ class Spec:
     source: str | None = None
     edits_from: EditsFile | None = None
     trace: TraceSpec | None = None
+    train: TrainSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The dataclasses as plain JSON-ready data (field names, not spec keys; see :meth:`to_spec_data`)."""
@@ -315,8 +346,10 @@ class Spec:
         }
         if self.trace is not None:
             data["trace"] = self.trace.to_spec_data()
-            if not self.edits and self.edits_from is None:
-                del data["edits"]  # a spec that only traces
+        if self.train is not None:
+            data["train"] = self.train.to_spec_data()
+        if (self.trace is not None or self.train is not None) and not self.edits and self.edits_from is None:
+            del data["edits"]  # a spec that only traces or trains
         return data
 
     def edits_origin(self) -> dict[str, Any]:

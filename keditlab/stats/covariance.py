@@ -236,7 +236,7 @@ def _compute(model: Any, tokenizer: Any, modules: dict[int, Any], missing: dict[
     moments = _second_moments(model, {layer: _reader(named, modules[layer]) for layer in missing}, text.sequences, batch_size)
     for layer, path in missing.items():
         matrix, count, split = moments[layer]
-        _atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description, "split_half_difference": split}, path)
+        atomic_save({"matrix": matrix, "num_tokens": count, "corpus": text.description, "split_half_difference": split}, path)
         module = modules[layer] if isinstance(modules[layer], str) else modules[layer].parameter
         path.with_suffix(".json").write_text(json.dumps({"corpus": text.description, "num_tokens": count, "module": module,
                                                          "split_half_difference": split}))
@@ -254,7 +254,7 @@ def _cached_corpus(path: Path, corpus: str, model: Any, tokenizer: Any, num_toke
         except Exception as exc:  # noqa: BLE001 - damaged: read the corpus again
             print(f"keditlab: the cached corpus {path} is damaged ({type(exc).__name__}); reading it again", file=sys.stderr)
     text = load_corpus(corpus, model, tokenizer, num_tokens, max_length, seed)
-    _atomic_save({"description": text.description, "sequences": text.sequences}, path)
+    atomic_save({"description": text.description, "sequences": text.sequences}, path)
     return text
 
 
@@ -322,7 +322,8 @@ def _second_moments(model: Any, modules: dict[int, tuple[torch.nn.Module, Any]],
     return results
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then renamed over it: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)

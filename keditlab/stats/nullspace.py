@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from keditlab.stats.covariance import CovarianceStats, _atomic_save
+from keditlab.stats.covariance import CovarianceStats, atomic_save
 
 
 @dataclass
@@ -62,7 +62,7 @@ def null_space(stats: CovarianceStats, energy: float) -> NullSpace:
         projector, dimensions = torch.stack([p for p, _ in parts]), sum(d for _, d in parts)
     else:
         projector, dimensions = _projector(stats.matrix, energy)
-    _atomic_save({"projector": projector, "dimensions": dimensions, "energy": energy}, path)
+    atomic_save({"projector": projector, "dimensions": dimensions, "energy": energy}, path)
     return NullSpace(stats.layer, projector, dimensions, energy, str(path), False)
 
 

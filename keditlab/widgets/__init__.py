@@ -9,6 +9,7 @@ same public entry point a user has).  Computation and rendering stay apart:
 * :mod:`keditlab.widgets.static`: the dashboard as static HTML (exports, GitHub, CI logs);
 * :mod:`keditlab.widgets.dashboard`: :func:`show`, the ipywidgets dashboard;
 * :mod:`keditlab.widgets.playground`: :class:`EditPlayground`, edit and undo by hand;
+* :mod:`keditlab.widgets.training`: a training's loss curves and validation figures (``keditlab train``);
 * :mod:`keditlab.widgets.magic` and :mod:`keditlab.widgets.spec_errors`: ``%%keditlab`` and inline spec errors.
 
 Importing this package is cheap: pandas, matplotlib and ipywidgets load when
@@ -22,6 +23,8 @@ package and the command that installs it, instead of a bare
 """
 
 from __future__ import annotations
+
+import os
 
 import importlib.util
 from typing import Any
@@ -70,8 +73,15 @@ def require_notebook_extra(entry: str, packages: tuple[str, ...] = NOTEBOOK_PACK
 
 
 def show(run: Any) -> Any:
-    """The dashboard of ``run`` (a ``Run``, a run folder) as an ipywidgets widget."""
+    """The dashboard of ``run`` (a ``Run``, a run folder) as an ipywidgets widget; a training (a ``TrainRun`` or a
+    folder ``keditlab train`` wrote) shows its loss curves and validation figures (:mod:`keditlab.widgets.training`)."""
     require_notebook_extra("keditlab.show")
+    from keditlab.widgets.training import is_training_folder, training_html
+
+    if type(run).__name__ == "TrainRun" or (isinstance(run, (str, os.PathLike)) and is_training_folder(run)):
+        import ipywidgets
+
+        return ipywidgets.HTML(training_html(run))
     from keditlab.widgets.dashboard import show as _show
 
     return _show(run)

@@ -105,8 +105,19 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
 
 
 def register_display(shell: Any) -> None:
-    """Show every ``Run`` as its dashboard (with the static page for front ends without widgets)."""
+    """Show every ``Run`` as its dashboard (with the static page for front ends without widgets), every ``TrainRun``
+    as its loss curves."""
     shell.display_formatter.mimebundle_formatter.for_type_by_name("keditlab.runner.result", "Run", _run_bundle)
+    shell.display_formatter.mimebundle_formatter.for_type_by_name("keditlab.runner.train_run", "TrainRun", _training_bundle)
+
+
+def _training_bundle(training: Any) -> dict[str, Any] | None:
+    """A ``TrainRun`` as its loss curves and validation figures (:mod:`keditlab.widgets.training`)."""
+    if training.path is None:
+        return None
+    from keditlab.widgets.training import training_html
+
+    return {"text/plain": str(training), "text/html": training_html(training.path)}
 
 
 def _run_bundle(run: Any) -> dict[str, Any] | None:

@@ -3,12 +3,12 @@
 For each pair, one of two things holds:
 
 * **it runs**: the edit is applied; exactly the parameters the handle names
-  change (an adaptor method, GRACE or WISE, changes none and hangs its memory
-  on the module it names; IKE changes none and places its context, holding the
-  new fact, before the prompt); the target's probability given the prompt
+  change (an adaptor method, GRACE, WISE or T-Patcher, changes none and hangs its memory
+  on the module it names; IKE and SERAC change none and place their context,
+  holding the new fact, before the prompt); the target's probability given the prompt
   (teacher-forced, all its tokens) rises (for knowledge neurons, which move
   the model from the old answer to the new, its margin over the old answer's;
-  not asked of IKE: a random model learns nothing in context); and ``restore()`` gives back every parameter and buffer bit
+  not asked of IKE or SERAC: a random model learns nothing in context); and ``restore()`` gives back every parameter and buffer bit
   for bit, with the module tree, hooks, ``state_dict`` keys and
   ``requires_grad`` flags as before;
 * **it is refused at validation**: a spec naming a folder that holds only the
@@ -54,9 +54,49 @@ FAST: dict[str, dict] = {
     "ike": {"demonstrations": 1},
     "grace": {"steps": 5},
     "wise": {"steps": 5, "unrelated": 2},
+    "t-patcher": {"steps": 5, "key_steps": 20, "unrelated": 2},
     "ultraedit": {},
     "locft-bf": {"epochs": 3},
+    "mend": {"edit_scale": 1.0},   # with an archive trained for a few steps on the family's model (_trained_archive)
+    "serac": {},                   # likewise: its scope classifier, trained for a few steps on the edit
 }
+
+
+#: Training settings that make a trained editor's few training steps count on a tiny model (besides steps, batch_size, lr).
+TRAIN_FAST: dict[str, dict] = {"mend": {"rank": 8, "edit_lr": 1e-2}, "serac": {"dim": 16}}
+
+
+def fast(method: str, model, tokenizer, profile, folder=None) -> dict:
+    """``FAST[method]``, and for an editor trained before it edits (MEND) an archive trained for ``model``
+    (in ``folder``; without one, in a temporary folder kept for the session)."""
+    settings = dict(FAST[method])
+    if get_method(method).trainer_class is not None:
+        if folder is None:
+            import tempfile
+            from pathlib import Path
+
+            folder = Path(tempfile.mkdtemp(prefix="keditlab-archive-"))
+        settings.update(_trained_archive(method, model, tokenizer, profile, folder))
+    return settings
+
+
+def _trained_archive(method: str, model, tokenizer, profile, folder) -> dict:
+    """A trained editor (MEND) needs an archive for this very model: a few training steps on the edit, saved."""
+    from keditlab.methods.archives import model_facts, save_archive
+    from keditlab.methods.training import train_editor
+    from keditlab.vocabulary import Probe
+
+    folder = folder / f"{method}-archive"
+    if (folder / "archive.pt").exists():
+        return {"archive": str(folder / "archive.pt")}
+    cls = type(get_method(method))
+    record = EditCase(prompt=CASE.prompt, subject=CASE.subject, target=CASE.target, rephrase=CASE.rephrase,
+                      locality=(Probe("locality", "The capital of Italy is", "Rome"),))
+    config = cls.train_config_class(steps=8, batch_size=1, lr=1e-2, **TRAIN_FAST.get(method, {}))
+    with cls.trainer_class(model, tokenizer, profile, [record], [], config) as trainer:
+        train_editor(trainer, config, folder / "training", progress=False)
+        path = save_archive(folder / "archive.pt", method, model_facts(model, "tiny"), {}, trainer.build(), trainer.state_dict())
+    return {"archive": str(path)}
 
 
 #: Weights drawn wider than the families' default (0.02): a model that far from uniform moves under a few steps.
@@ -144,17 +184,21 @@ def test_method_on_family(family, method, tokenizer, tmp_path):
     # new one over every other word): what must rise for them is the new answer's log-probability over the old one's
     margin = (lambda: _target_logprob(model, tokenizer) - _target_logprob(model, tokenizer, answer=CASE.ground_truth)) \
         if method == "kn" else (lambda: _target_logprob(model, tokenizer))
+    settings = fast(method, model, tokenizer, profile, tmp_path)
+    # a method whose edit is what the model reads (IKE, SERAC: it changes no weight and has no state to save)
+    capabilities = get_method(method).capabilities
+    reads_its_edit = not capabilities.changes_weights and not capabilities.saveable
     before = margin()
-    handle = get_method(method).apply(model, tokenizer, profile, [CASE], FAST[method],
+    handle = get_method(method).apply(model, tokenizer, profile, [CASE], settings,
                                       EditContext(covariance=provider, progress=False))
     try:
         changed = {n for n, p in model.named_parameters() if n in params and not torch.equal(p.detach(), params[n])}
         after_tree = [(n, type(m).__name__) for n, m in model.named_modules()]
-        if method == "ike":   # a random model learns nothing in context: the new fact must be in the context it reads
+        if reads_its_edit:   # a random model learns nothing in context: the new fact must be in the context it reads
             assert changed == set() and handle.changed_parameters == []
             assert f"{CASE.prompt} {CASE.target}" in handle.context(CASE.prompt)
             after = float("inf")
-        elif method in ("grace", "wise"):
+        elif method in ("grace", "wise", "t-patcher"):
             assert changed == set() and handle.changed_parameters == []
             assert (f"{handle.details['module']}.{method}", type(getattr(model.get_submodule(handle.details["module"]), method)).__name__) in after_tree
             after = _target_logprob(model, tokenizer)
@@ -175,5 +219,5 @@ def test_method_on_family(family, method, tokenizer, tmp_path):
     assert params_after.keys() == params.keys() and buffers_after.keys() == buffers.keys()
     assert all(torch.equal(params_after[n], params[n]) for n in params), "a parameter was not restored bit for bit"
     assert all(torch.equal(buffers_after[n], buffers[n]) for n in buffers), "a buffer was not restored bit for bit"
-    if method == "ike":
+    if reads_its_edit:
         assert handle.context(CASE.prompt) == ""

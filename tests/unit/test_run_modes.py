@@ -277,7 +277,7 @@ def _spec(mode="single", batch_size=1, evaluate_at=None, methods=("rome",), mode
 
 @pytest.mark.parametrize("settings, fragments", [
     (dict(mode="batch", batch_size=2), ["method 'rome' cannot apply several edits in one call, which run.mode batch asks for",
-                                        "Fix: use run.mode single", "a batch method such as adalora, alphaedit, emmet, ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, ultraedit, wise"]),
+                                        "Fix: use run.mode single", "a batch method such as adalora, alphaedit, emmet, ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, mend, serac, t-patcher, ultraedit, wise"]),
     (dict(mode="sequential", batch_size=3), ["method 'rome' cannot apply several edits in one call, which run.batch_size 3 asks for",
                                              "Fix: use batch_size 1"]),
     (dict(mode="single", batch_size=2, methods=("ft-m",)), ["run.batch_size: batch_size 2 needs run.mode batch or sequential"]),
@@ -299,7 +299,7 @@ def test_a_method_that_cannot_edit_sequentially_is_named(registered, tmp_path):
         run_spec(_spec("sequential", methods=("nudge", "single-only")), tmp_path / "runs", log=lambda m: pytest.fail(m))
     assert str(info.value) == (
         "method 'single-only' cannot edit sequentially (apply edits on top of its own earlier edits), which run.mode "
-        "sequential asks for. Fix: use run.mode single or batch, or a sequential method such as adalora, alphaedit, emmet, ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, nudge, r-rome, rome, ultraedit, wise."
+        "sequential asks for. Fix: use run.mode single or batch, or a sequential method such as adalora, alphaedit, emmet, ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, mend, nudge, r-rome, rome, serac, t-patcher, ultraedit, wise."
     )
 
 

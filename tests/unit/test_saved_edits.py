@@ -20,7 +20,7 @@ import torch
 import keditlab
 from keditlab.methods import EditContext, get_method, method_names
 from keditlab.methods.saved import SavedEditsError, load_edits, save_edits, saveable
-from tests.unit.test_architecture_matrix import CASE, FAST, cache, corpus_file  # noqa: F401 - fixtures
+from tests.unit.test_architecture_matrix import CASE, FAST, cache, corpus_file, fast  # noqa: F401 - fixtures
 from tests.unit.test_transactions import EARLIER, tiny  # noqa: F401 - fixtures
 
 WEIGHT_METHODS = [name for name in method_names() if saveable(get_method(name)) is None]
@@ -47,8 +47,9 @@ def _equal(model, values):
 
 
 def test_which_methods_can_be_saved():
-    assert sorted(set(method_names()) - set(WEIGHT_METHODS)) == ["ike"]
+    assert sorted(set(method_names()) - set(WEIGHT_METHODS)) == ["ike", "serac"]
     assert "by what the model reads (a prompt)" in saveable(get_method("ike"))
+    assert "by what the model reads (a prompt)" in saveable(get_method("serac"))
 
 
 @pytest.mark.parametrize("method", WEIGHT_METHODS)
@@ -56,11 +57,12 @@ def test_a_saved_edit_loads_bit_for_bit_and_restores(method, tiny, tokenizer, tm
     model, profile, provider = tiny
     unedited = _params(model)
     context = EditContext(covariance=provider, progress=False, memory={})
-    first = get_method(method).apply(model, tokenizer, profile, [EARLIER], FAST[method], context)
+    settings = fast(method, model, tokenizer, profile, tmp_path)
+    first = get_method(method).apply(model, tokenizer, profile, [EARLIER], settings, context)
     save_edits([first], tmp_path / "first", method=method, settings={}, cases=["colosseum"])   # right after the call,
     after_first = _params(model)                                                                 # as a run saves it
     assert not _equal(model, unedited), f"{method} left the model unchanged"
-    second = get_method(method).apply(model, tokenizer, profile, [CASE], FAST[method], context)
+    second = get_method(method).apply(model, tokenizer, profile, [CASE], settings, context)
     save_edits([second], tmp_path / "second", method=method, settings={}, cases=[CASE.case_id])
     after_both = _params(model)
     second.restore()

@@ -64,7 +64,7 @@ CASES = [
     ("batch-with-rome", "rome", "mode: batch\nbatch_size: 4",
      "method", 2, 9, ["method 'rome' cannot apply several edits in one call, which run.mode batch (line 8) asks for",
                       "Fix: use run.mode single (or sequential, to keep each edit on the model) with batch_size 1, "
-                      "or a batch method such as adalora, alphaedit, emmet, ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, ultraedit, wise."]),
+                      "or a batch method such as adalora, alphaedit, emmet, ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, mend, serac, t-patcher, ultraedit, wise."]),
     ("batch-with-rome-in-a-list", "[ft-m, {name: rome, label: r5, layer: 3}]", "mode: batch",
      "method[1].name", 2, 23, ["method 'r5' (rome) cannot apply several edits", "line 8"]),
     ("sequential-batches-with-rome", "rome", "mode: sequential\nbatch_size: 3",

@@ -48,7 +48,8 @@ def test_every_property_is_documented_and_every_object_closed():
             target = resolve_ref(prop, root)
             assert (prop.get("title") or target.get("title")), f"{where}/properties/{key} has no title"
             assert (prop.get("description") or target.get("description")), f"{where}/properties/{key} has no description"
-        if sub.get("type") == "object" and where != "/$defs/method":
+        # `method` and `train` dispatch on a name to a closed object per method (per trained editor)
+        if sub.get("type") == "object" and where not in ("/$defs/method", "/$defs/train"):
             assert sub.get("additionalProperties") is False, f"{where} accepts unknown keys"
 
 

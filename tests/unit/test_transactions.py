@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 from keditlab.methods import EditContext, EditFailed, NonFiniteEdit, get_method, method_names
 from keditlab.models import derive_profile
 from keditlab.spec.types import EditCase
-from tests.unit.test_architecture_matrix import CASE, FAST, MOVABLE, _state, cache, corpus_file  # noqa: F401 - fixtures
+from tests.unit.test_architecture_matrix import CASE, FAST, MOVABLE, _state, cache, corpus_file, fast  # noqa: F401 - fixtures
 
 EARLIER = EditCase(prompt="The Colosseum stands in the city of", subject="Colosseum", target="Berlin",
                    ground_truth="Rome", rephrase=("Where is the Colosseum? In",), case_id="colosseum")
@@ -72,7 +72,7 @@ def tiny(tokenizer, corpus_file, cache):  # noqa: F811 - the fixtures imported a
 
 def _apply(method, tiny, tokenizer, case, memory):
     model, profile, provider = tiny
-    return get_method(method).apply(model, tokenizer, profile, [case], FAST[method],
+    return get_method(method).apply(model, tokenizer, profile, [case], fast(method, model, tokenizer, profile),
                                     EditContext(covariance=provider, progress=False, memory=memory))
 
 
