@@ -94,7 +94,7 @@ CASES = [
     (
         "unknown-method",
         "keditlab: 1\nmethod: rom\n" + EDIT,
-        "method", 2, 9, ["unknown editing method 'rom'", "did you mean 'rome'?", "ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, r-rome, rome, ultraedit, wise"],
+        "method", 2, 9, ["unknown editing method 'rom'", "did you mean 'rome'?", "ft-l, ft-m, grace, ike, kn, locft-bf, lora, memit, mend, r-rome, rome, serac, t-patcher, ultraedit, wise"],
     ),
     (
         "unknown-method-in-list",
