@@ -20,7 +20,7 @@ START = "<!-- architecture-matrix:start -->"
 END = "<!-- architecture-matrix:end -->"
 
 #: What ✓ says, once, under the table.
-TICK = ("✓: the edit runs, only the parameters the method declares change (GRACE and WISE add their memory beside "
+TICK = ("✓: the edit runs, only the parameters the method declares change (GRACE, WISE and T-Patcher add their memory beside "
         "one module, IKE a context before the prompt), the target's probability given the prompt rises, and "
         "`restore()` gives back every parameter and buffer bit for bit")
 

@@ -49,8 +49,8 @@ neurons fire: the positions that predict its target's tokens, which a
 teacher-forced check, generation with a KV cache and generation without one
 all read alike (GRACE writes at the same positions, :mod:`keditlab.methods.grace`).
 The queries a neuron must stay silent on are read at every token of the
-unrelated texts, and at the positions an earlier edit's neurons were trained
-for, and every other position of that edit's target.
+unrelated texts, and at every position of an earlier edit that predicts one of
+its target's tokens (whether or not it got a neuron there).
 
 **What is keditlab's, and why** (measured on the embedded model with ZsRE and
 CounterFact records 0-49, ``docs/methods-log.md``):
@@ -84,7 +84,10 @@ CounterFact records 0-49, ``docs/methods-log.md``):
   position, and (if the keys reached it) no memory query activates one.  An
   earlier edit of the *same question* with another answer (ZsRE has such
   records) may leave no key that separates the two; then the joint training
-  runs its ``steps``.
+  runs its ``steps``, and a neuron the memory loss silenced at its own
+  position gets its bias raised until it fires there with activation 1: the
+  edit comes first, and the neuron then also fires on what it could not be
+  told apart from.
 * *Step sizes set from the layer*: Adam moves every entry by about its rate,
   so the rates are shares of each part's own size: a key's starting norm, the
   block's median output norm (on the unrelated text) for a value.
@@ -165,7 +168,7 @@ class NeuronPatches(Adaptor):
             self.register_buffer(name, torch.zeros(shape, device=device), persistent=False)
         self.labels: list[str] = []
         self.value_scale = 1.0
-        self.training: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None   # (keys, biases, values) being trained
+        self.training_neurons: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None   # (keys, biases, values) being trained
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -215,9 +218,9 @@ class NeuronPatches(Adaptor):
 
     # -- inference ----------------------------------------------------------------------------
     def _neurons(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.training is None:
+        if self.training_neurons is None:
             return self.keys, self.biases, self.values
-        keys, biases, values = self.training     # joined out of place: gradients reach the neurons being trained
+        keys, biases, values = self.training_neurons     # joined out of place: gradients reach the neurons being trained
         return torch.cat([self.keys, keys]), torch.cat([self.biases, biases]), torch.cat([self.values, values])
 
     def adapt(self, key: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -225,7 +228,7 @@ class NeuronPatches(Adaptor):
         if len(keys) == 0:
             return output
         fired = torch.relu(key.float() @ keys.T + biases)
-        if self.training is None and not bool((fired > 0).any()):
+        if self.training_neurons is None and not bool((fired > 0).any()):
             return output                            # no neuron fires: the block's own output, untouched
         return output + (fired @ values).to(output.dtype)
 
@@ -311,8 +314,8 @@ def _patch(model, tokenizer, profile, patches: NeuronPatches, host: torch.nn.Mod
 
     def gate_losses() -> tuple[torch.Tensor, float, float]:
         """``activation_weight · l_a + memory_weight · l_m``, the lowest activation of a neuron at its position, the highest on the memory."""
-        at_own = (own * keys).sum(1) + biases                # (n,)
-        on_memory = memory @ keys.T + biases                 # (m, n)
+        at_own = ((own * keys).sum(1) + biases).double()     # (n,); float64: the exponentials of an outlier stay finite
+        on_memory = (memory @ keys.T + biases).double()      # (m, n)
         loss = config.activation_weight * torch.exp(-at_own).mean()
         if len(memory):
             loss = loss + config.memory_weight * (torch.exp(on_memory + config.memory_margin).mean()
@@ -341,7 +344,7 @@ def _patch(model, tokenizer, profile, patches: NeuronPatches, host: torch.nn.Mod
     try:
         with trainable_only(model), upper_passes(model, profile.layers, layer, ids, torch.ones_like(ids)) as run:
             for _step in range(config.steps):
-                patches.training = (keys, biases, values)
+                patches.training_neurons = (keys, biases, values)
                 logits = lm_head(run()[0, columns]).float()
                 nll = torch.nn.functional.cross_entropy(logits, answer)
                 loss, fires, silent = gate_losses()
@@ -352,7 +355,7 @@ def _patch(model, tokenizer, profile, patches: NeuronPatches, host: torch.nn.Mod
                 (nll + loss).backward()
                 optimiser.step()
     finally:
-        patches.training = None
+        patches.training_neurons = None
     patches.add(keys.detach(), biases.detach(), values.detach(), [tokenizer.decode([target[i]]) for i in positions.tolist()])
     return {"neurons": len(positions), "positions": positions.tolist(), "key_steps": key_steps, "steps": len(nlls),
             "nll_first": round(nlls[0], 4), "nll_last": round(nlls[-1], 4),

@@ -92,6 +92,9 @@ def test_an_edit_adds_a_neuron_that_fires_on_the_edit_and_not_on_unrelated_text(
     assert handle.changed_parameters == [] and handle.details["module"] == "model.layers.2.mlp"
     assert all(torch.equal(p.detach(), state[1][n]) for n, p in model.named_parameters()), "a weight was changed"
     assert _logprob(model, tokenizer, FIRST) > before + 1.0 and _says(model, tokenizer, FIRST)
+    model.train()                                       # train()/eval() reach the adaptor as any module: nothing changes
+    model.eval()
+    assert _says(model, tokenizer, FIRST)
     # the neuron's activation at the position that predicts the target, against every query of the unrelated memory
     edit = read_inputs(model, tokenizer, {2: host}, *answer_positions(tokenizer, [(FIRST.prompt, FIRST.target)]))[2].float()
     at_edit = edit @ patches.keys.T + patches.biases
