@@ -1,4 +1,4 @@
-"""T-Patcher on tiny random models (fast; the real-model check is tests/integration/test_tpatcher_real.py).
+"""T-Patcher on tiny random models (fast; the real-model check, beside GRACE and WISE, is tests/integration/test_lifelong_adaptors_real.py).
 
 What is checked: an edit adds neurons beside the feed-forward block and never
 touches a weight; the target's probability rises; each neuron fires at its
