@@ -162,24 +162,46 @@ def resume_training(folder: str | Path, *, loaded: LoadedModel | None = None, lo
     return train_spec(spec, None, loaded=loaded, log=log, resume=folder, progress=progress)
 
 
-def _plot(folder: Path) -> None:
-    """``losses.png``: the training loss (and its parts) per step, and the validation figures."""
+def training_records(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A training folder's ``losses.jsonl`` and ``validation.jsonl`` records as they are now (empty when not written yet)."""
+    return tuple(run_folder.read_jsonl(folder / name) if (folder / name).exists() else [] for name in (LOSSES, VALIDATION))
+
+
+def loss_figure(folder: Path, smooth: int = 20) -> Any:
+    """The losses (moving mean over ``smooth`` steps) and the validation figures of the training in ``folder``.
+
+    Saved as the folder's ``losses.png``, and drawn again in a notebook
+    (:mod:`keditlab.widgets.training`) from the files as they are then, so a
+    training still going on shows how far it has got.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    losses = run_folder.read_jsonl(folder / LOSSES) if (folder / LOSSES).exists() else []
-    checks = run_folder.read_jsonl(folder / VALIDATION) if (folder / VALIDATION).exists() else []
+    losses, checks = training_records(folder)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key in [k for k in (losses[0] if losses else {}) if k not in ("step", "seconds")]:
-        left.plot([r["step"] for r in losses], [r[key] for r in losses], label=key, linewidth=0.8)
-    left.set(xlabel="step", title="training losses", yscale="log")
-    left.legend(fontsize="small")
+    for key in [k for k in (losses[0] if losses else {}) if k not in ("step", "seconds", "step_size")]:
+        values = [r[key] for r in losses]
+        mean = [sum(values[max(0, i - smooth + 1):i + 1]) / len(values[max(0, i - smooth + 1):i + 1]) for i in range(len(values))]
+        left.plot([r["step"] for r in losses], mean, label=key)
+    left.set(xlabel="step", title=f"training losses (mean of {smooth} steps)")
+    if losses:
+        left.set_yscale("log")
+        left.legend(fontsize="small")
     for key in [k for k in (checks[0] if checks else {}) if k != "step"]:
         right.plot([r["step"] for r in checks], [r[key] for r in checks], marker="o", label=key)
-    right.set(xlabel="step", title="validation", ylim=(0, 1.05))
-    right.legend(fontsize="small")
+    right.set(xlabel="step", title="validation records", ylim=(0, 1.05))
+    if checks:
+        right.legend(fontsize="small")
     figure.tight_layout()
+    return figure
+
+
+def _plot(folder: Path) -> None:
+    """``losses.png``: :func:`loss_figure`, saved."""
+    import matplotlib.pyplot as plt
+
+    figure = loss_figure(folder)
     figure.savefig(folder / "losses.png", dpi=100)
     plt.close(figure)
