@@ -160,6 +160,7 @@ def train_defs() -> dict[str, Any]:
     common = {
         "records": {"$ref": "#/$defs/edits-file", "description": "The training records, read like `edits:` from a benchmark file (`dataset`, `path` or `file`, `limit`, `offset`). Records without a rephrasing or an unrelated prompt are left out of training."},
         "validation": {"$ref": "#/$defs/edits-file", "description": "Records the editor is measured on while it trains (edit success, locality); keep them apart from `records` and from the records you evaluate on."},
+        "exclude": {"$ref": "#/$defs/edits-file", "description": "Records the editor must never learn from, usually the ones you will evaluate it on (read like `edits:`): every training or validation record about one of their subjects, or with one of their prompts, is left out, and the training says how many."},
         "archive": _path_schema(),
     }
     defs: dict[str, Any] = {

@@ -15,10 +15,13 @@ An archive belongs to one checkpoint: it is keyed by the base model's
 fingerprint (:func:`keditlab.stats.model_fingerprint`, the key of the
 covariance statistics too), and :func:`load_archive` refuses one trained for
 another model, by name.  Archives trained by ``keditlab train`` go to the
-cache, ``$KEDITLAB_CACHE/editors/<fingerprint>/<editor>-<key>.pt``, where
-``key`` digests the training records and settings, so that two trainings with
-different settings never overwrite each other; a method that names no
-archive takes the newest one in the cache for its model and editor.
+cache, ``$KEDITLAB_CACHE/editors/<fingerprint>/<editor>-<training>-<key>.pt``,
+where ``training`` is the training spec's name and ``key`` digests the
+training records and settings, so that two trainings with different settings
+never overwrite each other.  A method's ``archive:`` names a file, or a
+training by its spec name (``archive: train-mend-counterfact``: the newest
+archive that training put in the cache); a method that names none takes the
+newest archive in the cache for its model and editor.
 
 Files are written atomically (a temporary file renamed into place), and read
 with ``torch.load(weights_only=True)``: an archive holds tensors and plain
@@ -41,6 +44,7 @@ from keditlab.methods.base import MethodConfigError
 from keditlab.stats import cache_dir, model_fingerprint
 from keditlab.models.sampling import device_of
 from keditlab.stats.covariance import atomic_save
+from keditlab.vocabulary import did_you_mean
 
 ARCHIVE_FORMAT = "keditlab-editor"
 ARCHIVE_VERSION = 1
@@ -61,8 +65,14 @@ def training_key(editor: str, records: Any, settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_archive_path(fingerprint: str, editor: str, key: str) -> Path:
-    return archives_dir(fingerprint) / f"{editor}-{key}.pt"
+def cached_archive_path(fingerprint: str, editor: str, key: str, training: str | None = None) -> Path:
+    """Where the cache keeps one training's archive; ``training`` is the training spec's name (found by it later)."""
+    return archives_dir(fingerprint) / (f"{editor}-{training}-{key}.pt" if training else f"{editor}-{key}.pt")
+
+
+def _named(path: str) -> bool:
+    """Whether an ``archive:`` value names a training (``train-mend-counterfact``) rather than a file."""
+    return not path.endswith(".pt") and "/" not in path and "\\" not in path
 
 
 def model_facts(model: Any, name: str) -> dict[str, Any]:
@@ -86,15 +96,27 @@ def _train_hint(editor: str) -> str:
 
 
 def find_archive(model: Any, editor: str, path: str | os.PathLike | None = None) -> Path:
-    """The archive a method should read: ``path`` when given, else the newest in the cache for this model and editor."""
+    """The archive a method should read, for ``archive: path``: the file ``path``; the newest archive in the cache
+    for this model and editor that the training named ``path`` wrote; without ``path``, the newest for them."""
     if path:
-        found = Path(path).expanduser()
-        if not found.is_file():
-            raise ArchiveError(f"{editor}: no archive at {found}. Fix: give the path of a file that `keditlab train` "
+        given = Path(path).expanduser()
+        if given.is_file():
+            return given
+        if not _named(str(path)):
+            raise ArchiveError(f"{editor}: no archive at {given}. Fix: give the path of a file that `keditlab train` "
                                f"wrote (the last line of its output names it), or leave `archive` out to use the cache.")
-        return found
     fingerprint = model_fingerprint(model)
     candidates = sorted(archives_dir(fingerprint).glob(f"{editor}-*.pt"), key=lambda p: p.stat().st_mtime)
+    if path:
+        trainings = {p.stem.rsplit("-", 1)[0][len(editor) + 1:] for p in candidates} - {""}
+        candidates = [p for p in candidates if p.stem.rsplit("-", 1)[0] == f"{editor}-{path}"]
+        if not candidates:
+            raise ArchiveError(
+                f"{editor}: no archive trained by a training named {str(path)!r} is in the cache for this model "
+                f"(fingerprint {fingerprint}){did_you_mean(str(path), sorted(trainings))}; trainings with archives there: "
+                f"{', '.join(sorted(trainings)) or 'none'}. Fix: run the `keditlab train` spec whose `name:` is {str(path)!r}, "
+                f"or give the path of an archive file.")
+        return candidates[-1]
     if not candidates:
         raise ArchiveError(
             f"{editor} must be trained for this model before it can edit, and no trained {editor} archive is in the "

@@ -344,7 +344,7 @@ def _all_right(head, hidden: torch.Tensor, labels: torch.Tensor) -> list[float]:
 
 @dataclass
 class MendConfig(MethodConfig):
-    archive: str | None = field(default=None, metadata={"help": "Path of a MEND archive written by `keditlab train`. Empty: the newest in the cache trained for this model (`keditlab train specs/train/mend.yaml` makes one for the embedded model)."})
+    archive: str | None = field(default=None, metadata={"help": "The MEND archive to edit with: the path of a file `keditlab train` wrote, or the name of a training (its spec's `name:`, such as `train-mend`) whose newest archive in the cache for this model is taken. Empty: the newest in the cache trained for this model (`keditlab train specs/train/mend.yaml` makes one for the embedded model)."})
     edit_scale: float = field(default=1.0, metadata={"exclusive_minimum": 0, "help": "Multiplies the learned step sizes α: above 1 writes edits more strongly than training did."})
 
 

@@ -113,9 +113,16 @@ def train_spec(spec: Spec, out: str | Path | None = "runs", *, loaded: LoadedMod
                     "command": command_line(), "started": timestamp(started)}
     manifest["status"] = "running"
     run_folder.write_json(folder / "manifest.json", manifest)
-    records = {"records": train.records_from.describe(len(train.records)), "count": len(train.records),
+    left_out, left_out_validation = train.excluded
+    records = {"records": train.records_from.describe(len(train.records) + left_out), "count": len(train.records),
                "sha256": records_digest(train.records),
-               "validation": train.validation_from.describe(len(train.validation)) if train.validation_from else None}
+               "validation": (train.validation_from.describe(len(train.validation) + left_out_validation)
+                              if train.validation_from else None)}
+    if train.exclude_from is not None:
+        records["excluded"] = {"records": left_out, "validation": left_out_validation,
+                               "apart_from": train.exclude_from.describe(train.exclude_count)}
+        log(f"Left out {left_out} training and {left_out_validation} validation records about the subjects or with the "
+            f"prompts of {records['excluded']['apart_from']}.")
     log(f"Training {train.editor} on {records['records']} …")
     try:
         with seeded(model, config.seed), method.trainer_class(model, tokenizer, profile, list(train.records),
@@ -128,9 +135,10 @@ def train_spec(spec: Spec, out: str | Path | None = "runs", *, loaded: LoadedMod
         run_folder.write_json(folder / "manifest.json", manifest)
         raise
     facts = model_facts(model, spec.model.name)
-    training = {**records, "settings": config.to_dict(), "steps": result.steps, "seconds": round(result.seconds, 1),
+    training = {**records, "name": spec.name, "settings": config.to_dict(), "steps": result.steps, "seconds": round(result.seconds, 1),
                 "stopped_by": result.stopped_by, "validation": result.validation, "folder": str(folder)}
-    archive = (cached_archive_path(facts["fingerprint"], train.editor, training_key(train.editor, records, config.to_dict()))
+    archive = (cached_archive_path(facts["fingerprint"], train.editor, training_key(train.editor, records, config.to_dict()),
+                                   run_folder.safe_name(spec.name))
                if cache else folder / "archive.pt")
     save_archive(archive, train.editor, facts, training, build, state)
     copies = []

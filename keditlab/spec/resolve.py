@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.spec.edits_file import read_edits_file
+from keditlab.spec.errors import SpecValidationError
+from keditlab.spec.report import Reporter
 from keditlab.spec.source import SourceMap
 from keditlab.spec.edits_file import records_path
 from keditlab.spec.types import (
@@ -126,11 +128,45 @@ def _train(value: Any, source: str, source_map: SourceMap | None) -> TrainSpec |
         validation, validation_from = read_edits_file(settings.pop("validation"), source, source_map,
                                                       section=("train", "validation"))
     settings.pop("validation", None)
+    exclude_from, kept_apart, excluded = None, (), (0, 0)
+    if settings.get("exclude") is not None:
+        kept_apart, exclude_from = read_edits_file(settings.pop("exclude"), source, source_map, section=("train", "exclude"))
+        records, validation, excluded = _without(records, validation, kept_apart)
+        if not records:
+            report = Reporter(source, source_map or SourceMap())
+            report.add(("train", "exclude"), f"leaves none of the {excluded[0]} training records: each is about a subject "
+                       f"of the excluded records, or has one of their prompts",
+                       "train on another window or file of records (`train.records`), or exclude fewer records")
+            raise SpecValidationError(report.errors)
+    settings.pop("exclude", None)
     archive = settings.pop("archive", None)
     if archive is not None:
         archive = str(records_path(archive, source))
     return TrainSpec(editor=settings.pop("editor"), records=records, records_from=records_from, validation=validation,
-                     validation_from=validation_from, params=settings, archive=archive)
+                     validation_from=validation_from, params=settings, archive=archive, exclude_from=exclude_from,
+                     exclude_count=len(kept_apart), excluded=excluded)
+
+
+def _without(records: tuple[EditCase, ...], validation: tuple[EditCase, ...], kept_apart: tuple[EditCase, ...]):
+    """``records`` and ``validation`` without any record about a subject of ``kept_apart``, or with one of its prompts.
+
+    A record that edits the same subject as an evaluation record (even to
+    another target) would teach the editor that very fact, so a subject match
+    is enough to leave it out; case and surrounding spaces are ignored.
+    Returns both tuples and how many records each lost.
+    """
+    def key(text: str) -> str:
+        return " ".join(text.split()).casefold()
+
+    subjects = {key(case.subject) for case in kept_apart if case.subject}
+    prompts = {key(case.prompt) for case in kept_apart}
+
+    def clear(case: EditCase) -> bool:
+        return key(case.subject or "") not in subjects and key(case.prompt) not in prompts
+
+    kept_records = tuple(case for case in records if clear(case))
+    kept_validation = tuple(case for case in validation if clear(case))
+    return kept_records, kept_validation, (len(records) - len(kept_records), len(validation) - len(kept_validation))
 
 
 def resolve(data: dict[str, Any], source: str, source_map: SourceMap | None = None) -> Spec:

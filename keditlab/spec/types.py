@@ -261,7 +261,11 @@ class TrainSpec:
     ``edits:``, resolved to their cases); ``params`` are the editor's training
     settings as the spec gave them (its training config fills in the rest);
     ``archive`` is where the trained archive is written besides the cache
-    (None: the cache only).  docs/training.md explains every setting.
+    (None: the cache only).  ``exclude_from`` names records the editor must
+    never see (those it will be evaluated on, ``exclude_count`` records):
+    every training or validation record about one of their subjects, or with
+    one of their prompts, was left out: ``excluded`` counts them (training,
+    validation).  docs/training.md explains every setting.
     """
 
     editor: str
@@ -271,11 +275,16 @@ class TrainSpec:
     validation_from: "EditsFile | None" = None
     params: dict[str, Any] = field(default_factory=dict)
     archive: str | None = None
+    exclude_from: "EditsFile | None" = None
+    exclude_count: int = 0
+    excluded: tuple[int, int] = (0, 0)
 
     def to_spec_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"editor": self.editor, "records": self.records_from.to_spec_data(), **_plain(self.params)}
         if self.validation_from is not None:
             data["validation"] = self.validation_from.to_spec_data()
+        if self.exclude_from is not None:
+            data["exclude"] = self.exclude_from.to_spec_data()
         if self.archive is not None:
             data["archive"] = self.archive
         return data

@@ -170,6 +170,59 @@ def test_keditlab_train_caches_an_archive_that_mend_finds_and_edits_with(tiny, t
     assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())
 
 
+def test_a_method_names_its_archive_by_the_training_that_wrote_it(tiny, tmp_path, cache):
+    """Two trainings of one editor for one model: the newest is the default; `archive: NAME` takes the other's."""
+    from keditlab.runner.train_run import train_spec
+    from keditlab.spec import spec_from_dict
+
+    model, _tokenizer, _profile = tiny
+    first = train_spec(spec_from_dict({**_train_spec(tmp_path, steps=2), "name": "train-a"}), tmp_path / "runs",
+                       loaded=tiny, log=lambda _m: None, progress=False)
+    second = train_spec(spec_from_dict({**_train_spec(tmp_path, steps=3), "name": "train a/b"}), tmp_path / "runs",
+                        loaded=tiny, log=lambda _m: None, progress=False)
+    assert first.archive.name.startswith("mend-train-a-") and second.archive.name.startswith("mend-train-a-b-")
+    assert find_archive(model, "mend") == second.archive
+    assert find_archive(model, "mend", "train-a") == first.archive
+    assert find_archive(model, "mend", "train-a-b") == second.archive
+    assert find_archive(model, "mend", str(first.archive)) == first.archive
+    with pytest.raises(ArchiveError) as error:
+        find_archive(model, "mend", "train-aa")
+    assert "did you mean 'train-a'?" in str(error.value) and "train-a-b" in str(error.value)
+
+
+def test_exclude_keeps_the_evaluation_records_subjects_out_of_training(tiny, tmp_path, cache):
+    """`train.exclude`: a record about a subject of the excluded records (even with another prompt) is left out."""
+    from keditlab.runner.train_run import train_spec
+    from keditlab.spec import spec_from_dict
+
+    data = _train_spec(tmp_path, steps=2)
+    cases = _cases()
+    held = tmp_path / "held.json"   # the evaluation records: the subject of record 1 (another prompt), record 7's prompt
+    other = cases[7].prompt.split()[0]   # a word of record 7's prompt that is not its subject
+    held.write_text(json.dumps([
+        {"src": f"Where was {cases[1].subject} born?", "subject": cases[1].subject, "alt": "Oslo", "answers": ["x"]},
+        {"src": "  " + cases[7].prompt.upper(), "subject": other.upper(), "alt": "y", "answers": ["x"]}]))
+    data["train"]["exclude"] = {"dataset": "zsre", "path": str(held)}
+    spec = spec_from_dict(data)
+    assert [c.prompt for c in spec.train.records] == [c.prompt for i, c in enumerate(cases[:6]) if i != 1]
+    assert [c.prompt for c in spec.train.validation] == [cases[6].prompt]
+    assert spec.train.excluded == (1, 1) and spec.train.exclude_count == 2
+    lines: list[str] = []
+    run = train_spec(spec, tmp_path / "runs", loaded=tiny, log=lines.append, progress=False)
+    training = json.loads((run.path / "training.json").read_text())
+    assert training["count"] == 5 and training["excluded"]["records"] == 1 and training["excluded"]["validation"] == 1
+    assert training["records"].startswith("records 0-5 of records.json")
+    assert any("Left out 1 training and 1 validation records" in line for line in lines)
+    assert spec_from_dict(spec.to_spec_data()).train.excluded == (1, 1)
+
+    from keditlab.spec import validate_text   # excluding every training record is an error at the spec's line
+    text = (f"keditlab: 1\ntrain:\n  editor: mend\n  records: {{dataset: zsre, path: {tmp_path / 'records.json'}, limit: 2}}\n"
+            f"  exclude: {{dataset: zsre, path: {tmp_path / 'records.json'}}}\n")
+    errors = validate_text(text, "t.yaml")
+    assert len(errors) == 1 and str(errors[0]).startswith("t.yaml:5:12: train.exclude: leaves none of the 2") \
+        and "Fix:" in str(errors[0]), errors
+
+
 def test_without_an_archive_mend_says_how_to_train_one(tiny, cache):
     model, tokenizer, profile = tiny
     with pytest.raises(ArchiveError) as error:
