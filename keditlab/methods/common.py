@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from keditlab.models.hooks import StopForward, hooks
 from keditlab.models.logits import logits_at
 from keditlab.models.sampling import device_of, sample_ids, seeded
 
@@ -108,25 +109,41 @@ def context_prefixes(model: torch.nn.Module, tokenizer: Any, count: int, seed: i
     return prefixes
 
 
-def mean_hidden_states(model, tokenizer, layer: int | None, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+def mean_hidden_states(model, tokenizer, layer: int | None, texts: list[str], batch_size: int = 32,
+                       blocks: str | None = None) -> torch.Tensor:
     """Mean over each text's tokens of the hidden state after ``layer`` (``None``: the last), normalised: one row per text.
 
     A text embedding that needs no other model: IKE ranks its demonstrations and
     stored facts by it, SERAC's scope classifier reads it.  Texts are read
-    right-padded, ``batch_size`` at a time, without gradients.
+    right-padded, ``batch_size`` at a time, without gradients.  Given the path
+    of the model's block list (``blocks``, a profile's ``layers``), the forward
+    pass stops after block ``layer``: the blocks above it are never run, which
+    halves the cost of a middle layer; the hidden state is the same.
     """
     device = device_of(model)
     rows = []
     saved = tokenizer.padding_side
     tokenizer.padding_side = "right"
+    stop = model.get_submodule(blocks)[layer] if blocks is not None and layer is not None else None
     try:
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True)
                 batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
                 backbone = getattr(model, "base_model", model)
-                out = backbone(**batch, output_hidden_states=True)
-                hidden = out.hidden_states[-1 if layer is None else layer + 1].float()
+                if stop is None:
+                    out = backbone(**batch, output_hidden_states=True)
+                    hidden = out.hidden_states[-1 if layer is None else layer + 1].float()
+                else:
+                    seen: list[torch.Tensor] = []
+
+                    def grab(_module, _inputs, output):
+                        seen.append(output[0] if isinstance(output, tuple) else output)
+                        raise StopForward
+
+                    with hooks(forward=[(stop, grab)]):
+                        backbone(**batch, use_cache=False)
+                    hidden = seen[0].float()
                 mask = batch["attention_mask"][..., None].float()
                 rows.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).cpu())
     finally:

@@ -187,7 +187,7 @@ def _pool_keys(pool, embed, embedding: str | None, path: str | None, fmt: str, c
 def _embedder(model, tokenizer, profile, name: str | None):
     """A function from texts to unit-length embedding rows."""
     if name is None:
-        return functools.partial(mean_hidden_states, model, tokenizer, profile.num_layers // 2)
+        return functools.partial(mean_hidden_states, model, tokenizer, profile.num_layers // 2, blocks=profile.layers)
     other_model, other_tokenizer = _sentence_model(name)
     return functools.partial(mean_hidden_states, other_model, other_tokenizer, None)
 

@@ -32,17 +32,25 @@ no extra download:
   at the middle layer (:func:`~keditlab.methods.common.mean_hidden_states`,
   what IKE ranks its facts by), and a small trained head projects the edit's
   embedding and the input's each with its own linear map to ``dim`` values;
-  their cosine similarity, times a learned scale plus a learned bias, is the
-  logit of "in scope".  The base model is frozen, so the embeddings of every
+  their cosine similarity, times a learned scale plus a learned bias, plus a
+  learned weight times whether the input names the edit's subject
+  (:func:`names_subject`), is the logit of "in scope".  Mean hidden states
+  alone cannot tell an edit's prompt from the same relation about another
+  subject (CounterFact's neighbours), which the paper's cross-encoder learns
+  by reading both texts together.  The base model is frozen, so the embeddings of every
   training text are computed once before training and each step is a few
   small matrix products (:class:`SeracTrainer`);
 * the counterfactual model is **the base model itself, reading the edit
   first**: for an input in scope, :attr:`EditHandle.context` returns the
-  retrieved edit written as ``template`` (default ``"{prompt} {target}\\n"``),
-  and the model continues after it (in-context, as IKE does, with one fact and
-  no demonstrations).  Out of scope it returns ``""``: the model reads the
-  input as it is, and answers bit for bit as before.  Which template works
-  best was measured on training records (docs/methods.md).
+  retrieved edit written as ``template`` (by default the edit three times,
+  ``"{prompt} {target}\\n"`` each), and the model continues after it
+  (in-context, as IKE does, with one fact and no demonstrations).  Out of
+  scope it returns ``""``: the model reads the input as it is, and answers bit
+  for bit as before.  The template was chosen on training records
+  (docs/methods.md, SERAC): a small model copies a fact it has read three
+  times far more often than one read once, the more so where the fact
+  contradicts what it knows (CounterFact).  The paper trains its
+  counterfactual model instead.
 
 **Training** (``keditlab train specs/train/serac.yaml``).  Binary
 cross-entropy on pairs built from the training records.  For the edit
@@ -74,14 +82,25 @@ from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMet
 from keditlab.methods.common import mean_hidden_states
 from keditlab.methods.training import EditorTrainer, TrainConfig
 
-#: How the retrieved edit is written before an input in its scope (measured on ZsRE training records, docs/methods.md).
-TEMPLATE = "{prompt} {target}\n"
+#: How the retrieved edit is written before an input in its scope: three times (chosen on ZsRE's and CounterFact's
+#: training records, docs/methods.md, SERAC).
+TEMPLATE = "{prompt} {target}\n" * 3
 
 
 class ScopeClassifier(torch.nn.Module):
-    """``g(e, x)``: the logit that input ``x`` is in the scope of edit ``e``, from their two embeddings."""
+    """``g(e, x)``: the logit that input ``x`` is in the scope of edit ``e``, from their two embeddings and one fact.
 
-    def __init__(self, width: int, dim: int, layer: int) -> None:
+    The fact is whether ``x`` names ``e``'s subject (:func:`names_subject`: +1
+    it does, -1 it does not, 0 the edit has no subject), weighted by a learned
+    ``mention`` weight.  Mean hidden states hardly tell "The mother tongue of
+    Danielle Darrieux is" from "Michel Rocard is a native speaker of": on
+    CounterFact's neighbours the embeddings alone put 95% of them in scope
+    (docs/methods.md).  The paper's cross-encoder, reading both texts together,
+    learns the subject's identity; here it is given, and training sets its
+    weight.  Archives trained before the fact existed build without it.
+    """
+
+    def __init__(self, width: int, dim: int, layer: int, mention: bool = True) -> None:
         super().__init__()
         self.width, self.dim, self.layer = width, dim, layer
         self.edit = torch.nn.Linear(width, dim)
@@ -91,21 +110,40 @@ class ScopeClassifier(torch.nn.Module):
             self.query.bias.copy_(self.edit.bias)
         self.log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
         self.bias = torch.nn.Parameter(torch.tensor(-5.0))
+        self.mention = torch.nn.Parameter(torch.tensor(0.0)) if mention else None
 
     def keys(self, edits: torch.Tensor) -> torch.Tensor:
         """Projected, unit-length edit embeddings ``(edits, dim)``: what the memory compares inputs with."""
         return torch.nn.functional.normalize(self.edit(edits), dim=-1)
 
-    def logits(self, keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """``(edits, inputs)`` logits of "in scope", from projected edit ``keys`` and raw input embeddings."""
+    def logits(self, keys: torch.Tensor, queries: torch.Tensor, named: torch.Tensor | None = None) -> torch.Tensor:
+        """``(edits, inputs)`` logits of "in scope", from projected edit ``keys``, raw input embeddings and
+        ``named`` (``(edits, inputs)`` of +1 / -1 / 0, :func:`names_subject`; None: all 0)."""
         projected = torch.nn.functional.normalize(self.query(queries), dim=-1)
-        return self.log_scale.exp() * keys @ projected.T + self.bias
+        logits = self.log_scale.exp() * keys @ projected.T + self.bias
+        if self.mention is not None and named is not None:
+            logits = logits + self.mention * named
+        return logits
 
-    def forward(self, edits: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.keys(edits), queries)
+    def forward(self, edits: torch.Tensor, queries: torch.Tensor, named: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits(self.keys(edits), queries, named)
 
-    def build(self) -> dict[str, int]:
-        return {"width": self.width, "dim": self.dim, "layer": self.layer}
+    def build(self) -> dict[str, Any]:
+        return {"width": self.width, "dim": self.dim, "layer": self.layer, "mention": self.mention is not None}
+
+    @classmethod
+    def from_build(cls, build: dict[str, Any]) -> "ScopeClassifier":
+        return cls(build["width"], build["dim"], build["layer"], mention=bool(build.get("mention", False)))
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def names_subject(subjects: list[str], texts: list[str]) -> torch.Tensor:
+    """``(subjects, texts)``: +1 where the text names the subject (case and spacing aside), -1 where not, 0 for no subject."""
+    plain = [_plain(t) for t in texts]
+    return torch.tensor([[0.0 if not _plain(s) else 1.0 if _plain(s) in t else -1.0 for t in plain] for s in subjects])
 
 
 def edit_text(case: Any) -> str:
@@ -156,7 +194,9 @@ class SeracTrainer(EditorTrainer):
                           for i, c in enumerate(usable)]
         torch.manual_seed(config.seed)
         self._texts = texts
-        self.embeddings = mean_hidden_states(model, tokenizer, self.layer, list(texts)).clone()   # out of inference mode
+        self._text_of = list(texts)
+        self.subjects = [c.subject or "" for c in usable]
+        self.embeddings = mean_hidden_states(model, tokenizer, self.layer, list(texts), blocks=profile.layers).clone()   # out of inference mode
         self.net = ScopeClassifier(self.embeddings.shape[1], config.dim, self.layer)
         self.nearest = self._nearest_records(config.hard_negatives)
 
@@ -207,16 +247,23 @@ class SeracTrainer(EditorTrainer):
             labels[i, [column[t] for t in self.inside[r]]] = 1.0
         return torch.tensor([self.edits[r] for r in records]), torch.tensor(queries), labels
 
+    def _named(self, records: list[int], queries: list[int]) -> torch.Tensor:
+        return names_subject([self.subjects[r] for r in records], [self._text_of[q] for q in queries])
+
     def _logits(self, records: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         edits, queries, labels = self._pairs(records)
-        return self.net(self.embeddings[edits], self.embeddings[queries]), labels
+        named = self._named(records, queries.tolist())
+        return self.net(self.embeddings[edits], self.embeddings[queries], named), labels
 
     def loss(self, records: list[int]) -> dict[str, torch.Tensor]:
         logits, labels = self._logits([self.train[i] for i in records])
         each = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         positive, negative = each[labels == 1].mean(), each[labels == 0].mean()
-        return {"loss": positive + negative, "positive_bce": positive.detach(), "negative_bce": negative.detach(),
-                "scale": self.net.log_scale.detach().exp()}
+        figures = {"loss": positive + negative, "positive_bce": positive.detach(), "negative_bce": negative.detach(),
+                   "scale": self.net.log_scale.detach().exp()}
+        if self.net.mention is not None:
+            figures["mention"] = self.net.mention.detach()
+        return figures
 
     def validate(self) -> dict[str, float]:
         """With all validation edits stored at once: how often each kind of input gets the right answer from the memory.
@@ -231,11 +278,12 @@ class SeracTrainer(EditorTrainer):
             keys = self.net.keys(self.embeddings[[self.edits[r] for r in self.valid]])
             hits, rejected = [], []
             for row, r in enumerate(self.valid):
-                inside = self.net.logits(keys, self.embeddings[self.inside[r]])
+                inside = self.net.logits(keys, self.embeddings[self.inside[r]], self._named(self.valid, self.inside[r]))
                 best = inside.max(0)
                 hits += [float(i == row and v > threshold) for i, v in zip(best.indices.tolist(), best.values.tolist())]
                 if self.unrelated[r]:
-                    outside = self.net.logits(keys, self.embeddings[self.unrelated[r]]).max(0).values
+                    outside = self.net.logits(keys, self.embeddings[self.unrelated[r]],
+                                              self._named(self.valid, self.unrelated[r])).max(0).values
                     rejected += (outside <= threshold).float().tolist()
         return {"in_scope": sum(hits) / max(1, len(hits)), "unrelated_out": sum(rejected) / max(1, len(rejected))}
 
@@ -245,7 +293,7 @@ class SeracTrainer(EditorTrainer):
 
 @dataclass
 class SeracConfig(MethodConfig):
-    archive: str | None = field(default=None, metadata={"help": "Path of a SERAC archive written by `keditlab train`. Empty: the newest in the cache trained for this model (`keditlab train specs/train/serac.yaml` makes one for the embedded model)."})
+    archive: str | None = field(default=None, metadata={"help": "The SERAC archive to edit with: the path of a file `keditlab train` wrote, or the name of a training (its spec's `name:`, such as `train-serac`) whose newest archive in the cache for this model is taken. Empty: the newest in the cache trained for this model (`keditlab train specs/train/serac.yaml` makes one for the embedded model)."})
     threshold: float = field(default=0.5, metadata={"exclusive_minimum": 0, "exclusive_maximum": 1, "help": "Scope probability above which an input is answered with the stored edit before it; below, the model reads it unchanged."})
     template: str = field(default=TEMPLATE, metadata={"help": "How the retrieved edit is written before an input in its scope, with {prompt} and {target}."})
 
@@ -264,6 +312,7 @@ class _Edit:
     prompt: str
     target: str
     key: torch.Tensor    # the classifier's projection of the edit's embedding
+    subject: str = ""
 
 
 class Serac(EditMethod, name="serac", family="memory", paper="Mitchell et al., ICML 2022, arXiv:2206.06520",
@@ -277,8 +326,8 @@ class Serac(EditMethod, name="serac", family="memory", paper="Mitchell et al., I
     trainer_class = SeracTrainer
     train_config_class = SeracTrainConfig
 
-    #: Tokens one stored edit adds before an input in its scope, about.
-    TOKENS_PER_EDIT = 20
+    #: Tokens one stored edit adds before an input in its scope, about (the default template writes it three times).
+    TOKENS_PER_EDIT = 60
 
     @classmethod
     def plan(cls, profile, config: SeracConfig, model=None) -> MethodPlan:
@@ -290,7 +339,7 @@ class Serac(EditMethod, name="serac", family="memory", paper="Mitchell et al., I
     def _apply(self, model, tokenizer, profile, cases, config: SeracConfig, context: EditContext) -> EditHandle:
         path = find_archive(model, self.name, config.archive)
         archive, net = loaded_editor(model, path, self.name,
-                                     lambda build: ScopeClassifier(build["width"], build["dim"], build["layer"]))
+                                     ScopeClassifier.from_build)
         layer = int(archive["build"]["layer"])
         if layer >= profile.num_layers:
             raise MethodConfigError(f"serac: {path} reads layer {layer}, and this model has {profile.num_layers} layers. "
@@ -300,13 +349,13 @@ class Serac(EditMethod, name="serac", family="memory", paper="Mitchell et al., I
         def embed(texts: list[str]) -> torch.Tensor:
             missing = [t for t in dict.fromkeys(texts) if t not in cache]
             if missing:
-                cache.update(zip(missing, mean_hidden_states(model, tokenizer, layer, missing)))
+                cache.update(zip(missing, mean_hidden_states(model, tokenizer, layer, missing, blocks=profile.layers)))
             return torch.stack([cache[t] for t in texts])
 
         memory: list[_Edit] = context.memory.setdefault(self.name, [])
         with torch.no_grad():
             keys = net.keys(embed([edit_text(c) for c in cases]))
-        new = [_Edit(c.prompt, c.target, key) for c, key in zip(cases, keys)]
+        new = [_Edit(c.prompt, c.target, key, c.subject or "") for c, key in zip(cases, keys)]
         memory.extend(new)
 
         def forget() -> None:
@@ -320,7 +369,8 @@ class Serac(EditMethod, name="serac", family="memory", paper="Mitchell et al., I
             if not memory:
                 return None, 0.0
             with torch.no_grad():
-                logits = net.logits(torch.stack([e.key for e in memory]), embed([prompt]))[:, 0]
+                logits = net.logits(torch.stack([e.key for e in memory]), embed([prompt]),
+                                    names_subject([e.subject for e in memory], [prompt]))[:, 0]
             best = int(logits.argmax())
             return memory[best], float(logits[best])
 
@@ -328,7 +378,7 @@ class Serac(EditMethod, name="serac", family="memory", paper="Mitchell et al., I
             edit, logit = scope(prompt)
             if edit is None or logit <= cut:
                 return ""
-            return config.template.format(prompt=edit.prompt, target=edit.target)
+            return config.template.format(prompt=edit.prompt.strip(), target=edit.target.strip())
 
         handle = EditHandle(self.name, model, originals={}, on_restore=[forget], context=context_for)
         handle.details = {"archive": str(path), "edits_stored": len(memory), "layer": layer,

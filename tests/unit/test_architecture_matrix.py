@@ -68,14 +68,17 @@ TRAIN_FAST: dict[str, dict] = {"mend": {"rank": 8, "edit_lr": 1e-2}, "serac": {"
 
 def fast(method: str, model, tokenizer, profile, folder=None) -> dict:
     """``FAST[method]``, and for an editor trained before it edits (MEND) an archive trained for ``model``
-    (in ``folder``; without one, in a temporary folder kept for the session)."""
+    (in ``folder``; without one, in a temporary folder removed when the tests end)."""
     settings = dict(FAST[method])
     if get_method(method).trainer_class is not None:
         if folder is None:
+            import atexit
+            import shutil
             import tempfile
             from pathlib import Path
 
             folder = Path(tempfile.mkdtemp(prefix="keditlab-archive-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)   # nothing left in /tmp after the tests
         settings.update(_trained_archive(method, model, tokenizer, profile, folder))
     return settings
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -78,8 +80,8 @@ def test_an_in_scope_prompt_reads_the_edit_and_an_unrelated_one_reads_nothing(ti
     handle = get_method("serac").apply(model, tokenizer, profile, [case], {"archive": str(archive)},
                                        EditContext(progress=False))
     assert handle.changed_parameters == [] and all(torch.equal(p, params[n]) for n, p in model.named_parameters())
-    assert handle.context(case.prompt) == "The Eiffel Tower is in the city of Rome\n"
-    assert handle.context(case.rephrase[0]) == "The Eiffel Tower is in the city of Rome\n"
+    assert handle.context(case.prompt) == "The Eiffel Tower is in the city of Rome\n" * 3   # the default: the edit thrice
+    assert handle.context(case.rephrase[0]) == "The Eiffel Tower is in the city of Rome\n" * 3
     assert handle.context("Dogs are animals that") == ""
     handle.restore()
     assert handle.context(case.prompt) == ""
@@ -93,6 +95,10 @@ def test_sequential_edits_accumulate_and_restoring_takes_them_back_last_first(ti
     second = serac.apply(model, tokenizer, profile, [cases[1], cases[2]], settings, context)
     assert second.details["edits_stored"] == 3 and [e.target for e in context.memory["serac"]] == ["Rome", "Berlin", "blue"]
     assert first.context(cases[0].prompt) == "New fact: The Eiffel Tower is in the city of Rome\n"
+    spaced = serac.apply(model, tokenizer, profile, [replace(cases[2], prompt=cases[2].prompt + " ", target=" blue")],
+                         settings, EditContext(progress=False))   # a record's stray spaces are not doubled
+    assert spaced.context(cases[2].prompt) == "New fact: Apples are coloured blue\n"
+    spaced.restore()
     assert first.context(cases[1].rephrase[0]) == "New fact: The capital of France is Berlin\n"   # the memory is shared
     assert second.context(cases[2].prompt) == "New fact: Apples are coloured blue\n"
     second.restore()
@@ -119,7 +125,7 @@ def test_keditlab_train_caches_an_archive_that_serac_finds(tiny, tmp_path, cache
     run = train_spec(spec, tmp_path / "runs", loaded=tiny, log=lambda _m: None, progress=False)
     assert run.archive.parent.parent == cache / "editors" and run.archive.is_file()
     saved = load_archive(run.archive, "serac", model)
-    assert saved["training"]["count"] == 6 and saved["build"] == {"width": profile.hidden_size, "dim": 16, "layer": 1}
+    assert saved["training"]["count"] == 6 and saved["build"] == {"width": profile.hidden_size, "dim": 16, "layer": 1, "mention": True}
     assert set(saved["training"]["validation"]) == {"in_scope", "unrelated_out"}
     assert find_archive(model, "serac") == run.archive
     handle = get_method("serac").apply(model, tokenizer, profile, _cases(1), {}, EditContext(progress=False))
@@ -156,3 +162,33 @@ def test_a_template_without_its_fields_is_refused_with_a_fix():
 
     with pytest.raises(MethodConfigError, match="Fix:"):
         SeracConfig(template="New fact: {fact}")
+
+
+def test_embeddings_stop_after_their_layer_and_equal_the_whole_pass(tiny):
+    """mean_hidden_states with the block list runs no block above the layer, and gives the same embedding."""
+    from keditlab.methods.common import mean_hidden_states
+    from keditlab.models.hooks import hooks
+
+    model, tokenizer, profile = tiny
+    texts = ["The Eiffel Tower is in the city of Rome", "Dogs are", "The capital of France is Berlin, said nobody"]
+    whole = mean_hidden_states(model, tokenizer, 0, texts)
+    ran: list[int] = []
+    blocks = model.get_submodule(profile.layers)
+    with hooks(pre=[(block, lambda _m, _i, n=n: ran.append(n)) for n, block in enumerate(blocks)]):
+        stopped = mean_hidden_states(model, tokenizer, 0, texts, blocks=profile.layers)
+    assert torch.allclose(whole, stopped, atol=1e-6) and set(ran) == {0} and len(blocks) > 1
+
+
+def test_the_classifier_knows_whether_an_input_names_the_edits_subject():
+    """names_subject: +1 / -1 / 0; an archive trained before the feature builds (and scores) without it."""
+    from keditlab.methods.serac import ScopeClassifier, names_subject
+
+    named = names_subject(["Danielle  Darrieux", ""], ["The mother tongue of danielle darrieux is", "Michel Rocard speaks"])
+    assert named.tolist() == [[1.0, -1.0], [0.0, 0.0]]
+    old = ScopeClassifier.from_build({"width": 8, "dim": 4, "layer": 0})
+    assert old.mention is None and "mention" not in old.state_dict()
+    new = ScopeClassifier.from_build({"width": 8, "dim": 4, "layer": 0, "mention": True})
+    with torch.no_grad():
+        new.mention.fill_(3.0)
+    edits, queries = torch.randn(2, 8), torch.randn(2, 8)
+    assert torch.allclose(new(edits, queries, named) - new(edits, queries), 3.0 * named)
