@@ -42,12 +42,12 @@ no extra download:
   small matrix products (:class:`SeracTrainer`);
 * the counterfactual model is **the base model itself, reading the edit
   first**: for an input in scope, :attr:`EditHandle.context` returns the
-  retrieved edit written as ``template`` (by default the edit three times,
+  retrieved edit written as ``template`` (by default the edit five times,
   ``"{prompt} {target}\\n"`` each), and the model continues after it
   (in-context, as IKE does, with one fact and no demonstrations).  Out of
   scope it returns ``""``: the model reads the input as it is, and answers bit
   for bit as before.  The template was chosen on training records
-  (docs/methods.md, SERAC): a small model copies a fact it has read three
+  (docs/methods.md, SERAC): a small model copies a fact it has read five
   times far more often than one read once, the more so where the fact
   contradicts what it knows (CounterFact).  The paper trains its
   counterfactual model instead.
@@ -82,9 +82,9 @@ from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMet
 from keditlab.methods.common import mean_hidden_states
 from keditlab.methods.training import EditorTrainer, TrainConfig
 
-#: How the retrieved edit is written before an input in its scope: three times (chosen on ZsRE's and CounterFact's
+#: How the retrieved edit is written before an input in its scope: five times (chosen on ZsRE's and CounterFact's
 #: training records, docs/methods.md, SERAC).
-TEMPLATE = "{prompt} {target}\n" * 3
+TEMPLATE = "{prompt} {target}\n" * 5
 
 
 class ScopeClassifier(torch.nn.Module):
@@ -158,7 +158,7 @@ def edit_text(case: Any) -> str:
 class SeracTrainConfig(TrainConfig):
     """SERAC's training settings (``train:`` with ``editor: serac``); defaults measured on the embedded model, docs/methods.md."""
 
-    steps: int = field(default=1500, metadata={"minimum": 1, "help": "Most optimiser steps (training also stops when `minutes` is spent)."})
+    steps: int = field(default=500, metadata={"minimum": 1, "help": "Most optimiser steps (training also stops when `minutes` is spent). Validation peaked at 250-500 steps on ZsRE and on CounterFact, then the projections overfit."})
     batch_size: int = field(default=32, metadata={"minimum": 1, "help": "Training records per step: each record's edit is compared with every input of the batch."})
     lr: float = field(default=1e-3, metadata={"exclusive_minimum": 0, "help": "Adam's learning rate for the scope classifier's head."})
     validate_every: int = field(default=250, metadata={"minimum": 1, "help": "Steps between two measurements on the validation records."})
@@ -295,7 +295,7 @@ class SeracTrainer(EditorTrainer):
 class SeracConfig(MethodConfig):
     archive: str | None = field(default=None, metadata={"help": "The SERAC archive to edit with: the path of a file `keditlab train` wrote, or the name of a training (its spec's `name:`, such as `train-serac`) whose newest archive in the cache for this model is taken. Empty: the newest in the cache trained for this model (`keditlab train specs/train/serac.yaml` makes one for the embedded model)."})
     threshold: float = field(default=0.5, metadata={"exclusive_minimum": 0, "exclusive_maximum": 1, "help": "Scope probability above which an input is answered with the stored edit before it; below, the model reads it unchanged."})
-    template: str = field(default=TEMPLATE, metadata={"help": "How the retrieved edit is written before an input in its scope, with {prompt} and {target}."})
+    template: str = field(default=TEMPLATE, metadata={"help": "How the retrieved edit is written before an input in its scope, with {prompt} and {target}. The default writes `{prompt} {target}` five times, each on its own line: a small model copies a fact read five times far more often than one read once (docs/methods.md, SERAC)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -326,8 +326,8 @@ class Serac(EditMethod, name="serac", family="memory", paper="Mitchell et al., I
     trainer_class = SeracTrainer
     train_config_class = SeracTrainConfig
 
-    #: Tokens one stored edit adds before an input in its scope, about (the default template writes it three times).
-    TOKENS_PER_EDIT = 60
+    #: Tokens one stored edit adds before an input in its scope, about (the default template writes it five times).
+    TOKENS_PER_EDIT = 100
 
     @classmethod
     def plan(cls, profile, config: SeracConfig, model=None) -> MethodPlan:

@@ -80,8 +80,8 @@ def test_an_in_scope_prompt_reads_the_edit_and_an_unrelated_one_reads_nothing(ti
     handle = get_method("serac").apply(model, tokenizer, profile, [case], {"archive": str(archive)},
                                        EditContext(progress=False))
     assert handle.changed_parameters == [] and all(torch.equal(p, params[n]) for n, p in model.named_parameters())
-    assert handle.context(case.prompt) == "The Eiffel Tower is in the city of Rome\n" * 3   # the default: the edit thrice
-    assert handle.context(case.rephrase[0]) == "The Eiffel Tower is in the city of Rome\n" * 3
+    assert handle.context(case.prompt) == "The Eiffel Tower is in the city of Rome\n" * 5   # the default: the edit five times
+    assert handle.context(case.rephrase[0]) == "The Eiffel Tower is in the city of Rome\n" * 5
     assert handle.context("Dogs are animals that") == ""
     handle.restore()
     assert handle.context(case.prompt) == ""
