@@ -137,6 +137,14 @@ class EditCase:
         return [self, *self.joint]
 
 
+def plain_text(text: str) -> str:
+    """``text`` as keditlab compares names and answers: spacing collapsed to single spaces, case folded.
+
+    ``plain_text("  Danielle  Darrieux ") == plain_text("danielle darrieux")``.
+    """
+    return " ".join(text.split()).casefold()
+
+
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The choice most like ``word`` (a typo's likely intent: the same word in another case first), or None."""
     choices = [c for c in choices if isinstance(c, str)]

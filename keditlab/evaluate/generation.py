@@ -16,6 +16,7 @@ import torch
 
 from keditlab.evaluate.teacher_forced import pad_id
 from keditlab.models.sampling import device_of
+from keditlab.vocabulary import plain_text
 
 
 def greedy_generate(
@@ -84,5 +85,5 @@ def starts_with_answer(continuation: str, answer: str) -> bool:
     ``" Rome, the capital"`` says ``"Rome"``; ``" the city of Rome"`` does not.
     (So ``evaluate.max_new_tokens`` must leave room for the whole answer.)
     """
-    said, wanted = " ".join(continuation.split()).casefold(), " ".join(answer.split()).casefold()
+    said, wanted = plain_text(continuation), plain_text(answer)
     return bool(wanted) and said.startswith(wanted)

@@ -81,6 +81,7 @@ from keditlab.methods.archives import find_archive, loaded_editor
 from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import mean_hidden_states
 from keditlab.methods.training import EditorTrainer, TrainConfig
+from keditlab.vocabulary import plain_text
 
 #: How the retrieved edit is written before an input in its scope: five times (chosen on ZsRE's and CounterFact's
 #: training records, docs/methods.md, SERAC).
@@ -136,14 +137,11 @@ class ScopeClassifier(torch.nn.Module):
         return cls(build["width"], build["dim"], build["layer"], mention=bool(build.get("mention", False)))
 
 
-def _plain(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
 def names_subject(subjects: list[str], texts: list[str]) -> torch.Tensor:
     """``(subjects, texts)``: +1 where the text names the subject (case and spacing aside), -1 where not, 0 for no subject."""
-    plain = [_plain(t) for t in texts]
-    return torch.tensor([[0.0 if not _plain(s) else 1.0 if _plain(s) in t else -1.0 for t in plain] for s in subjects])
+    plain = [plain_text(t) for t in texts]
+    return torch.tensor([[0.0 if not plain_text(s) else 1.0 if plain_text(s) in t else -1.0 for t in plain]
+                         for s in subjects])
 
 
 def edit_text(case: Any) -> str:

@@ -20,6 +20,7 @@ from keditlab.spec.edits_file import read_edits_file
 from keditlab.spec.errors import SpecValidationError
 from keditlab.spec.report import Reporter
 from keditlab.spec.source import SourceMap
+from keditlab.vocabulary import plain_text
 from keditlab.spec.edits_file import records_path
 from keditlab.spec.types import (
     DEFAULT_METHOD, EditCase, EditsFile, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec, TracePrompt,
@@ -155,14 +156,11 @@ def _without(records: tuple[EditCase, ...], validation: tuple[EditCase, ...], ke
     is enough to leave it out; case and surrounding spaces are ignored.
     Returns both tuples and how many records each lost.
     """
-    def key(text: str) -> str:
-        return " ".join(text.split()).casefold()
-
-    subjects = {key(case.subject) for case in kept_apart if case.subject}
-    prompts = {key(case.prompt) for case in kept_apart}
+    subjects = {plain_text(case.subject) for case in kept_apart if case.subject}
+    prompts = {plain_text(case.prompt) for case in kept_apart}
 
     def clear(case: EditCase) -> bool:
-        return key(case.subject or "") not in subjects and key(case.prompt) not in prompts
+        return plain_text(case.subject or "") not in subjects and plain_text(case.prompt) not in prompts
 
     kept_records = tuple(case for case in records if clear(case))
     kept_validation = tuple(case for case in validation if clear(case))
