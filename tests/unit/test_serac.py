@@ -133,16 +133,6 @@ def test_keditlab_train_caches_an_archive_that_serac_finds(tiny, tmp_path, cache
     handle.restore()
 
 
-def test_without_an_archive_serac_says_how_to_train_one(tiny, cache):
-    model, tokenizer, profile = tiny
-    with pytest.raises(ArchiveError) as error:
-        get_method("serac").apply(model, tokenizer, profile, _cases(1), {}, EditContext(progress=False))
-    assert "keditlab train specs/train/serac.yaml" in str(error.value) and "Fix:" in str(error.value)
-    with pytest.raises(ArchiveError, match="no archive at"):
-        get_method("serac").apply(model, tokenizer, profile, _cases(1), {"archive": str(cache / "none.pt")},
-                                  EditContext(progress=False))
-
-
 def test_an_archive_trained_for_another_model_is_refused(tiny, tokenizer, archive):
     torch.manual_seed(1)
     other = tiny_with_embedded_vocab("llama")

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from keditlab.methods import EditContext, get_method
+from keditlab.methods import EditContext, get_method, trained_editors
 from keditlab.methods.archives import ArchiveError, find_archive, load_archive
 from keditlab.methods.mend import MendTrainConfig, MendTrainer
 from keditlab.methods.training import CHECKPOINT, LOSSES, train_editor
@@ -223,13 +223,14 @@ def test_exclude_keeps_the_evaluation_records_subjects_out_of_training(tiny, tmp
         and "Fix:" in str(errors[0]), errors
 
 
-def test_without_an_archive_mend_says_how_to_train_one(tiny, cache):
+@pytest.mark.parametrize("editor", trained_editors())
+def test_without_an_archive_a_trained_editor_says_how_to_train_one(tiny, cache, editor):
     model, tokenizer, profile = tiny
     with pytest.raises(ArchiveError) as error:
-        get_method("mend").apply(model, tokenizer, profile, _cases(1), {}, EditContext(progress=False))
-    assert "keditlab train specs/train/mend.yaml" in str(error.value) and "Fix:" in str(error.value)
+        get_method(editor).apply(model, tokenizer, profile, _cases(1), {}, EditContext(progress=False))
+    assert f"keditlab train specs/train/{editor}.yaml" in str(error.value) and "Fix:" in str(error.value)
     with pytest.raises(ArchiveError, match="no archive at"):
-        get_method("mend").apply(model, tokenizer, profile, _cases(1), {"archive": str(cache / "none.pt")},
+        get_method(editor).apply(model, tokenizer, profile, _cases(1), {"archive": str(cache / "none.pt")},
                                  EditContext(progress=False))
 
 
