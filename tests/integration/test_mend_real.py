@@ -1,4 +1,5 @@
-"""MEND on the embedded SmolLM2-135M: a small archive trained through `keditlab train`, then edits it was never trained on.
+"""MEND and SERAC on the embedded SmolLM2-135M: small archives trained through `keditlab train`, then edits they were
+never trained on.
 
 A few minutes of training on 64 records of ZsRE's training split do not make a
 good editor (the shipped spec trains for longer: docs/methods.md), but they
@@ -51,3 +52,41 @@ def test_a_briefly_trained_mend_raises_the_targets_of_unseen_edits(embedded, sha
     assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())
     assert sum(r > 0 for r in raised) >= 9, raised
     assert sum(raised) / len(raised) > 1.0, raised   # nats: the target's probability rises by e times or more on average
+
+
+def test_serac_trained_on_counterfact_without_its_evaluation_subjects_routes_unseen_edits(embedded, shared_datasets,
+                                                                                            tmp_path, monkeypatch):
+    """SERAC's classifier on the real model, trained through `keditlab train` with `exclude`, found by its training's
+    name: an unseen edit's prompt reads the edit (and its target becomes likelier), its neighbours read nothing."""
+    from keditlab.runner.train_run import train_spec
+    from keditlab.spec import spec_from_dict
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path / "cache"))
+    model, tokenizer, profile = embedded
+    split = shared_datasets / "counterfact" / "easyedit"
+    evaluated = shared_datasets / "counterfact" / "counterfact_500.json"
+    spec = spec_from_dict({"keditlab": 1, "name": "serac-real", "model": "smollm2-135m", "train": {
+        "editor": "serac", "records": {"dataset": "counterfact", "path": str(split / "counterfact-edit.json"), "limit": 300},
+        "validation": {"dataset": "counterfact", "path": str(split / "counterfact-val.json"), "limit": 30},
+        "exclude": {"dataset": "counterfact", "path": str(evaluated), "limit": 50}, "steps": 300}})
+    left_out = spec.train.excluded[0]
+    assert left_out > 0 and len(spec.train.records) == 300 - left_out
+    run = train_spec(spec, tmp_path / "runs", loaded=embedded, log=lambda _m: None, progress=False)
+    assert run.archive.name.startswith("serac-serac-real-")
+
+    cases = dataset_cases("counterfact", evaluated, limit=10)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    routed, kept_out, raised = 0, [], []
+    for case in cases:
+        handle = get_method("serac").apply(model, tokenizer, profile, [case], {"archive": "serac-real"},
+                                           EditContext(progress=False))
+        context = handle.context(case.prompt)
+        routed += bool(context)
+        kept_out += [handle.context(probe.prompt) == "" for probe in case.locality]
+        raised.append(_target_logprob(model, tokenizer, context + case.prompt, case.target)
+                      - _target_logprob(model, tokenizer, case.prompt, case.target))
+        handle.restore()
+        assert handle.context(case.prompt) == ""
+    assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())
+    assert routed >= 9 and sum(kept_out) >= 0.9 * len(kept_out), (routed, sum(kept_out), len(kept_out))
+    assert sum(r > 0 for r in raised) >= 9, raised
