@@ -3,7 +3,7 @@
 The run folder holds
 
 * ``manifest.json``: the resolved spec, model, device, versions, command line, times, status;
-* ``losses.jsonl``: every step's losses (``{"step", "loss", ..., "seconds"}``);
+* ``losses.jsonl``: every step's losses (``{"step", "loss", ..., "lr", "seconds"}``);
 * ``validation.jsonl``: the validation figures every ``validate_every`` steps;
 * ``checkpoint.pt``: the latest checkpoint; ``keditlab train --resume FOLDER`` continues from it;
 * ``losses.png``: the loss curves and the validation figures;
@@ -53,7 +53,9 @@ class TrainRun:
         figures = ", ".join(f"{k} {v:.2f}" for k, v in r.validation.items())
         lines = [f"{self.manifest.get('editor')}: {r.steps} steps in {r.seconds / 60:.1f} min (stopped by {r.stopped_by})"
                  + (f", resumed from step {r.resumed_from}" if r.resumed_from else ""),
-                 f"validation: {figures}", f"archive: {self.archive}"]
+                 f"validation: {figures}" + (f" (the state of step {r.kept_step}, the best validated)"
+                                             if r.kept_step is not None else ""),
+                 f"archive: {self.archive}"]
         lines += [f"also written to: {copy}" for copy in self.copies]
         if self.path:
             lines.append(f"results: {self.path}")
@@ -137,6 +139,8 @@ def train_spec(spec: Spec, out: str | Path | None = "runs", *, loaded: LoadedMod
     facts = model_facts(model, spec.model.name)
     training = {**records, "name": spec.name, "settings": config.to_dict(), "steps": result.steps, "seconds": round(result.seconds, 1),
                 "stopped_by": result.stopped_by, "validation": result.validation, "folder": str(folder)}
+    if result.kept_step is not None:
+        training["kept_step"] = result.kept_step
     archive = (cached_archive_path(facts["fingerprint"], train.editor, training_key(train.editor, records, config.to_dict()),
                                    run_folder.safe_name(spec.name))
                if cache else folder / "archive.pt")
@@ -189,7 +193,7 @@ def loss_figure(folder: Path, smooth: int = 20) -> Any:
 
     losses, checks = training_records(folder)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key in [k for k in (losses[0] if losses else {}) if k not in ("step", "seconds", "step_size")]:
+    for key in [k for k in (losses[0] if losses else {}) if k not in ("step", "seconds", "step_size", "lr")]:
         values = [r[key] for r in losses]
         mean = [sum(values[max(0, i - smooth + 1):i + 1]) / len(values[max(0, i - smooth + 1):i + 1]) for i in range(len(values))]
         left.plot([r["step"] for r in losses], mean, label=key)

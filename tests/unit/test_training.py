@@ -97,6 +97,18 @@ class _Killed(Exception):
     pass
 
 
+def _dies_at(trainer, call: int) -> None:
+    """Make ``trainer.loss`` raise at its ``call``-th call: the training is killed during that step."""
+    real_loss, calls = trainer.loss, []
+
+    def dying(records):
+        calls.append(records)
+        if len(calls) == call:
+            raise _Killed
+        return real_loss(records)
+    trainer.loss = dying
+
+
 def test_a_killed_training_resumes_from_its_checkpoint_as_if_never_stopped(tiny, tmp_path):
     model, tokenizer, profile = tiny
     config = _quick(steps=20, checkpoint_every=5, validate_every=10)
@@ -105,14 +117,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_as_if_never_stopped(tiny,
         whole = trainer.state_dict()
 
     with MendTrainer(model, tokenizer, profile, _cases(), [], config) as trainer:
-        real_loss, calls = trainer.loss, []
-
-        def dying(records):
-            calls.append(records)
-            if len(calls) == 13:   # killed during step 13: the last checkpoint is step 10
-                raise _Killed
-            return real_loss(records)
-        trainer.loss = dying
+        _dies_at(trainer, 13)   # killed during step 13: the last checkpoint is step 10
         with pytest.raises(_Killed):
             train_editor(trainer, config, tmp_path / "cut", progress=False)
     assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)["step"] == 10
@@ -124,6 +129,61 @@ def test_a_killed_training_resumes_from_its_checkpoint_as_if_never_stopped(tiny,
     assert all(torch.equal(whole[k], resumed[k]) for k in whole), "the resumed training did not continue exactly"
     steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / LOSSES).read_text().splitlines()]
     assert steps == list(range(1, 21))   # the losses after the checkpoint were dropped and written again, once
+
+
+def _scripted_validation(trainer, scores: list[float]) -> None:
+    """Make ``trainer.validate`` report ``scores`` in turn (as all three figures), whatever the editor has learned."""
+    left = list(scores)
+    trainer.validate = lambda: dict.fromkeys(("edit_success", "rephrase_success", "locality"), left.pop(0))
+
+
+def test_keep_best_makes_the_best_validated_state_the_result_and_survives_a_kill(tiny, tmp_path):
+    model, tokenizer, profile = tiny
+    config = _quick(steps=40, validate_every=10, checkpoint_every=10)
+    with MendTrainer(model, tokenizer, profile, _cases(), [], _quick(steps=20)) as trainer:
+        train_editor(trainer, _quick(steps=20), tmp_path / "twenty", progress=False)
+        at_twenty = trainer.state_dict()       # the same training, stopped at step 20
+    best = config.__class__(**{**config.to_dict(), "keep": "best"})
+    with MendTrainer(model, tokenizer, profile, _cases(), [], best) as trainer:
+        _scripted_validation(trainer, [0.5, 0.9, 0.4, 0.6])
+        result = train_editor(trainer, best, tmp_path / "best", progress=False)
+        kept = trainer.state_dict()
+    assert result.steps == 40 and result.kept_step == 20 and result.validation["locality"] == 0.9
+    assert all(torch.equal(kept[k], at_twenty[k]) for k in kept)
+
+    with MendTrainer(model, tokenizer, profile, _cases(), [], best) as trainer:   # killed after step 30's checkpoint
+        _scripted_validation(trainer, [0.5, 0.9, 0.4])
+        _dies_at(trainer, 32)
+        with pytest.raises(_Killed):
+            train_editor(trainer, best, tmp_path / "cut", progress=False)
+    with MendTrainer(model, tokenizer, profile, _cases(), [], best) as trainer:
+        _scripted_validation(trainer, [0.6])
+        result = train_editor(trainer, best, tmp_path / "cut", resume=True, progress=False)
+        resumed = trainer.state_dict()
+    assert result.resumed_from == 30 and result.kept_step == 20
+    assert all(torch.equal(resumed[k], at_twenty[k]) for k in kept), "the best state was not carried by the checkpoint"
+
+
+def test_a_cosine_schedule_lowers_the_learning_rate_to_zero_and_resumes_on_the_same_curve(tiny, tmp_path):
+    import math
+
+    model, tokenizer, profile = tiny
+    config = _quick(steps=20, checkpoint_every=5, validate_every=10, lr_schedule="cosine")
+    with MendTrainer(model, tokenizer, profile, _cases(), [], config) as trainer:
+        train_editor(trainer, config, tmp_path / "whole", progress=False)
+        whole = trainer.state_dict()
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "whole" / LOSSES).read_text().splitlines()]
+    assert lrs == pytest.approx([config.lr * 0.5 * (1 + math.cos(math.pi * s / 20)) for s in range(20)], rel=1e-4)
+    with MendTrainer(model, tokenizer, profile, _cases(), [], config) as trainer:
+        _dies_at(trainer, 12)
+        with pytest.raises(_Killed):
+            train_editor(trainer, config, tmp_path / "cut", progress=False)
+    with MendTrainer(model, tokenizer, profile, _cases(), [], config) as trainer:
+        result = train_editor(trainer, config, tmp_path / "cut", resume=True, progress=False)
+        resumed = trainer.state_dict()
+    assert result.resumed_from == 10
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert [json.loads(line)["lr"] for line in (tmp_path / "cut" / LOSSES).read_text().splitlines()] == lrs
 
 
 def _train_spec(tmp_path, steps: int = 30, **train) -> dict:
