@@ -37,12 +37,17 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 #: What a probe measures (:attr:`Probe.kind`): a paraphrase of the edit prompt, an unrelated fact that must not
-#: change, a fact that should follow from the edit, a multi-hop question (MQuAKE), a ripple-effect query (RippleEdits).
-PROBE_KINDS = ("rephrase", "locality", "portability", "multihop", "ripple")
+#: change, a fact that should follow from the edit, a multi-hop question (MQuAKE), a ripple-effect query (RippleEdits),
+#: a question whose answer should take the edit's sentiment (KnowEdit's ConvSent).
+PROBE_KINDS = ("rephrase", "locality", "portability", "multihop", "ripple", "sentiment")
 
 #: The metric vocabulary of the spec language (``evaluate: {metrics}``), in reading order: tables and charts list
 #: metrics in this order, and a metric a run has beyond these (``locality_accuracy``, ``multihop``) after them.
-METRIC_NAMES = ("reliability", "generalization", "locality", "portability", "fluency")
+#: ``neighbourhood_kl`` (CounterFact+'s side-effect measure) is measured only where a spec asks for it.
+METRIC_NAMES = ("reliability", "generalization", "locality", "neighbourhood_kl", "portability", "fluency")
+
+#: The metrics a spec that names none is measured on.
+DEFAULT_METRICS = ("reliability", "generalization", "locality", "portability", "fluency")
 
 #: The protocols a value can come from, in reading order (docs/protocols.md): ``teacher_forced`` (KnowEdit's token
 #: accuracy), ``probability`` (CounterFact's comparisons) and ``generation`` (greedy decoding, scored on the text).
@@ -55,17 +60,33 @@ PROTOCOL_LONG = {short: name for name, short in PROTOCOL_SHORT.items()}
 
 #: The protocols each metric can be measured under, where the case has what the protocol needs (``probability``: a
 #: ground truth to compare the target with).  Portability has no probability test: its probes have their own
-#: answers, not the edit's target and ground truth.  Fluency is a property of generated text only.
+#: answers, not the edit's target and ground truth.  Fluency is a property of generated text only; the neighbourhood
+#: KL of the next-token distributions, of a teacher-forced reading.
 METRIC_PROTOCOLS = {
     "reliability": PROTOCOLS,
     "generalization": PROTOCOLS,
     "locality": PROTOCOLS,
+    "neighbourhood_kl": ("teacher_forced",),
     "portability": ("teacher_forced", "generation"),
     "fluency": ("generation",),
 }
 
 #: The states a causal trace restores (``trace.kinds``); :mod:`keditlab.trace` implements them.
 TRACE_KINDS = ("residual", "mlp", "attn")
+
+#: General ability (``evaluate.general``, docs/protocols.md): lm-evaluation-harness tasks run on the whole model
+#: before the edits and after them.  These are the tasks keditlab ships, which read a local file and need no
+#: network; any other name is a task of the harness itself, whose data the harness downloads on first use.
+GENERAL_TASKS = ("knowns",)
+#: The metric family of a general-ability score: task ``knowns`` is the row ``general:knowns``, never an edit metric.
+GENERAL_FAMILY = "general"
+#: The protocol of a general-ability score: the harness's own metric, ``lm-eval:acc`` (computed by its rules).
+HARNESS_PROTOCOL = "lm-eval"
+
+
+def general_row(task: str, metric: str) -> tuple[str, str]:
+    """The ``(metric, protocol)`` row of the harness's score ``metric`` on ``task``: ``("general:knowns", "lm-eval:acc")``."""
+    return f"{GENERAL_FAMILY}:{task}", f"{HARNESS_PROTOCOL}:{metric}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,9 @@ class Probe:
     #: query answered) or ``AND`` (all).  Empty ``test``: the probe is a test alone.
     test: str = ""
     test_condition: str = "OR"
+    #: Answers that should become *less* likely than :meth:`answers` (ConvSent: the references of the other
+    #: sentiment); the probability protocol compares the two sets' likelihoods.
+    contrast: tuple[str, ...] = ()
 
     def answers(self) -> tuple[str, ...]:
         """The answer and its aliases, without repeats."""
@@ -276,16 +300,17 @@ def subject_problem(subject: str, prompt: str) -> tuple[str, str] | None:
 
 
 def _probe_problems(probe: Probe, where: tuple[str | int, ...]) -> list[CaseProblem]:
-    """A probe's prompt, answer and aliases are texts; so are those of its condition queries (RippleEdits)."""
+    """A probe's prompt, answer, aliases and contrasting answers are texts; so are those of its condition queries."""
     found = []
     for name, value in (("prompt", probe.prompt), ("answer", probe.answer)):
         problem = text_problem(value)
         if problem:
             found.append(CaseProblem((*where, name), *problem))
-    for k, alias in enumerate(probe.aliases):  # an empty alias would count any generated text as the answer
-        problem = text_problem(alias)
-        if problem:
-            found.append(CaseProblem((*where, "aliases", k), *problem))
+    for field in ("aliases", "contrast"):  # an empty alias would count any generated text as the answer
+        for k, alias in enumerate(getattr(probe, field)):
+            problem = text_problem(alias)
+            if problem:
+                found.append(CaseProblem((*where, field, k), *problem))
     for k, condition in enumerate(probe.conditions):
         found += _probe_problems(condition, (*where, "conditions", k))
     return found

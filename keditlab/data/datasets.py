@@ -96,7 +96,8 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             sha256="f82091cbb668cef8f2537f79f1768af1840184450b347ff8c344336090ddc71e", size=15_383_628),
     Dataset("knowedit", knowedit_cases,
             "https://huggingface.co/datasets/zjunlp/KnowEdit/resolve/main/benchmark/wiki_recent/recent_test.json",
-            "KnowEdit (Zhang et al., 2024): WikiData_recent, WikiData_counterfact, ZsRE and WikiBio files",
+            "KnowEdit (Zhang et al., 2024): its six parts, WikiData_recent, WikiData_counterfact, ZsRE, WikiBio, "
+            "ConvSent and Sanitation (`part`)",
             sha256="e5c4ce6de1e8e2d10d892164ad6f4cbd28c976ed509e29e78ae853b01de1797b"),
     Dataset("rippleedits", rippleedits_cases,
             "https://raw.githubusercontent.com/edenbiran/RippleEdits/54f3b88af4895a3aacb580ec63ce7ae857185040/"
@@ -130,6 +131,15 @@ def _raw(repo: str, commit: str, path: str) -> str:
 
 
 _KNOWLEDGE_SPREAD = ("Jometeorie/KnowledgeSpread", "d1a8d1ed5367e66010d4d9b081ab388b46c2438c")
+#: A GitHub copy of the Hugging Face dataset zjunlp/KnowEdit (MIT), its ``KnowEdit/benchmark`` folder byte for byte
+#: (the Hub's own revision could not be pinned; ../shared/datasets/PROVENANCE.md, KnowEdit, names the checks).
+_KNOWEDIT = ("5456es/Edit_Evaluation", "2a353b1145add57215809ff8a51742388b3e0c6e")
+
+
+def _knowedit(name: str, source: str, sha256: str, size: int, records: int, summary: str) -> PublishedFile:
+    return PublishedFile(f"knowedit/{name}", "knowedit", _raw(*_KNOWEDIT, f"KnowEdit/benchmark/{source}"), sha256, size,
+                         records, f"KnowEdit (Zhang et al., 2024): {summary}")
+
 
 #: The published files the shipped specs use, each pinned to the commit it was taken from (the
 #: provenance of each, and its licence, is in the repository of the benchmark files).  The size and
@@ -165,6 +175,27 @@ PUBLISHED: dict[str, PublishedFile] = {f.name: f for f in (
                   _raw("kmeng01/rome", "f772b607179061bf046c2e79f0c87eac5422006c", "dsets/compiled/known_1000.json"),
                   "61daca55318bb5260c1e62e133debef9102c7b278bbc7b19dd2ac655543f333a", 343_229, 1_209,
                   "ROME's known facts, for causal tracing (Meng et al., 2022)"),
+    _knowedit("zsre/ZsRE-test-all.json", "ZsRE/ZsRE-test-all.json",
+              "0e0214dda853a906ef02bef58c7ce2978af5a962e91fc4a10827e0125459905c", 1_519_289, 1_301, "ZsRE, test"),
+    _knowedit("wiki_recent/recent_train.json", "wiki_recent/recent_train.json",
+              "e918ad6fdf7dedb1bb06358ae478d054767a27afae11fff1c83a2b5c187359d3", 1_834_046, 570, "WikiData_recent, train"),
+    _knowedit("wiki_counterfact/train_cf.json", "wiki_counterfact/train_cf.json",
+              "0e535169a46e759245667c40041ed31b3c38daf1818ee29b304c12b5d77f23ea", 1_386_892, 1_427,
+              "WikiData_counterfact, train"),
+    _knowedit("wikibio/wikibio-test-all.json", "WikiBio/wikibio-test-all.json",
+              "00933f69b47d8281d01f1f4b84f3f266b7482a65a7d74022e660a8a9ca2264a4", 309_858, 306, "WikiBio, test"),
+    _knowedit("wikibio/wikibio-train-all.json", "WikiBio/wikibio-train-all.json",
+              "6ee88049c1c6c00d6f81d2d942350b6ec78b45917d2ec8a3eec3eafa89c2e209", 454_217, 464, "WikiBio, train"),
+    _knowedit("convsent/blender_test.json", "Convsent/blender_test.json",
+              "bfdab01a2655f5b136e593bc0d1d440cea963a1883510da7b31178855db00804", 1_327_531, 800, "ConvSent, test"),
+    _knowedit("convsent/blender_val.json", "Convsent/blender_val.json",
+              "4c21b2d802ac70877c9356439f676ead4bd9eb767c2f34d582df4b5b200e3882", 1_325_161, 799, "ConvSent, validation"),
+    _knowedit("sanitation/trivia_qa_test.json", "trivia/trivia_qa_test.json",
+              "515f5e08e8ebc1a6274938a67dee34489d17f6177f2726ecb937064f1e9a79f7", 95_119, 80,
+              "Sanitation, test (80 questions to forget, 453 to keep)"),
+    _knowedit("sanitation/trivia_qa_train.json", "trivia/trivia_qa_train.json",
+              "30ddde2c3410f93cf5a7f34fe6fcb0fd9f1d4fdfde3974c563c76c763ae109d3", 87_025, 80,
+              "Sanitation, train (80 questions to forget, 453 to keep)"),
 )}
 
 

@@ -136,8 +136,13 @@ def select(count: int, limit: int | None = None, offset: int = 0, sample: dict[s
 
 def _cases(path: str | Path, limit: int | None, offset: int, build: Callable[[int, dict[str, Any]], EditCase],
            form: str, fix: str, sample: dict[str, int] | None = None, on_bad_record: str = "stop",
-           skipped: list[str] | None = None, spell: Spelling = _plain_field) -> list[EditCase]:
+           skipped: list[str] | None = None, spell: Spelling = _plain_field,
+           records: list[Any] | None = None) -> list[EditCase]:
     """``build(index, record)`` for the selected records (:func:`select`), each case checked; a bad record is named.
+
+    ``records``: the file's records when the reader has read them already (a
+    file that is not a plain list, such as KnowEdit's Sanitation); by default
+    the file is read as a JSON list.
 
     A record is bad when ``build`` cannot read it (a field missing or of the
     wrong shape: the message says it is not in ``form`` and gives ``fix``),
@@ -151,7 +156,7 @@ def _cases(path: str | Path, limit: int | None, offset: int, build: Callable[[in
     if on_bad_record not in ("stop", "skip"):
         raise ValueError(f"on_bad_record must be 'stop' or 'skip', got {on_bad_record!r}")
     hint = SKIP_HINT if on_bad_record == "stop" else ""
-    records = _load_list(path)
+    records = _load_list(path) if records is None else records
     cases: list[EditCase] = []
     first_with_id: dict[str, int] = {}   # case id -> the index of the record that has it
     for index in select(len(records), limit, offset, sample):

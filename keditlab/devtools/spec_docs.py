@@ -99,7 +99,7 @@ edits:
 """
 
 # Object definitions documented as sections, in reading order.
-_SECTIONS = ["model", "profile", "edit", "edits-file", "probe", "evaluate", "stats", "run", "evaluate-every"]
+_SECTIONS = ["model", "profile", "edit", "edits-file", "probe", "evaluate", "judge", "general", "stats", "run", "evaluate-every"]
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -20,7 +20,9 @@ validator write good messages and the docs generator write good pages:
   for the did-you-mean of such a message;
 * ``x-keditlab-number-form``: what a bare whole number written here most likely
   meant, as a format string (``{{every: {}}}``), offered as the fix;
-* ``x-keditlab-text-form``: the same for a bare text (``edits: data.json``);
+* ``x-keditlab-text-form``: the same for a bare text (``edits: data.json``), or
+  for a text that is none of an enum's words where a mapping may stand
+  (``judge: gpt-4o`` → ``{model: gpt-4o}``);
 * ``x-keditlab-datasets``: on ``file``, the dataset each published file belongs
   to, so the spec checks can match it with ``dataset`` without importing the data layer.
 """
@@ -30,8 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 from keditlab.data.datasets import DATASETS, PUBLISHED
-from keditlab.spec.types import (CHAT_TEMPLATE, EVALUATE_AT, GENERATION_CONTEXTS, METRIC_NAMES, PROTOCOLS, RUN_MODES, TRACE_KINDS, EvalSpec,
-                                 ModelSpec, RunSettings, StatsSpec, TraceSpec)
+from keditlab.spec.types import GENERAL_TASKS, GeneralSpec
+from keditlab.spec.types import (ANSWER_STOPS, CHAT_TEMPLATE, EVALUATE_AT, GENERATION_CONTEXTS, METRIC_NAMES, PROTOCOLS, RUN_MODES, TRACE_KINDS,
+                                 EvalSpec, JudgeSpec, ModelSpec, RunSettings, StatsSpec, TraceSpec)
 
 SCHEMA_ID = "https://keditlab.dev/schemas/spec.schema.json"
 
@@ -104,6 +107,42 @@ def _trace_schema() -> dict[str, Any]:
                       "oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "enum": ["auto"]}], "default": defaults.noise},
             "window": {"title": "Window", "description": "How many consecutive layers are restored together for `mlp` and `attn`, centred on the layer shown.",
                        "type": "integer", "minimum": 1, "default": defaults.window},
+        },
+    }
+
+
+#: The spelling of a task name the harness can look up (``hellaswag``, ``arc_easy``, ``mmlu``, ``leaderboard_bbh``).
+HARNESS_TASK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+def _general_schema() -> dict[str, Any]:
+    defaults = GeneralSpec()
+    offline = ", ".join(f"`{name}`" for name in GENERAL_TASKS)
+    return {
+        "title": "General ability",
+        "description": "What the edits cost the rest of the model, measured with lm-evaluation-harness (`pip install 'keditlab[general]'`) on the whole model: once before any edit, and after the edits, as their own rows (`general:<task>`, protocol `lm-eval:<metric>`), never mixed with the edit metrics. Measured after the last edit (batch mode: with the last batch on the model) and, in a sequential run with `evaluate_at: {every: k}`, at each of its points. Not in mode `single`, which undoes each edit right after measuring it. [protocols.md](protocols.md#general-ability-lm-evaluation-harness) says what is measured and what it costs.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "tasks": {
+                "title": "Tasks",
+                "description": f"The harness tasks to run. keditlab's offline tasks: {offline} (ROME's known facts, each read with its attribute and three other attributes of its relation; the score is the harness's `acc`, the share whose true attribute is the likeliest; read from a local file, no network). Any other name is a task of the harness itself (e.g. `hellaswag`, `arc_easy`), whose data the harness downloads from the Hugging Face Hub on first use: that run needs the network, later runs read its cache.",
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"type": "string", "pattern": HARNESS_TASK_PATTERN, "examples": list(GENERAL_TASKS),
+                          "x-keditlab-noun": "general-ability task", "x-keditlab-forms": [*GENERAL_TASKS, "NAME (an lm-evaluation-harness task: letters, digits, _ . -)"]},
+                "default": list(defaults.tasks),
+                "examples": [["knowns"], ["knowns", "hellaswag"]],
+            },
+            "limit": {
+                "title": "Examples per task",
+                "description": "The most examples of each task read (the harness's `limit`: its first ones), the same before and after the edits, so the two scores are paired. `all`: every example (knowns has 1,208; hellaswag 10,042, each read with four long endings: keep a limit on a CPU).",
+                "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["all"]}],
+                "default": defaults.limit,
+            },
+            "knowns_file": _text("Knowns file", "The file the `knowns` task reads, in ROME's known_1000.json format (`prompt`, `attribute`, `relation_id`); a relative path is read from the spec's folder.",
+                                 **{"x-keditlab-default": "the published `knowns/known_1000.json`: `$KEDITLAB_DATASETS` when it holds it, else keditlab's cache, else downloaded there once and checked against its sha256"}),
         },
     }
 
@@ -187,6 +226,7 @@ def base_schema() -> dict[str, Any]:
         },
         "$defs": {
             "trace": _trace_schema(),
+            "general": _general_schema(),
             "trace-prompt": {
                 "title": "Fact to trace",
                 "description": "A prompt naming a subject, traced on its own: one heatmap per kind.",
@@ -372,6 +412,13 @@ def base_schema() -> dict[str, Any]:
                                      "type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": 0},
                         },
                     },
+                    "part": {
+                        "title": "KnowEdit part",
+                        "description": "Which of KnowEdit's six parts the file holds (`dataset: knowedit` only): `recent`, `zsre`, `counterfact` (facts), `wikibio` (a biography sentence rewritten), `convsent` (the model's opinion of a topic turned positive or negative; scored by the sentiment of its answers) or `sanitation` (questions to answer with \"I don't know.\", the others kept). Recognised from the file when left out; when given, the file must hold it ([protocols.md](protocols.md#knowedit)).",
+                        "enum": ["recent", "zsre", "counterfact", "wikibio", "convsent", "sanitation"],
+                        "x-keditlab-default": "recognised from the file",
+                        "x-keditlab-noun": "KnowEdit part",
+                    },
                     "on_bad_record": {
                         "title": "Malformed records",
                         "description": "`stop`: a malformed record is an error naming the file and the record's index; `skip`: it is left out and noted in the run's manifest.",
@@ -443,11 +490,47 @@ def base_schema() -> dict[str, Any]:
                     },
                     "answer_tokens": {
                         "title": "Answer tokens",
-                        "description": "Most tokens of a generated answer (generation protocol); it also stops at the first sentence end or newline.",
+                        "description": "Most tokens of a generated answer (generation protocol); `stop` says what ends it earlier.",
                         "type": "integer",
                         "minimum": 1,
                         "default": eval_defaults.answer_tokens,
                     },
+                    "stop": {
+                        "title": "Answer stops",
+                        "description": "What ends a generated answer before `answer_tokens` (generation protocol): `sentence` (`.`, `!` or `?` followed by white space), `newline` (a line break after some text). `[]`: only `answer_tokens` and the end-of-sequence token, which always ends an answer.",
+                        "type": "array",
+                        "uniqueItems": True,
+                        "items": {"enum": list(ANSWER_STOPS), "x-keditlab-noun": "stop rule"},
+                        "default": list(eval_defaults.stop),
+                    },
+                    "judge": {
+                        "title": "Judge",
+                        "description": "Who decides whether a generated answer states the expected answer (generation protocol, [protocols.md](protocols.md#the-judge)): `rule` (exact match, and answer contained, against the answer and its aliases), `{model: NAME_OR_PATH}` (a local judge model), or `{url: http://HOST:PORT/v1, model: NAME, api_key_env: VAR}` (an OpenAI-compatible endpoint). With a judge, its yes or no is the generation value of reliability, generalization, portability, multihop, ripple and locality_accuracy; the rules' figures stay beside it as `*_exact` and `*_contains`, and the run records which judge it was.",
+                        "default": "rule",
+                        "oneOf": [
+                            {"title": "Rule judge", "description": "Exact match, and answer contained.", "enum": ["rule"], "x-keditlab-noun": "judge"},
+                            {"$ref": "#/$defs/judge"},
+                        ],
+                        "x-keditlab-text-form": "{{model: {0}}} (a local judge model), or {{url: http://HOST:PORT/v1, model: {0}}} (a served one)",
+                    },
+                    "general": {"$ref": "#/$defs/general", "x-keditlab-default": "not measured"},
+                },
+            },
+            "judge": {
+                "title": "Judge model",
+                "description": "A model that judges each generated answer: asked a fixed prompt (the question, the expected answers, the answer given), it replies yes or no. Without `url` it is a local model, loaded as the edited model is, on the run's device; with `url` it is the model an OpenAI-compatible endpoint serves (vLLM, llama.cpp's llama-server, a hosted API), checked with one request before any edit.",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["model"],
+                "properties": {
+                    "model": _text("Judge model", "The judge model. Without `url`, a local model, named as `model.name` is (an embedded model, a Hugging Face id, a local path); with `url`, the name the endpoint serves it under.",
+                                   examples=["Qwen/Qwen2.5-1.5B-Instruct"]),
+                    "url": _text("Endpoint", "The base URL of an OpenAI-compatible API, ending in `/v1`; keditlab posts to `{url}/chat/completions`. E.g. vLLM's `http://127.0.0.1:8000/v1`, llama.cpp's llama-server `http://127.0.0.1:8080/v1`, or a hosted API.",
+                                 examples=["http://127.0.0.1:8000/v1"], **{"x-keditlab-default": "none: a local judge model"}),
+                    "api_key_env": _text("Key variable", "The environment variable that holds the endpoint's API key (sent as `Authorization: Bearer <key>`; never written to the run folder). Leave it out for a server that needs no key.",
+                                         examples=["OPENAI_API_KEY"], **{"x-keditlab-default": "no key sent"}),
+                    "timeout": {"title": "Timeout", "description": "Seconds each request to the endpoint may take.",
+                                "type": "number", "exclusiveMinimum": 0, "default": JudgeSpec().timeout},
                 },
             },
             "stats": {

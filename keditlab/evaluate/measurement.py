@@ -37,7 +37,11 @@ asked and its greedy answer scored: ``reliability``, ``generalization`` and
 the answer is unchanged from before the edit (``locality_accuracy``: the
 answer contained), ``multihop`` by whether any of a case's MQuAKE questions is
 answered, ``ripple:<criterion>`` over the RippleEdits tests whose condition
-queries the unedited model answered.  Under ``probability`` a locality probe
+queries the unedited model answered.  With a judge (``evaluate.judge``,
+:mod:`keditlab.evaluate.judge`) the judge's yes or no replaces exact match as
+each of those values (``locality_accuracy`` for locality), and exact match is
+kept as ``*_exact`` beside ``*_contains``; every verdict keeps the prompt the
+judge was sent (``extra["judge"]``).  Under ``probability`` a locality probe
 is CounterFact's NS (the true answer stays above the new target), and every
 comparison carries its magnitude (EM, PM, NM); :func:`case_scores` lists
 every key.
@@ -66,6 +70,7 @@ rephrase generations and the fluency value only when
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,9 +79,12 @@ from typing import Any
 from keditlab.evaluate.fluency import fluency as fluency_of
 from keditlab.evaluate.answers import contains_answer, cut_answer, exact_match, frame, generate_answers, normalize
 from keditlab.evaluate.generation import greedy_generate, starts_with_answer
-from keditlab.evaluate.probability import probability_test
+from keditlab.evaluate.judge import Judge, JudgeQuestion, Verdict, open_judge
+from keditlab.evaluate.divergence import coarse_kl
+from keditlab.evaluate.probability import probability_test, references_test
+from keditlab.evaluate.sentiment import leaning
 from keditlab.evaluate.teacher_forced import TFResult, teacher_forced
-from keditlab.spec.types import EvalSpec
+from keditlab.spec.types import ANSWER_STOPS, EvalSpec
 from keditlab.vocabulary import METRIC_NAMES, METRIC_PROTOCOLS, PROTOCOLS, EditCase, Probe
 
 
@@ -119,8 +127,14 @@ def case_scores(probes: Sequence[ProbeResult]) -> dict[tuple[str, str], float]:
       dataset's answer, apart from ``locality`` (agreement with the model before the edit);
     * ``<metric>_magnitude`` (probability): CounterFact's EM, PM, NM;
     * ``<metric>_contains`` (generation): the answer-contained rate beside the exact-match one;
+    * ``<metric>_exact`` (generation, with a judge): exact match, beside the judge's verdict, which is
+      then the value of ``<metric>`` (and of ``locality_accuracy``);
     * ``multihop`` (generation): 1.0 when *any* multi-hop question is answered (MQuAKE);
       ``multihop_original`` the same against the answer before the edits;
+    * ``sentiment`` (generation): the share of answers that lean the edit's way
+      (ConvSent), ``sentiment:<positive|negative>`` by the sentiment asked for,
+      and ``sentiment_score`` the mean VADER compound turned toward it; under
+      probability, whether the wanted references are likelier than the others;
     * ``ripple:<criterion>`` (generation): accuracy over the executed tests (a
       test of several queries passes when any, ``OR``, or all, ``AND``, are
       answered), and ``ripple_executed:<criterion>`` the fraction of tests executed.
@@ -142,6 +156,8 @@ def case_scores(probes: Sequence[ProbeResult]) -> dict[tuple[str, str], float]:
             name = "multihop" if probe.group != "original" else "multihop_original"
             anyof[(name, p)].append(probe.value)
             anyof[(f"{name}_contains", p)].append(extra.get("contains", 0.0))
+            if "exact" in extra:   # judged: the value is the verdict, exact match is kept apart
+                anyof[(f"{name}_exact", p)].append(extra["exact"])
             continue
         if m == "ripple":
             tests[(probe.group, p, extra.get("test") or f"probe {len(tests)}")].append(probe)
@@ -153,6 +169,10 @@ def case_scores(probes: Sequence[ProbeResult]) -> dict[tuple[str, str], float]:
             add(f"{m}_magnitude", p, extra["magnitude"])
         if p == "generation" and "contains" in extra:
             add(f"{m}_contains", p, extra["contains"], probe.group)
+        if p == "generation" and "exact" in extra:
+            add(f"{m}_exact", p, extra["exact"], probe.group)
+        if m == "sentiment" and "score" in extra:
+            add("sentiment_score", p, extra["score"])
     for (group, p, _test), queries in tests.items():
         executed = [q for q in queries if q.value is not None]  # a test's queries share its conditions
         groups[(f"ripple_executed:{group}", p)].append(1.0 if executed else 0.0)
@@ -160,6 +180,8 @@ def case_scores(probes: Sequence[ProbeResult]) -> dict[tuple[str, str], float]:
             combine = max if queries[0].extra.get("test_condition", "OR") == "OR" else min
             add("ripple", p, combine(q.value for q in executed), group)
             groups[(f"ripple_contains:{group}", p)].append(combine(q.extra.get("contains", 0.0) for q in executed))
+            if "exact" in executed[0].extra:
+                groups[(f"ripple_exact:{group}", p)].append(combine(q.extra.get("exact", 0.0) for q in executed))
     out = {key: sum(vals) / len(vals) for key, vals in groups.items()}
     out.update({key: max(vals) for key, vals in anyof.items() if vals})
     return out
@@ -284,24 +306,32 @@ def score_probability(metric: str, probe: Probe, case: EditCase, first: TFResult
 
 
 def score_generation(metric: str, probe: Probe, generated: str, before: _Reference | None,
-                     condition_answers: Sequence[str] = ()) -> ProbeResult:
+                     condition_answers: Sequence[str] = (), stops: Sequence[str] = ANSWER_STOPS,
+                     verdict: Verdict | None = None) -> ProbeResult:
     """A probe under ``generation``, from the model's greedy ``generated`` continuation of the question.
 
-    The answer (:func:`~keditlab.evaluate.answers.cut_answer`) is scored by
-    exact match against the probe's answer and aliases (``contains`` beside it).
-    ``locality``: whether the answer is the one before the edit (1.0 pre-edit,
-    ``before`` None).  A RippleEdits query with conditions or a test: in the
-    pre-edit measurement its ``condition_answers`` (the unedited model's
-    answers to ``probe.conditions``) decide whether it is executed; after the
-    edit the reference says so; an unexecuted query has no value.
+    The answer (:func:`~keditlab.evaluate.answers.cut_answer`, with the stop
+    rules ``stops``) is scored by exact match against the probe's answer and
+    aliases (``contains`` beside it), or, given the judge's ``verdict`` on it,
+    by that verdict (exact match then kept as ``exact``, the verdict with its
+    prompt and reply as ``judge``).  ``locality``: whether the answer is the one
+    before the edit (1.0 pre-edit, ``before`` None); its ``accuracy`` against
+    the dataset's answer is the verdict, or ``contains``.  A RippleEdits query
+    with conditions or a test: in the pre-edit measurement its
+    ``condition_answers`` (the unedited model's answers to
+    ``probe.conditions``, judged by the rules) decide whether it is executed;
+    after the edit the reference says so; an unexecuted query has no value.
     """
-    said = cut_answer(generated)
+    said = cut_answer(generated, stops)
     expected = probe.answers()
     extra: dict[str, Any] = {"answer": said, "generated": generated, "expected": list(expected),
                              "contains": float(contains_answer(said, expected))}
     value: float | None = float(exact_match(said, expected))
+    if verdict is not None:
+        extra["exact"], extra["judge"] = value, verdict.record()
+        value = verdict.value
     if metric == "locality":
-        extra["accuracy"] = extra["contains"]
+        extra["accuracy"] = extra["contains"] if verdict is None else verdict.value
         if before is None:
             value = 1.0  # before the edit, the model agrees with itself
         else:
@@ -312,7 +342,7 @@ def score_generation(metric: str, probe: Probe, generated: str, before: _Referen
         if probe.test:
             extra["test"], extra["test_condition"] = probe.test, probe.test_condition
         if before is None:
-            passed = [contains_answer(cut_answer(a), c.answers()) for a, c in zip(condition_answers, probe.conditions)]
+            passed = [contains_answer(cut_answer(a, stops), c.answers()) for a, c in zip(condition_answers, probe.conditions)]
             extra["conditions_passed"] = passed
             extra["executed"] = all(passed) if probe.condition_mode == "AND" else any(passed)
         else:
@@ -320,6 +350,46 @@ def score_generation(metric: str, probe: Probe, generated: str, before: _Referen
         if not extra["executed"]:
             value = None
     return ProbeResult(metric, "generation", probe.prompt, probe.answer, value, None, extra, probe.group)
+
+
+def score_sentiment(protocol: str, probe: Probe, generated: str = "", readings: Sequence[TFResult] = (),
+                    stops: Sequence[str] = ANSWER_STOPS) -> ProbeResult:
+    """A ConvSent question (kind ``sentiment``, :mod:`keditlab.evaluate.sentiment`): does the answer take the edit's side?
+
+    ``probe.group`` names the sentiment the edit asks for.  Under
+    ``generation`` the greedy answer, cut by the stop rules ``stops``, is
+    scored by VADER (``extra``: the answer, its compound turned toward the
+    wanted sentiment as ``score``);
+    under ``probability`` ``readings`` are the question read with each of
+    ``probe.answers()`` (the wanted references), then each of ``probe.contrast``.
+    """
+    if protocol == "generation":
+        said = cut_answer(generated, stops)
+        value, score = leaning(said, probe.group)
+        extra: dict[str, Any] = {"answer": said, "generated": generated, "score": score}
+    else:
+        count = len(probe.answers())
+        value, extra = references_test(readings[:count], readings[count:])
+    return ProbeResult("sentiment", protocol, probe.prompt, probe.answer, value, None, extra, probe.group)
+
+
+def score_neighbourhood_kl(probe: Probe, read: TFResult, before: _Reference | None) -> ProbeResult:
+    """A locality probe's neighbourhood KL (:mod:`keditlab.evaluate.divergence`), from the teacher-forced reading.
+
+    Before the edit the value is 0.0 (the model is its own reference) and
+    ``extra`` keeps the distribution to compare with: the top token ids and
+    their log-probabilities.  After it, ``read.top`` holds the edited
+    model's log-probabilities of those same tokens.
+    """
+    ids, logprobs = read.top
+    if before is None:
+        return ProbeResult("neighbourhood_kl", "teacher_forced", probe.prompt, probe.answer, 0.0, None,
+                           {"top_ids": ids, "top_logprobs": logprobs}, probe.group)
+    earlier = before.of("neighbourhood_kl", "teacher_forced", probe).extra
+    value = coarse_kl(earlier["top_logprobs"], logprobs)
+    return ProbeResult("neighbourhood_kl", "teacher_forced", probe.prompt, probe.answer, value, None,
+                       {"top_mass_before": sum(math.exp(v) for v in earlier["top_logprobs"]),
+                        "top_mass_after": sum(math.exp(v) for v in logprobs)}, probe.group)
 
 
 # --- measure: plan the probes, run the model once, score each probe under its protocol ---------------------------
@@ -348,6 +418,7 @@ class _Work:
         self.framed: dict[str, str] = {}
         self.pairs: dict[tuple[str, str], int] = {}
         self.questions: dict[str, int] = {}
+        self.distributions: dict[int, list[int] | None] = {}   # pair -> the tokens whose probabilities are read
 
     def read(self, prompt: str) -> str:
         if prompt not in self.framed:
@@ -372,14 +443,18 @@ def _check(settings: EvalSpec, cases: Sequence[EditCase], reference: Sequence[Ca
         raise ValueError(f"reference has {len(reference)} measurements for {len(cases)} cases")
 
 
-def _plan(case: EditCase, settings: EvalSpec, work: _Work, pre_edit: bool) -> list[_Planned]:
+def _plan(case: EditCase, settings: EvalSpec, work: _Work, before: _Reference | None) -> list[_Planned]:
     """Every (metric, protocol, probe) of ``case`` the settings ask for, its inputs registered with ``work``.
 
     A protocol is used for a metric where :data:`~keditlab.vocabulary.METRIC_PROTOCOLS`
     allows it and the case has what it needs (``probability``: a ground truth);
     multi-hop and ripple questions are asked under ``generation`` only, their
-    condition queries only of the unedited model.
+    condition queries only of the unedited model; ConvSent's sentiment
+    questions under ``generation`` and ``probability`` (their references).
+    ``neighbourhood_kl`` reads each locality probe's next-token distribution:
+    its top tokens before the edit (``before`` None), those same tokens after.
     """
+    pre_edit = before is None
     wanted, protocols = set(settings.metrics), set(settings.protocols)
     edit = Probe("reliability", case.prompt, case.target, case.aliases)
     rephrases = [Probe("rephrase", p, case.target, case.aliases) for p in case.rephrase]
@@ -408,6 +483,17 @@ def _plan(case: EditCase, settings: EvalSpec, work: _Work, pre_edit: bool) -> li
         for probe in case.questions:
             conditions = tuple(work.question(c.prompt) for c in probe.conditions) if pre_edit else ()
             plan.append(_Planned(probe.kind, "generation", probe, (work.question(probe.prompt), *conditions)))
+    if "neighbourhood_kl" in wanted and "teacher_forced" in protocols:
+        for probe in case.locality:
+            index = work.pair(probe.prompt, probe.answer)
+            work.distributions[index] = None if pre_edit else \
+                before.of("neighbourhood_kl", "teacher_forced", probe).extra["top_ids"]
+            plan.append(_Planned("neighbourhood_kl", "teacher_forced", probe, (index,)))
+    if "probability" in protocols:   # ConvSent: the wanted references against the others
+        for probe in case.questions:
+            if probe.kind == "sentiment" and probe.contrast:
+                pairs = tuple(work.pair(probe.prompt, answer) for answer in (*probe.answers(), *probe.contrast))
+                plan.append(_Planned("sentiment", "probability", probe, pairs))
     return plan
 
 
@@ -419,15 +505,44 @@ def _generation_prompts(case: EditCase, settings: EvalSpec, text: bool = True) -
     return [case.prompt] if text else []
 
 
+#: The metrics whose generation value compares an answer with the expected one: what a judge judges.
+JUDGED_METRICS = ("reliability", "generalization", "portability", "locality", "multihop", "ripple")
+
+
+def _judge_question(planned: _Planned, answers: Sequence[str], stops: Sequence[str],
+                    judge: Judge | None) -> JudgeQuestion | None:
+    """What ``judge`` is asked about the planned probe's answer (None: no judge, or not a probe it judges)."""
+    if judge is None or planned.protocol != "generation" or planned.metric not in JUDGED_METRICS:
+        return None
+    probe = planned.probe
+    return JudgeQuestion(judge.question_of(probe.prompt), probe.answers(), cut_answer(answers[planned.inputs[0]], stops))
+
+
+def _judge_for(settings: EvalSpec, plans: Sequence[Sequence[_Planned]], model: Any) -> Judge | None:
+    """The judge ``settings.judge`` names, opened here for a caller that passed none; None for the rules, or
+    when no answer is to be judged.  (The runner opens and checks it once per run instead.)"""
+    if settings.judge.kind == "rule" or not any(p.protocol == "generation" for plan in plans for p in plan):
+        return None
+    from keditlab.models.sampling import device_of
+
+    return open_judge(settings.judge, device=str(device_of(model)), batch_size=settings.batch_size)
+
+
 def _score(planned: _Planned, case: EditCase, tf: Sequence[TFResult], answers: Sequence[str],
-           before: _Reference | None) -> ProbeResult:
-    """The planned probe scored by its protocol's function, from the batched teacher-forced readings and answers."""
+           before: _Reference | None, stops: Sequence[str] = ANSWER_STOPS, verdict: Verdict | None = None) -> ProbeResult:
+    """The planned probe scored by its protocol's function, from the batched teacher-forced readings and answers
+    (and, under ``generation``, the stop rules and the judge's verdict on its answer, if judged)."""
     metric, probe, inputs = planned.metric, planned.probe, planned.inputs
+    if metric == "neighbourhood_kl":
+        return score_neighbourhood_kl(probe, tf[inputs[0]], before)
+    if metric == "sentiment":
+        return score_sentiment(planned.protocol, probe, answers[inputs[0]] if planned.protocol == "generation" else "",
+                               [tf[k] for k in inputs] if planned.protocol == "probability" else (), stops)
     if planned.protocol == "teacher_forced":
         return score_teacher_forced(metric, probe, tf[inputs[0]], before)
     if planned.protocol == "probability":
         return score_probability(metric, probe, case, tf[inputs[0]], tf[inputs[1]])
-    return score_generation(metric, probe, answers[inputs[0]], before, [answers[k] for k in inputs[1:]])
+    return score_generation(metric, probe, answers[inputs[0]], before, [answers[k] for k in inputs[1:]], stops, verdict)
 
 
 def _progress(total: int, shown: bool, cases: int) -> Any:
@@ -455,6 +570,7 @@ def measure(
     context: Callable[[str], str] | None = None,
     progress: bool = False,
     text: bool = True,
+    judge: Judge | None = None,
 ) -> list[CaseMeasurement]:
     """Measure every case; one :class:`CaseMeasurement` per case, in order.
 
@@ -483,27 +599,42 @@ def measure(
     warnings, skip most of their cost (measuring 998 ZsRE cases on Gemma 3 270M
     took 16 minutes, 12 of them for that generation).
 
-    Three steps: plan every probe of every case (:func:`_plan`), run the model
+    ``judge``: the opened judge of ``settings.judge``
+    (:func:`keditlab.evaluate.judge.open_judge`), to open it once for many
+    measurements; None opens it here when ``settings.judge`` names one (a
+    judge model is then loaded for this call alone).  Answers are cut by the
+    stop rules ``settings.stop``.
+
+    Four steps: plan every probe of every case (:func:`_plan`), run the model
     once over all of them (one batched teacher-forced pass, batched answers,
-    batched generations), then score each probe with its protocol's function:
+    batched generations), ask the judge about every distinct answer at once
+    (when there is one), then score each probe with its protocol's function:
     :func:`score_teacher_forced`, :func:`score_probability`, :func:`score_generation`.
     """
     _check(settings, cases, reference)
     work = _Work(context)
-    plans = [_plan(case, settings, work, pre_edit=reference is None) for case in cases]
+    befores = [None if reference is None else _Reference(case.case_id, reference[i].probes) for i, case in enumerate(cases)]
+    plans = [_plan(case, settings, work, before) for case, before in zip(cases, befores)]
     shown = [_generation_prompts(case, settings, text) for case in cases]
     texts = [work.read(p) for prompts in shown for p in prompts]
     asked = [frame(prompt, settings.context) for prompt in work.questions]
     with _progress(len(work.pairs) + len(asked) + len(texts), progress, len(cases)) as bar:
-        tf = teacher_forced(model, tokenizer, list(work.pairs), batch_size=settings.batch_size, done=bar.update)
-        answers = generate_answers(model, tokenizer, asked, settings.answer_tokens, settings.batch_size, done=bar.update)
+        tf = teacher_forced(model, tokenizer, list(work.pairs), batch_size=settings.batch_size, done=bar.update,
+                            distributions=work.distributions)
+        stops = {} if tuple(settings.stop) == ANSWER_STOPS else {"stops": settings.stop}   # the default needs no argument
+        answers = generate_answers(model, tokenizer, asked, settings.answer_tokens, settings.batch_size, done=bar.update,
+                                   **stops)
         generated = iter(greedy_generate(model, tokenizer, texts, settings.max_new_tokens, settings.batch_size,
                                          done=bar.update))
 
+    judge = judge if judge is not None else _judge_for(settings, plans, model)
+    questions = [[_judge_question(planned, answers, settings.stop, judge) for planned in plan] for plan in plans]
+    verdicts = judge.judge([q for row in questions for q in row if q is not None]) if judge is not None else {}
+
     out: list[CaseMeasurement] = []
-    for i, (case, plan) in enumerate(zip(cases, plans)):
-        before = None if reference is None else _Reference(case.case_id, reference[i].probes)
-        probes = [_score(planned, case, tf, answers, before) for planned in plan]
+    for i, (case, plan, before) in enumerate(zip(cases, plans, befores)):
+        probes = [_score(planned, case, tf, answers, before, settings.stop, verdicts.get(question))
+                  for planned, question in zip(plan, questions[i])]
         gens = [Generation(prompt, next(generated)) for prompt in shown[i]]
         flu = fluency_of([g.text for g in gens]) if "fluency" in settings.metrics else None
         used = {p.prompt: work.framed[p.prompt] for p in probes} | {g.prompt: work.framed[g.prompt] for g in gens}

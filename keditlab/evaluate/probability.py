@@ -22,6 +22,7 @@ teacher-forced forward passes as every other probe (see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from keditlab.evaluate.teacher_forced import TFResult
 
@@ -42,3 +43,19 @@ def probability_test(target: TFResult, ground_truth: TFResult) -> tuple[float, d
         "p_ground_truth": math.exp(-ground_truth.total_nll),
     }
     return value, extra
+
+
+def references_test(wanted: Sequence[TFResult], other: Sequence[TFResult]) -> tuple[float, dict]:
+    """``(value, extra)``: 1.0 when the ``wanted`` answers are, on average, likelier than the ``other`` ones.
+
+    ConvSent's probability test (Mitchell et al., 2022): a topic question is
+    read with each reference answer of the edit's sentiment and each of the
+    other sentiment; the value is 1.0 when the mean, over references, of the
+    per-token NLL is lower for the wanted set.  ``extra`` has both means and
+    the magnitude, the difference of the per-token probabilities as above.
+    """
+    mean_wanted = sum(r.nll for r in wanted) / len(wanted)
+    mean_other = sum(r.nll for r in other) / len(other)
+    extra = {"magnitude": math.exp(-mean_wanted) - math.exp(-mean_other), "nll_wanted": mean_wanted,
+             "nll_other": mean_other, "references": [len(wanted), len(other)]}
+    return (1.0 if mean_wanted < mean_other else 0.0), extra

@@ -44,11 +44,27 @@ class TFResult:
     predicted: list[int]     # argmax ids at the answer positions
     answer_ids: list[int]    # the answer's token ids
     nll: float               # mean negative log-likelihood per answer token (nats)
+    #: Where asked for (``teacher_forced(distributions=...)``): token ids and their log-probabilities in the
+    #: next-token distribution after the prompt, the position that predicts the answer's first token.
+    top: tuple[list[int], list[float]] | None = None
 
     @property
     def total_nll(self) -> float:
         """Negative log-likelihood of the whole answer: ``-log P(answer | prompt)``."""
         return self.nll * len(self.answer_ids)
+
+
+#: How many of the most likely next tokens a distribution is kept by (:attr:`TFResult.top`).
+TOP_K = 64
+
+
+def _top(logits: torch.Tensor, ids: Sequence[int] | None) -> tuple[list[int], list[float]]:
+    """The :data:`TOP_K` most likely tokens of ``logits`` (or the tokens ``ids``) and their log-probabilities."""
+    logprobs = logits.float().log_softmax(dim=-1)
+    if ids is None:
+        values, ids = logprobs.topk(min(TOP_K, logprobs.shape[-1]))
+        return [int(t) for t in ids.tolist()], values.tolist()
+    return list(ids), logprobs[torch.tensor(list(ids), device=logprobs.device)].tolist()
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -68,6 +84,7 @@ def teacher_forced(
     pairs: Sequence[tuple[str, str]],
     batch_size: int = 16,
     done: Callable[[int], Any] | None = None,
+    distributions: dict[int, Sequence[int] | None] | None = None,
 ) -> list[TFResult]:
     """Teacher-forced accuracy, argmax ids and mean NLL for each ``(prompt, answer)`` pair.
 
@@ -75,6 +92,10 @@ def teacher_forced(
     them (beyond float noise in ``nll``).  ``done``, when given, is called with
     the number of pairs of each batch once its forward pass is read (a progress
     bar's ``update``).
+
+    ``distributions`` asks, for some pairs (by index), for the next-token
+    distribution after the prompt (:attr:`TFResult.top`): ``None`` for its
+    :data:`TOP_K` most likely tokens, or a list of token ids for theirs.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -105,6 +126,7 @@ def teacher_forced(
                     predicted=[int(t) for t in predicted.tolist()],
                     answer_ids=list(answer_ids),
                     nll=float(nll),
+                    top=_top(rows[0], distributions[i]) if distributions and i in distributions else None,
                 )
             if done is not None:
                 done(len(chunk))

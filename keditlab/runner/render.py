@@ -5,7 +5,8 @@
 of :func:`keditlab.runner.summary.metric_rows`.  Both read only a summary dict (see :mod:`keditlab.runner.summary`), so a run
 folder saved yesterday renders the same as a run that just finished.  Under
 the title a line says the run's mode (``mode: sequential, batches of 10, ...``:
-which model the post values were measured on); a sequential run measured at
+which model the post values were measured on), and when a judge judged the
+generated answers (``evaluate.judge``) a second line names it; a sequential run measured at
 several points gets a short block under the table, its curve: how the edits
 held up as more went on.  A run saved before modes existed shows neither.
 """
@@ -15,8 +16,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from keditlab.runner.summary import metric_rows
-from keditlab.vocabulary import PROTOCOL_SHORT
+from keditlab.runner.summary import metric_family, metric_rows
+from keditlab.vocabulary import GENERAL_FAMILY, PROTOCOL_SHORT
 
 #: Under the table.  Two rows can look contradictory and are not: ``reliability (gen)`` is exact match of the
 #: answer (the generation from the edit prompt, framed by ``evaluate.context``, cut at its first sentence end or
@@ -53,8 +54,8 @@ def text_table(summary: dict[str, Any]) -> str:
     rows.extend(_footer_rows(summary, labels))
     lines = _aligned(rows, rule=True)
     title = f"{summary['spec']} on {summary['model']}: {_edits(summary)}, pre → post"
-    mode = mode_line(summary)
-    return "\n".join([title, *([mode] if mode else []), *lines, LEGEND, *curve_block(summary)])
+    heading = [line for line in (mode_line(summary), judge_line(summary)) if line]
+    return "\n".join([title, *heading, *lines, LEGEND, *general_legend(summary), *curve_block(summary)])
 
 
 def _edits(summary: dict[str, Any]) -> str:
@@ -99,6 +100,15 @@ def mode_line(summary: dict[str, Any]) -> str | None:
     return f"mode: {described.pop()}"
 
 
+def judge_line(summary: dict[str, Any]) -> str | None:
+    """``judge: ...`` when a judge gave the generation figures (``evaluate.judge``); None for the rules."""
+    judge = summary.get("judge")
+    if not judge:
+        return None
+    return (f"judge: {judge} (gen = its yes or no on each answer; locality_accuracy too; "
+            "_exact: exact match, _contains: answer contained)")
+
+
 #: The curve's columns in the retention block: teacher-forced post means.
 CURVE_METRICS = ("reliability", "generalization", "locality")
 #: At most this many points are printed; summary.json has them all.
@@ -114,15 +124,28 @@ def _curve_points(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def curve_rows(summary: dict[str, Any], label: str) -> list[list[str]]:
-    """A method's curve as rows (header first): edits applied, edits measured, teacher-forced post means."""
+    """A method's curve as rows (header first): edits applied, edits measured, teacher-forced post means, and the
+    general-ability scores where they were measured (``—`` at the points without one)."""
     curve = summary["methods"][label].get("curve") or []
     metrics = [m for m in CURVE_METRICS if any("teacher_forced" in p["metrics"].get(m, {}) for p in curve)]
+    general = list(dict.fromkeys((m, protocol) for p in curve for m, protocols in p["metrics"].items()
+                                 if metric_family(m) == GENERAL_FAMILY for protocol in protocols))
     fmt = (lambda v: "—" if v is None else f"{v:.2f}")
-    rows = [["edits applied", "measured", *metrics]]
+    rows = [["edits applied", "measured", *metrics, *(f"{m} ({protocol.split(':', 1)[-1]})" for m, protocol in general)]]
     for point in _curve_points(curve):
         rows.append([str(point["edits_applied"]), str(point["measured"]),
-                     *(fmt(point["metrics"].get(m, {}).get("teacher_forced")) for m in metrics)])
+                     *(fmt(point["metrics"].get(m, {}).get("teacher_forced")) for m in metrics),
+                     *(fmt(point["metrics"].get(m, {}).get(protocol)) for m, protocol in general)])
     return rows
+
+
+def general_legend(summary: dict[str, Any]) -> list[str]:
+    """Under the legend when the table has general-ability rows: what they are (docs/protocols.md, General ability)."""
+    if not any(metric_family(metric) == GENERAL_FAMILY for metric, _ in metric_rows(summary)):
+        return []
+    return ["(general:TASK (lm-eval:METRIC) = lm-evaluation-harness's METRIC on TASK for the whole model, not an edit\n"
+            " metric: before any edit → after the method's last measurement (batch: with the last batch on the model);\n"
+            " every measurement is in summary.json and general.jsonl)"]
 
 
 def curve_block(summary: dict[str, Any]) -> list[str]:
@@ -182,12 +205,12 @@ def html_table(summary: dict[str, Any], title: str | None = None) -> str:
         body.append(f"<tr><th style='text-align:left'>{html.escape(label)}</th>" + "".join(
             f"<td style='text-align:center'>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
     caption = title or f"{summary['spec']} on {summary['model']}: {_edits(summary)}, pre → post"
-    mode = mode_line(summary)
-    mode_html = f"<br><small>{html.escape(mode)}</small>" if mode else ""
+    mode_html = "".join(f"<br><small>{html.escape(line)}</small>" for line in (mode_line(summary), judge_line(summary)) if line)
     return (
         f"<table><caption style='caption-side:top;text-align:left'><b>{html.escape(caption)}</b>{mode_html}</caption>"
         f"<thead><tr><th>metric (protocol)</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         f"<small>{html.escape(LEGEND.strip('()').replace(chr(10), ' '))}</small>"
+        + "".join(f"<br><small>{html.escape(line.strip('()').replace(chr(10), ' '))}</small>" for line in general_legend(summary))
         + "".join(_html_curve(summary, label) for label in labels)
     )
 

@@ -13,15 +13,19 @@ and for every method the runner follows it::
 
 ``single`` is Apply/Measure/Restore per edit, ``batch`` the same per batch,
 ``sequential`` every Apply on top of the last and one Restore at the very end.
+With ``evaluate.general`` the harness also reads the whole model before the edits and
+at some of the Measure steps (:mod:`keditlab.runner.general_run` says which).
 Nothing touches the model between an Apply and the Measure after it.  Whatever
 happens (an error included), each method ends with the model restored, so the
 next method, and the caller, get the unedited weights back bit for bit.
 
 Settings a method cannot honour (``mode: batch`` with ROME, say) are a
 :class:`RunError` before any work: before the model is loaded and before the
-run folder is created.  The covariance statistics a method asks for are
-computed once per layer and cached on disk (:mod:`keditlab.stats`); methods
-ask for them in their first call, on the unedited model.
+run folder is created.  So is a judge (``evaluate.judge``) that cannot be
+asked: it is opened and asked one test question first (:func:`open_run_judge`).
+The covariance statistics a method asks for are computed once per layer and
+cached on disk (:mod:`keditlab.stats`); methods ask for them in their first
+call, on the unedited model.
 
 The result is a :class:`~keditlab.runner.result.Run` (the object a saved run
 folder is read back as, :func:`keditlab.load_run`); what goes into
@@ -45,6 +49,7 @@ from filelock import FileLock, Timeout
 
 from keditlab.data.datasets import dataset_cases
 from keditlab.evaluate import CaseMeasurement, measure
+from keditlab.evaluate.judge import Judge, JudgeError, open_judge
 from keditlab.models.sampling import device_of
 from keditlab.methods import EditContext, EditHandle, EditMethod, MethodConfigError, NonFiniteEdit, get_method, method_names
 from keditlab.methods.saved import MEMORY, load_edits, load_memory, save_edits, saveable
@@ -54,6 +59,7 @@ from keditlab.models.tokens import answer_text, context_length, encode_prompt
 from keditlab.runner import folder as run_folder
 from keditlab.runner.chat import ChatTemplateError, chat_on, chat_prompt, map_prompts
 from keditlab.runner.edit_warnings import ground_truth_warning, target_warning, unchanged_warning
+from keditlab.runner.general_run import GeneralRun
 from keditlab.runner.manifest import MANIFEST_FORMAT, finish_manifest, start_manifest, timestamp
 from keditlab.runner.resume import Resumed, segments, tallies_from_records
 from keditlab.runner.result import MetricLookupError, Run
@@ -64,7 +70,8 @@ from keditlab.spec import EditCase, MethodSpec, Spec
 from keditlab.spec.rules import capability_problem
 from keditlab.stats import CovarianceProvider
 
-__all__ = ["MANIFEST_FORMAT", "MetricLookupError", "Run", "RunError", "resolve_auto_layers", "run_spec", "unrelated_pairs"]
+__all__ = ["MANIFEST_FORMAT", "MetricLookupError", "Run", "RunError", "open_run_judge", "resolve_auto_layers", "run_spec",
+           "unrelated_pairs"]
 
 
 def unrelated_pairs(spec: Spec, cases: Sequence[EditCase]) -> tuple[tuple[str, str], ...]:
@@ -108,6 +115,8 @@ def run_spec(
     steps = _schedule(spec, methods)  # an impossible request fails here, before any work
     if spec.run.save_edits:
         _check_saving(methods, out if resume is None else resume.folder)
+    judge = open_run_judge(spec, log)  # a missing key or an unreachable judge fails here, before any edit
+    general = GeneralRun.open(spec, log)  # single mode, no harness, an unknown task, its data out of reach: here too
     _seed_everything(spec.run.seed)
     if loaded is None:
         log(f"Loading {spec.model.name} …")
@@ -129,10 +138,18 @@ def run_spec(
     chat = chat_on(spec.model.chat_template, spec.evaluate.context)
     cases = list(spec.edits)
     if chat:  # the same prompts for editing and evaluation (keditlab.runner.chat)
+        written: dict[str, str] = {}   # each prompt in its chat form -> as written, the question the judge is shown
+
+        def in_chat(text: str) -> str:
+            chatted = chat_prompt(tokenizer, text)
+            written[chatted] = text
+            return chatted
         try:
-            cases = [map_prompts(case, lambda text: chat_prompt(tokenizer, text)) for case in cases]
+            cases = [map_prompts(case, in_chat) for case in cases]
         except ChatTemplateError as exc:
             raise RunError(str(exc)) from None
+        if judge is not None:
+            judge.questions.update(written)
 
     check_context(cases, tokenizer, model, spec.evaluate)  # before a folder is made or a weight is read
 
@@ -147,6 +164,12 @@ def run_spec(
     else:
         folder, manifest = resume.folder, resume.manifest
         _take_up(resume, spec, methods, steps, configs, cases, tallies, case_records, started, log)
+    if judge is not None:   # which judge gave the generation figures, and the prompt it was sent (never its key)
+        manifest["judge"] = judge.describe()
+    if general is not None:   # the harness's version, the tasks and the knowns file (its sha256 and source)
+        manifest["general"] = general.describe()
+        if resume is not None:
+            general.take_up(resume.folder, case_records)   # the measurements of the kept work
     lock = _hold(folder)
     if folder:
         if resume is not None:
@@ -160,7 +183,10 @@ def run_spec(
         """Write the summary of what was measured, the tables and the manifest with the run's status."""
         summary = build_summary(spec.name, spec.model.name, len(cases), tallies,
                                 spec.edits_from.describe(len(cases)) if spec.edits_from else None,
-                                spec.edits_from.format if spec.edits_from else None)
+                                spec.edits_from.format if spec.edits_from else None,
+                                judge=judge.name if judge is not None else None)
+        if general is not None:   # its rows (general:<task>, lm-eval:<metric>) beside the edit metrics, never among them
+            general.add_to_summary(summary)
         if status != "complete":
             summary["status"] = status
         finish_manifest(manifest, covariance.described, started, status=status, error=error)
@@ -180,12 +206,14 @@ def run_spec(
                 "(their locality probes; questions this run measures left out)")
         context = EditContext(seed=spec.run.seed, covariance=covariance, unrelated=unrelated)
         log(f"Measuring {len(cases)} cases before editing …")
-        before = measure(model, tokenizer, cases, spec.evaluate, progress=True)
+        before = measure(model, tokenizer, cases, spec.evaluate, progress=True, judge=judge)
         pre_warnings = {case.case_id: ground_truth_warning(case, pre, spec.evaluate.protocols) for case, pre in zip(cases, before)}
         for warning in filter(None, pre_warnings.values()):
             log(f"warning: {warning['message']}")
+        if general is not None:
+            general.measure_before(model, tokenizer, folder)
         _edit_and_measure(spec, methods, steps, configs, cases, before, pre_warnings, last_measurements(steps), tallies,
-                          case_records, loaded, context, folder, log, resume)
+                          case_records, loaded, context, folder, log, resume, judge, general)
         return close("complete")
     except BaseException as exc:   # Interrupt, a kill signal Python sees, an error: what was measured is kept, and says so
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
@@ -306,7 +334,8 @@ def _take_up(resume: Resumed, spec: Spec, methods, steps, configs, cases, tallie
 
 def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_warnings, last_point,
                       tallies: dict[str, MethodTally], case_records: list[dict[str, Any]], loaded: LoadedModel,
-                      context: EditContext, folder: Path | None, log: Any, resume: Resumed | None = None) -> None:
+                      context: EditContext, folder: Path | None, log: Any, resume: Resumed | None = None,
+                      judge: Judge | None = None, general: GeneralRun | None = None) -> None:
     """Every method through the schedule: apply, measure, restore (module docstring); results go into
     ``tallies`` and ``case_records`` (and the folder's ``cases.jsonl``) as they are measured.
 
@@ -314,6 +343,8 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
     :func:`keditlab.runner.resume.segments`), whose records are already in ``tallies``; a sequential stream
     with a checkpoint loads the calls up to it from their saved edits (``resume.replay``: the last step the
     checkpoint covers; ``resume.refused``: case ids whose call was refused) and keeps its measurements.
+    ``judge`` judges the generation protocol's answers (None: the rules); ``general`` measures the general
+    ability at the measurements it chooses (:mod:`keditlab.runner.general_run`; None: not asked for).
     """
     resume = resume or Resumed(Path(), {}, [])   # a fresh run: nothing done before
     model, tokenizer, profile = loaded
@@ -382,9 +413,12 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     # the before/after text only where it is read: at a case's last measurement (the warnings' too)
                     posts = measure(model, tokenizer, [cases[i] for i in step.cases], spec.evaluate,
                                     reference=[before[i] for i in step.cases], context=_reading_context(stack), progress=True,
-                                    text=any(last_point[i] == step.point for i in step.cases))
+                                    text=any(last_point[i] == step.point for i in step.cases), judge=judge)
                     eval_seconds = time.perf_counter() - eval_start
                     changed = _changed_parameters(model, stack)
+                    if general is not None and general.measures_at(steps, step):   # before the records: a run stopped
+                        general.measure_after(label, step, model, tokenizer, folder,  # in between measures both again
+                                              reads_context=_reading_context(stack) is not None)
                     tally.add_point(step.edits_applied, [post.scores() for post in posts], eval_seconds)
                     for i, post in zip(step.cases, posts):
                         case, pre = cases[i], before[i]
@@ -411,6 +445,30 @@ def _edit_and_measure(spec: Spec, methods, steps, configs, cases, before, pre_wa
                     segment += 1
         finally:
             _restore(stack)  # also after an error: the caller gets the unedited model back
+
+
+def open_run_judge(spec: Spec, log: Any = print) -> Judge | None:
+    """The run's judge (``evaluate.judge``), opened and asked one test question before anything is edited.
+
+    None with the rules, or when the generation protocol is not measured.  A
+    judge model that cannot be loaded, an unset key variable, an endpoint that
+    cannot be reached or refuses the request, a reply that is neither yes nor
+    no: each is a :class:`RunError` naming the spec field, the URL and the fix
+    (:mod:`keditlab.evaluate.judge`), raised before the model to edit is loaded.
+    """
+    if spec.evaluate.judge.kind == "rule" or "generation" not in spec.evaluate.protocols:
+        return None
+    where = spec.evaluate.judge.url or spec.evaluate.judge.model
+    log(f"Checking the judge ({spec.evaluate.judge.kind} {where}) …")
+    try:
+        judge = open_judge(spec.evaluate.judge, device=spec.run.device, batch_size=spec.evaluate.batch_size)
+        verdict = judge.check()
+    except JudgeError as exc:
+        raise RunError(str(exc)) from None
+    if verdict.verdict != "yes":
+        log(f"warning: the judge {judge.name} said {verdict.reply!r} to a test question whose answer is yes; its "
+            "verdicts may not mean what they should (docs/protocols.md, The judge)")
+    return judge
 
 
 def check_context(cases: Sequence[EditCase], tokenizer: Any, model: Any, evaluate: Any) -> None:

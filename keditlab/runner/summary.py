@@ -177,13 +177,17 @@ def _mean(values: list[float]) -> float | None:
 
 
 def build_summary(spec_name: str, model: str, num_cases: int, tallies: dict[str, MethodTally],
-                  edits_from: str | None = None, dataset: str | None = None) -> dict[str, Any]:
-    """The summary; ``edits_from`` (only for edits read from a benchmark) names the records, for the title, and ``dataset`` the benchmark."""
+                  edits_from: str | None = None, dataset: str | None = None, judge: str | None = None) -> dict[str, Any]:
+    """The summary; ``edits_from`` (only for edits read from a benchmark) names the records, for the title, ``dataset``
+    the benchmark, and ``judge`` (only when one judged the generation protocol's answers, ``evaluate.judge``) the
+    judge whose verdicts are the generation values of reliability, generalization, ... (the rules' are ``*_exact``)."""
     summary: dict[str, Any] = {"format": SUMMARY_FORMAT, "spec": spec_name, "model": model, "num_cases": num_cases}
     if edits_from:
         summary["edits_from"] = edits_from
     if dataset:
         summary["dataset"] = dataset
+    if judge:
+        summary["judge"] = judge
     summary["methods"] = {label: tally.to_dict() for label, tally in tallies.items()}
     return summary
 
@@ -195,7 +199,7 @@ FAMILY_ORDER = ("reliability", "generalization", "locality", "portability", "mul
 #: Protocols in reading order (as declared: teacher-forced, probability, generation); others after these, by name.
 PROTOCOL_ORDER = PROTOCOLS
 #: Suffixes that make a variant of a metric, in the order its variant rows are shown.
-VARIANT_ORDER = ("_magnitude", "_contains", "_accuracy", "_original", "_executed")
+VARIANT_ORDER = ("_magnitude", "_exact", "_contains", "_accuracy", "_original", "_executed")
 
 
 def metric_family(metric: str) -> str:

@@ -4,7 +4,9 @@ Written beside ``summary.json`` as ``table.csv`` (one row per method,
 dataset, metric and protocol, with ``pre``, ``post`` and ``n``: runs stack
 into one frame with ``pandas.concat``) and ``table.md`` (one row per method,
 dataset and metric, the protocols side by side as ``pre → post`` cells, so a
-teacher-forced value is never read as a generation one).  ``keditlab show``
+teacher-forced value is never read as a generation one; the general-ability
+scores, ``evaluate.general``, in a table of their own under it, since their
+protocols are the harness's metrics).  ``keditlab show``
 prints the Markdown table.  Both are built from the summary alone.
 """
 
@@ -14,7 +16,9 @@ import csv
 import io
 from typing import Any
 
-from keditlab.runner.summary import metric_rows
+from keditlab.runner.render import judge_line
+from keditlab.runner.summary import metric_family, metric_rows
+from keditlab.vocabulary import GENERAL_FAMILY
 from keditlab.vocabulary import PROTOCOLS as PROTOCOL_COLUMNS
 
 #: CounterFact's names for the probability protocol's values (Meng et al., 2022).
@@ -80,4 +84,23 @@ def table_markdown(summary: dict[str, Any]) -> str:
                 continue
             name = f"{metric} ({COUNTERFACT[metric]})" if metric in COUNTERFACT and cells[1] else metric
             lines.append(f"| {label} | {dataset_of(summary)} | {name} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n\n" + NOTE + "\n"
+    judge = judge_line(summary)
+    general = general_markdown(summary)
+    return ("\n".join(lines) + "\n\n" + NOTE + (f"\n\n{judge}" if judge else "")
+            + (f"\n\n{general}" if general else "") + "\n")
+
+
+def general_markdown(summary: dict[str, Any]) -> str:
+    """The general-ability rows as a table of their own (their protocols are the harness's metrics, not columns of
+    the edit table): method, task, metric, ``pre → post``, examples read; empty when the run measured none."""
+    rows = [(metric, protocol) for metric, protocol in metric_rows(summary) if metric_family(metric) == GENERAL_FAMILY]
+    if not rows:
+        return ""
+    lines = ["General ability (lm-evaluation-harness, the whole model before any edit → after the last):", "",
+             "| method | task | metric | pre → post | n |", "|---|---|---|---|---|"]
+    for label, method in summary["methods"].items():
+        for metric, protocol in rows:
+            values = method["metrics"].get(metric, {}).get(protocol)
+            if values is not None:
+                lines.append(f"| {label} | {metric.split(':', 1)[1]} | {protocol} | {_cell(values)} | {values.get('n') or ''} |")
+    return "\n".join(lines)

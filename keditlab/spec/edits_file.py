@@ -113,6 +113,7 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
     """
     from keditlab.data.datasets import DATASETS, dataset_cases, dataset_file  # see the module docstring
     from keditlab.data.download import DatasetUnavailableError
+    from keditlab.data.knowedit import PartMismatchError
     from keditlab.data.records import SKIP_HINT, BadRecordError
 
     report = Reporter(source, source_map or SourceMap())
@@ -120,6 +121,7 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
     written, fmt = value.get(key), value.get("dataset", value.get("format"))
     limit, offset = value.get("limit"), value.get("offset", 0)
     sample, on_bad = value.get("sample"), value.get("on_bad_record", "stop")
+    options = {"part": value["part"]} if value.get("part") is not None else {}
     published = value.get("file") if written is None else None
     where = (*section, key) if written is not None else (*section, "file" if published else "dataset" if "dataset" in value else "format")
     if written is not None:
@@ -136,11 +138,15 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
             report.add(where, problem_text, fix)
             raise SpecValidationError(report.errors) from None
         if not path.is_file():  # validating: the download is deferred to the run (keditlab.data.download)
-            return (), EditsFile(str(path), fmt, limit, offset, dict(sample) if sample else None, on_bad, ())
+            return (), EditsFile(str(path), fmt, limit, offset, dict(sample) if sample else None, on_bad, (), value.get("part"))
         written = published or str(path)
     skipped: list[str] = []
     try:
-        cases = dataset_cases(fmt, path, limit=limit, offset=offset, sample=sample, on_bad_record=on_bad, skipped=skipped)
+        cases = dataset_cases(fmt, path, limit=limit, offset=offset, sample=sample, on_bad_record=on_bad, skipped=skipped,
+                              **options)
+    except PartMismatchError as exc:
+        report.add((*section, "part"), *_one_line(exc, path))
+        raise SpecValidationError(report.errors) from None
     except BadRecordError as exc:  # a record in the format, but not an edit a method can make (an empty target, ...)
         report.add(where, f"record {exc.index} of '{written}' is not a valid edit: {exc.problem}", exc.fix + SKIP_HINT)
         raise SpecValidationError(report.errors) from None
@@ -155,7 +161,9 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
         report.add(where, f"cannot read '{written}' as {fmt} records: {problem_text}", fix)
         raise SpecValidationError(report.errors) from None
     if not cases:
-        count = len(json.loads(path.read_text(encoding="utf-8")))  # the reader has just read it as a list
+        from keditlab.data.knowedit import edit_records
+
+        count = len(edit_records(json.loads(path.read_text(encoding="utf-8"))))  # the reader has just read it
         if skipped:
             report.add(where, f"every selected record of '{written}' is malformed ({len(skipped)} skipped); the first: "
                        f"{_one_line(ValueError(skipped[0]), path)[0]}", "check the dataset name and the file")
@@ -164,4 +172,5 @@ def read_edits_file(value: dict[str, Any], source: str, source_map: SourceMap | 
         report.add(at, f"offset {offset} is past the end of '{written}', which has {count} record{'s' if count != 1 else ''}",
                    f"give an offset below {count}" if count else "use a file that has records")
         raise SpecValidationError(report.errors)
-    return tuple(cases), EditsFile(str(path), fmt, limit, offset, dict(sample) if sample else None, on_bad, tuple(skipped))
+    return tuple(cases), EditsFile(str(path), fmt, limit, offset, dict(sample) if sample else None, on_bad, tuple(skipped),
+                                   value.get("part"))

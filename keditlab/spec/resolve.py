@@ -23,7 +23,7 @@ from keditlab.spec.source import SourceMap
 from keditlab.vocabulary import plain_text
 from keditlab.spec.edits_file import records_path
 from keditlab.spec.types import (
-    DEFAULT_METHOD, EditCase, EditsFile, EvalSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec, TracePrompt,
+    DEFAULT_METHOD, EditCase, EditsFile, EvalSpec, GeneralSpec, JudgeSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, StatsSpec, TracePrompt,
     TraceSpec, TrainSpec,
 )
 
@@ -91,16 +91,56 @@ def _stats(value: Any, source: str, source_map: SourceMap | None) -> StatsSpec:
     return StatsSpec(**settings)
 
 
-def _evaluate(value: Any) -> EvalSpec:
+def _evaluate(value: Any, source: str = "<string>") -> EvalSpec:
     if value is None:
         return EvalSpec()
     if isinstance(value, list):
         return EvalSpec(metrics=tuple(value))
     settings = dict(value)
-    for key in ("metrics", "protocols"):
+    for key in ("metrics", "protocols", "stop"):
         if key in settings:
             settings[key] = tuple(settings[key])
+    if "judge" in settings:   # `rule`, or {model} / {url, model, api_key_env, timeout}
+        judge = settings["judge"]
+        settings["judge"] = JudgeSpec() if judge == "rule" else JudgeSpec(**judge)
+    if "general" in settings:
+        settings["general"] = _general(settings["general"], source)
     return EvalSpec(**settings)
+
+
+#: The published file the ``knowns`` general-ability task reads when the spec names no ``knowns_file``.
+KNOWNS_PUBLISHED = "knowns/known_1000.json"
+
+
+def _general(value: dict[str, Any], source: str) -> GeneralSpec:
+    """``evaluate.general`` resolved: ``limit: all`` is None, and the knowns task's file found.
+
+    A ``knowns_file`` is read from the spec's folder when relative; without
+    one, the published ``knowns/known_1000.json`` is used, found as a trace's
+    published ``file`` is (a local copy in ``$KEDITLAB_DATASETS``, the cache, or
+    downloaded once; inside validation only its future path).
+    """
+    settings = dict(value)
+    tasks = tuple(settings.get("tasks", GeneralSpec().tasks))
+    limit = settings.get("limit", GeneralSpec().limit)
+    knowns = settings.get("knowns_file")
+    if "knowns" not in tasks:
+        knowns = None
+    elif knowns is not None:
+        knowns = str(records_path(knowns, source))
+    else:
+        from keditlab.data.datasets import published_file  # as for trace's `file`: only when used
+        from keditlab.data.download import DatasetUnavailableError
+
+        try:
+            knowns = str(published_file(KNOWNS_PUBLISHED))
+        except DatasetUnavailableError as exc:   # the download's own fix speaks of `edits:`; this file is general's
+            raise DatasetUnavailableError(
+                f"evaluate.general: the knowns task reads the published {KNOWNS_PUBLISHED}, and "
+                f"{str(exc).split(' Fix: ')[0].rstrip('.')}. Fix: give a local copy of ROME's known_1000.json as "
+                "`knowns_file: /where/it/is.json` under evaluate.general, or set KEDITLAB_DATASETS to a folder that "
+                f"holds {KNOWNS_PUBLISHED}") from None
+    return GeneralSpec(tasks=tasks, limit=None if limit == "all" else limit, knowns_file=knowns)
 
 
 def _trace(value: Any, source: str) -> TraceSpec | None:
@@ -178,7 +218,7 @@ def resolve(data: dict[str, Any], source: str, source_map: SourceMap | None = No
         model=_model(data.get("model")),
         methods=_methods(data.get("method")),
         edits=edits,
-        evaluate=_evaluate(data.get("evaluate")),
+        evaluate=_evaluate(data.get("evaluate"), source),
         stats=_stats(data.get("stats"), source, source_map),
         run=RunSettings(**(data.get("run") or {})),
         version=data["keditlab"],

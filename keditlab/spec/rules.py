@@ -16,7 +16,13 @@
 * ``run.mode``, ``run.batch_size`` and ``run.evaluate_at`` must fit together
   (:func:`run_settings_problems`), and every method must be able to do what
   they ask (:func:`capability_problem`, reading the capabilities the schema
-  carries for each method).
+  carries for each method);
+* ``evaluate.judge``'s keys must fit together (an endpoint's settings need a
+  ``url``, which is an ``http(s)://`` base), and a judge needs the generation
+  protocol (:func:`check_judge`);
+* ``evaluate.general`` needs a run mode that keeps edits on the model, task
+  names that can be run, and an existing knowns file
+  (:mod:`keditlab.spec.general`).
 
 The two ``run`` checks are written as plain functions of values, without
 positions, because the runner asks the same questions of a ``Spec`` built in
@@ -28,11 +34,13 @@ already reported by the schema and is skipped here.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from keditlab.spec.edits_file import file_key, file_problem
 from keditlab.spec.errors import Path, format_path
 from keditlab.spec.hints import did_you_mean, quoted_list
+from keditlab.spec.general import check_general
 from keditlab.spec.report import Reporter
 from keditlab.spec.types import DEFAULT_METHOD, EVALUATE_AT, RUN_MODES, RunSettings
 from keditlab.vocabulary import subject_problem, suggest_subject  # noqa: F401  (suggest_subject: its old home)
@@ -180,6 +188,10 @@ def _check_one_edits_file(section: Path, edits: dict[str, Any], report: Reporter
         report.add((*section, "file"), f"{name} has both `{other}` and `file`",
                    f"keep one: `{other}` (a file on this machine) or `file` (a published file, downloaded when absent)", at="key")
     _check_published_dataset(section, edits, report, owners)
+    dataset = edits.get("dataset", edits.get("format"))
+    if "part" in edits and isinstance(dataset, str) and dataset != "knowedit":
+        report.add((*section, "part"), f"{name}.part picks one of KnowEdit's parts, but the dataset is {dataset}",
+                   "remove `part`, or read a KnowEdit file with `dataset: knowedit`", at="key")
     key = file_key(edits)
     written = edits.get(key)
     if not isinstance(written, str) or not written.strip():
@@ -456,6 +468,47 @@ def check_chat_context(data: dict[str, Any], report: Reporter) -> None:
                    "`chat_template: off` with `context: qa`")
 
 
+#: An environment variable's name, as ``evaluate.judge.api_key_env`` must give it.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_judge(data: dict[str, Any], report: Reporter) -> None:
+    """``evaluate.judge``: what its mapping's keys must say together (the schema checks each alone).
+
+    ``api_key_env`` and ``timeout`` belong to an endpoint, so they need a
+    ``url``; the ``url`` is an ``http(s)://`` base (keditlab adds
+    ``/chat/completions``); ``api_key_env`` names a variable, never holds the
+    key (which is not quoted back); and a judge needs the generation protocol,
+    the only one it judges.
+    """
+    evaluate = data.get("evaluate")
+    judge = evaluate.get("judge") if isinstance(evaluate, dict) else None
+    if isinstance(judge, dict):
+        url = judge.get("url")
+        for key in ("api_key_env", "timeout"):
+            if key in judge and url is None:
+                report.add(("evaluate", "judge", key), f"{key} belongs to an endpoint judge, and this judge has no url "
+                           "(without one, `model` is a local judge model)",
+                           f"add `url: http://HOST:PORT/v1` (the endpoint's base URL), or remove {key}", at="key")
+        if isinstance(url, str) and url.strip():
+            if not re.match(r"https?://[^\s/]+", url.strip()):
+                report.add(("evaluate", "judge", "url"), f"judge url {url!r} is not an http:// or https:// address",
+                           f"write the endpoint's base URL, e.g. `url: http://{url.strip().split('://')[-1] or '127.0.0.1:8000/v1'}`")
+            elif url.rstrip("/").endswith("/chat/completions"):
+                report.add(("evaluate", "judge", "url"), "judge url names the chat-completions path; keditlab adds "
+                           "`/chat/completions` to the base URL itself",
+                           f"write `url: {url.rstrip('/')[: -len('/chat/completions')]}`")
+        key_env = judge.get("api_key_env")
+        if isinstance(key_env, str) and key_env.strip() and not _ENV_NAME.fullmatch(key_env):
+            report.add(("evaluate", "judge", "api_key_env"), "api_key_env is not the name of an environment variable "
+                       "(letters, digits and _; it names the variable that holds the key, never the key itself)",
+                       "put the key in a variable (`export OPENAI_API_KEY=...`) and write `api_key_env: OPENAI_API_KEY`")
+    protocols = evaluate.get("protocols") if isinstance(evaluate, dict) else None
+    if judge not in (None, "rule") and isinstance(protocols, list) and "generation" not in protocols:
+        report.add(("evaluate", "judge"), "a judge judges the generation protocol's answers, and evaluate.protocols "
+                   "leaves generation out", "add `generation` to `protocols`, or remove `judge`", at="key")
+
+
 def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_of: NumLayersOf | None = None,
                model_config_of: Any = None) -> None:
     """Every check above, on whatever parts of ``data`` have the right shape."""
@@ -467,8 +520,10 @@ def run_checks(data: Any, schema: dict[str, Any], report: Reporter, num_layers_o
     check_case_ids(data, report)
     check_edits_file(data, report, schema)
     check_chat_context(data, report)
+    check_judge(data, report)
     check_layers(data, schema, num_layers_of, report)
     check_model_needs(data, schema, model_config_of, report)
     check_run_settings(data, schema, report)
+    check_general(data, report)
 
 

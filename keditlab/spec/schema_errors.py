@@ -347,7 +347,9 @@ class SchemaErrorTranslator:
             self.report.add(path, f"expected a {noun} name, got {describe_value(value)}", f"use one of: {quoted_list(choices)}")
             return
         match = closest(value, choices)
-        fix = f"write '{match}'" if match else "use a known one"
+        # a text far from every word, where a mapping may stand instead (`judge: gpt-4o` for `judge: {model: gpt-4o}`)
+        text_form = error.parent.schema.get("x-keditlab-text-form") if error.parent is not None else None
+        fix = f"write '{match}'" if match else f"write {_field_name(path)}: {text_form.format(value)}" if text_form else "use a known one"
         self.report.add(path, f"unknown {noun} '{value}'{did_you_mean(value, choices)}", f"{fix}. Known {noun}s: {quoted_list(choices)}")
 
     def _min_items(self, error: ValidationError, path: Path) -> None:

@@ -19,10 +19,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # The shared vocabulary, declared in the ground module; re-exported so ``keditlab.spec.types.EditCase`` keeps working.
-from keditlab.vocabulary import METRIC_NAMES, PROBE_KINDS, PROTOCOLS, TRACE_KINDS, EditCase, Probe  # noqa: F401
+from keditlab.vocabulary import DEFAULT_METRICS, METRIC_NAMES, PROBE_KINDS, PROTOCOLS, TRACE_KINDS, EditCase, Probe  # noqa: F401
+from keditlab.vocabulary import GENERAL_TASKS  # noqa: F401  (the offline general-ability tasks, for the spec checks)
 
 #: What the generation protocol puts around a question (``evaluate.context``).
 GENERATION_CONTEXTS = ("bare", "qa", "chat")
+#: What may end a generated answer before ``evaluate.answer_tokens`` (``evaluate.stop``; EOS always ends it):
+#: a sentence end (``.``, ``!`` or ``?`` followed by white space) and a line break.
+ANSWER_STOPS = ("sentence", "newline")
 #: ``model.chat_template``: whether prompts go through the tokenizer's chat template.
 CHAT_TEMPLATE = ("auto", "on", "off")
 
@@ -101,6 +105,68 @@ class StatsSpec:
 
 
 @dataclass(frozen=True)
+class JudgeSpec:
+    """Who decides whether a generated answer states the expected answer (``evaluate.judge``).
+
+    ``model`` None: the rules (exact match, and answer contained, against the
+    answer and its aliases).  ``model`` alone: a local judge model, a name or
+    path loaded as the edited model is.  ``model`` with ``url``: the model an
+    OpenAI-compatible endpoint serves (``url`` is its base, ending in ``/v1``),
+    sent the key held by the environment variable ``api_key_env`` (None: no
+    key), each request given ``timeout`` seconds.  :mod:`keditlab.evaluate.judge`
+    does the judging; docs/protocols.md describes it.
+    """
+
+    model: str | None = None
+    url: str | None = None
+    api_key_env: str | None = None
+    timeout: float = 30.0
+
+    @property
+    def kind(self) -> str:
+        """``rule``, ``model`` (a local judge model) or ``endpoint`` (an OpenAI-compatible server)."""
+        return "rule" if self.model is None else "endpoint" if self.url else "model"
+
+    def to_spec_data(self) -> str | dict[str, Any]:
+        """``rule``, or the judge's mapping (``timeout`` only for an endpoint, ``api_key_env`` only when given)."""
+        if self.model is None:
+            return "rule"
+        data: dict[str, Any] = {"model": self.model}
+        if self.url:
+            data["url"] = self.url
+            if self.api_key_env:
+                data["api_key_env"] = self.api_key_env
+            data["timeout"] = self.timeout
+        return data
+
+
+@dataclass(frozen=True)
+class GeneralSpec:
+    """General ability (``evaluate.general``): lm-evaluation-harness tasks run on the whole model, before and after the edits.
+
+    ``tasks`` are keditlab's offline tasks (:data:`GENERAL_TASKS`: ``knowns``)
+    or names of the harness's own tasks (``hellaswag``: its data is downloaded
+    on first use).  ``limit`` is the most examples read per task (None: all,
+    ``all`` in the spec language).  ``knowns_file`` is the file the ``knowns``
+    task reads, ROME's ``known_1000.json`` format (resolved: a local path, the
+    cached published file, or where it will be downloaded; None when the task
+    is not asked for).  Which model each score is taken on: docs/protocols.md,
+    General ability.
+    """
+
+    tasks: tuple[str, ...] = ("knowns",)
+    limit: int | None = 100
+    knowns_file: str | None = None
+
+    def to_spec_data(self) -> dict[str, Any]:
+        """The ``general:`` mapping (``limit: all`` for every example; ``knowns_file`` when the knowns task reads one)."""
+        data: dict[str, Any] = {"tasks": list(self.tasks), "limit": "all" if self.limit is None else self.limit}
+        if self.knowns_file is not None:
+            data["knowns_file"] = self.knowns_file
+        return data
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     """What to measure, under which protocols, and with which generation settings.
 
@@ -108,17 +174,24 @@ class EvalSpec:
     case has what it needs: ``probability`` a ground truth).  ``context``
     frames a prompt for the generation protocol: ``bare`` (as written), ``qa``
     (``Question: ...\nAnswer:``) or ``chat`` (the chat template).
-    ``answer_tokens`` bounds a generated answer (it also stops at the first
-    sentence end or newline); ``max_new_tokens`` is the length of the fluency
-    generations.
+    ``answer_tokens`` bounds a generated answer, and ``stop`` names what ends
+    it earlier (:data:`ANSWER_STOPS`: a sentence end, a line break; ``()``:
+    only the length and EOS); ``judge`` decides whether an answer states the
+    expected one (:class:`JudgeSpec`); ``max_new_tokens`` is the length of the
+    fluency generations.  ``general`` asks for the general ability of the
+    whole model, before and after the edits (:class:`GeneralSpec`; None: not measured).
     """
 
-    metrics: tuple[str, ...] = METRIC_NAMES
+    metrics: tuple[str, ...] = DEFAULT_METRICS
     max_new_tokens: int = 24
     batch_size: int = 16
     protocols: tuple[str, ...] = PROTOCOLS
     context: str = "bare"
     answer_tokens: int = 50
+    stop: tuple[str, ...] = ANSWER_STOPS
+    judge: JudgeSpec = field(default_factory=JudgeSpec)
+    #: General ability (:class:`GeneralSpec`), measured only when the spec asks for it.
+    general: GeneralSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +260,7 @@ class EditsFile:
     sample: dict[str, int] | None = None
     on_bad_record: str = "stop"
     skipped: tuple[str, ...] = ()
+    part: str | None = None
 
     def to_spec_data(self) -> dict[str, Any]:
         """The ``edits:`` mapping in the spec language (``limit``, ``sample`` only when given: they have no null form)."""
@@ -197,6 +271,8 @@ class EditsFile:
         if self.sample is not None:
             data["sample"] = dict(self.sample)
         data["on_bad_record"] = self.on_bad_record
+        if self.part is not None:
+            data["part"] = self.part
         return data
 
     def describe(self, count: int) -> str:
@@ -349,6 +425,8 @@ class Spec:
                 "protocols": list(self.evaluate.protocols),
                 "context": self.evaluate.context,
                 "answer_tokens": self.evaluate.answer_tokens,
+                **_answer_judging(self.evaluate),
+                **({"general": self.evaluate.general.to_spec_data()} if self.evaluate.general is not None else {}),
             },
             "stats": self.stats.to_spec_data(),
             "run": self.run.to_spec_data(),
@@ -373,7 +451,19 @@ class Spec:
         source = self.edits_from
         return {"from": "records", "records": source.path, "format": source.format, "limit": source.limit,
                 "offset": source.offset, "sample": source.sample, "on_bad_record": source.on_bad_record,
-                "skipped": list(source.skipped), "count": len(self.edits)}
+                "skipped": list(source.skipped), "count": len(self.edits),
+                **({"part": source.part} if source.part else {})}
+
+
+def _answer_judging(evaluate: EvalSpec) -> dict[str, Any]:
+    """``evaluate.stop`` and ``evaluate.judge`` in the spec language, each only when it is not the default
+    (as ``run.save_edits``: a spec written before they existed reads back unchanged)."""
+    data: dict[str, Any] = {}
+    if tuple(evaluate.stop) != ANSWER_STOPS:
+        data["stop"] = list(evaluate.stop)
+    if evaluate.judge.kind != "rule":
+        data["judge"] = evaluate.judge.to_spec_data()
+    return data
 
 
 def _plain(value: Any) -> Any:

@@ -241,6 +241,51 @@ CASES = [
         "keditlab: 1\nlayer: 5\n" + EDIT,
         "layer", 2, 1, ["unknown key 'layer'", "write it inside the method"],
     ),
+    (
+        "judge-a-model-name",   # the mapping forgotten: a model name where `rule` or a mapping goes
+        "keditlab: 1\nevaluate: {judge: gpt-4o}\n" + EDIT,
+        "evaluate.judge", 2, 19, ["unknown judge 'gpt-4o'", "judge: {model: gpt-4o}", "{url: http://HOST:PORT/v1, model: gpt-4o}"],
+    ),
+    (
+        "judge-key-without-url",
+        "keditlab: 1\nevaluate:\n  judge: {model: gpt-4o, api_key_env: OPENAI_API_KEY}\n" + EDIT,
+        "evaluate.judge.api_key_env", 3, 26, ["api_key_env belongs to an endpoint judge", "add `url: http://HOST:PORT/v1`"],
+    ),
+    (
+        "judge-url-not-http",
+        "keditlab: 1\nevaluate:\n  judge: {model: gpt-4o, url: localhost:8000/v1}\n" + EDIT,
+        "evaluate.judge.url", 3, 31, ["not an http:// or https:// address", "url: http://localhost:8000/v1"],
+    ),
+    (
+        "judge-url-with-path",
+        "keditlab: 1\nevaluate:\n  judge: {model: m, url: 'http://127.0.0.1:8000/v1/chat/completions'}\n" + EDIT,
+        "evaluate.judge.url", 3, 26, ["names the chat-completions path", "url: http://127.0.0.1:8000/v1`"],
+    ),
+    (
+        "judge-key-instead-of-variable",
+        "keditlab: 1\nevaluate:\n  judge: {model: m, url: 'http://h/v1', api_key_env: sk-abc123}\n" + EDIT,
+        "evaluate.judge.api_key_env", 3, 54, ["not the name of an environment variable", "api_key_env: OPENAI_API_KEY"],
+    ),
+    (
+        "judge-without-model",
+        "keditlab: 1\nevaluate:\n  judge: {url: 'http://h/v1'}\n" + EDIT,
+        "evaluate.judge", 3, 10, ["missing required key 'model'", "add `model: "],
+    ),
+    (
+        "judge-unknown-key",
+        "keditlab: 1\nevaluate:\n  judge: {model: m, url: 'http://h/v1', api_key: OPENAI_API_KEY}\n" + EDIT,
+        "evaluate.judge.api_key", 3, 41, ["unknown key 'api_key'", "did you mean 'api_key_env'?"],
+    ),
+    (
+        "judge-without-generation",
+        "keditlab: 1\nevaluate:\n  protocols: [teacher_forced]\n  judge: {model: m}\n" + EDIT,
+        "evaluate.judge", 4, 3, ["a judge judges the generation protocol's answers", "add `generation` to `protocols`"],
+    ),
+    (
+        "stop-unknown-rule",
+        "keditlab: 1\nevaluate: {stop: [sentence, period]}\n" + EDIT,
+        "evaluate.stop[1]", 2, 29, ["unknown stop rule 'period'", "sentence, newline"],
+    ),
 ]
 
 
@@ -347,3 +392,8 @@ def test_a_float_is_not_a_whole_number():
     error = only_error("keditlab: 1\nrun: {seed: 1.0}\n" + EDIT)
     assert (error.path, error.line, error.column) == ("run.seed", 2, 13)
     assert "expected a whole number, got the number 1.0" in str(error)
+
+
+def test_a_key_written_where_its_variable_goes_is_not_quoted_back():
+    error = only_error("keditlab: 1\nevaluate:\n  judge: {model: m, url: 'http://h/v1', api_key_env: sk-abc123}\n" + EDIT)
+    assert "sk-abc123" not in str(error)

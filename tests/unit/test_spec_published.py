@@ -96,7 +96,11 @@ def sha256(path: Path) -> str:
 
 def test_pins_match_the_shared_copies(shared_datasets):
     """Where the shared copy is the whole published file, its bytes are the pinned ones (up to CRLF line ends)."""
-    subsets = {"counterfact/counterfact_500.json", "zsre/zsre_mend_eval_portability_gpt4.json"}  # records kept: PROVENANCE.md
+    subsets = {"counterfact/counterfact_500.json", "zsre/zsre_mend_eval_portability_gpt4.json",  # records kept: PROVENANCE.md
+               *(f"knowedit/{name}" for name in ("zsre/ZsRE-test-all.json", "wiki_recent/recent_train.json",
+                                                 "wiki_counterfact/train_cf.json", "wikibio/wikibio-test-all.json",
+                                                 "wikibio/wikibio-train-all.json", "convsent/blender_test.json",
+                                                 "sanitation/trivia_qa_test.json"))}
     crlf = {"zsre/zsre_mend_train-1k.json", "counterfact/easyedit/counterfact-val.json", "counterfact/easyedit/counterfact-edit.json"}
     for name, pinned in PUBLISHED.items():
         assert pinned.url.startswith("https://raw.githubusercontent.com/") and len(pinned.url.split("/")[5]) == 40, name

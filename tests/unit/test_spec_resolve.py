@@ -7,7 +7,6 @@ import textwrap
 import pytest
 
 from keditlab.spec import (
-    METRIC_NAMES,
     EvalSpec,
     MethodSpec,
     ModelSpec,
@@ -19,6 +18,7 @@ from keditlab.spec import (
     parse_spec,
     spec_from_dict,
 )
+from keditlab.vocabulary import DEFAULT_METRICS
 
 FULL = textwrap.dedent(
     """\
@@ -84,7 +84,7 @@ def test_defaults_are_filled_in(tmp_path):
     assert spec.methods == (MethodSpec("rome"),)
     (case,) = spec.edits
     assert (case.case_id, case.rephrase, case.locality, case.portability) == ("0", (), (), ())
-    assert spec.evaluate == EvalSpec() and spec.evaluate.metrics == METRIC_NAMES
+    assert spec.evaluate == EvalSpec() and spec.evaluate.metrics == DEFAULT_METRICS
     assert spec.stats == StatsSpec() and spec.run == RunSettings()
     assert spec.source == str(path)
 
@@ -177,7 +177,7 @@ def test_resolved_spec_writes_every_default_in_spec_keys():
         "method": [{"name": "rome", "label": "rome"}],
         "edits": [{"id": "0", "prompt": "The sky is", "subject": "sky", "target": "green",
                    "rephrase": [], "locality": [], "portability": []}],
-        "evaluate": {"metrics": list(METRIC_NAMES), "max_new_tokens": 24, "batch_size": 16,
+        "evaluate": {"metrics": list(DEFAULT_METRICS), "max_new_tokens": 24, "batch_size": 16,
                      "protocols": ["teacher_forced", "probability", "generation"], "context": "bare", "answer_tokens": 50},
         "stats": {"corpus": "model-samples", "samples": "auto", "max_length": 64},
         "run": {"seed": 0, "device": "auto", "out": None, "mode": "single", "batch_size": 1},
