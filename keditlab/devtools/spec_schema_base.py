@@ -563,7 +563,7 @@ def base_schema() -> dict[str, Any]:
                     "unrelated": {
                         "$ref": "#/$defs/edits-file",
                         "title": "Unrelated facts held",
-                        "description": "Benchmark records read only for their locality probes: unrelated questions and their answers that the methods with a preservation term (`ultraedit`, `locft-bf`: `preserve`) hold unchanged, instead of text sampled from the model. Use records kept apart from the run's edits; a question the run also measures is left out.",
+                        "description": "Benchmark records read only for their locality probes: unrelated questions and their answers that the methods with a preservation term (`ultraedit`, `locft-bf`, `ft-m`, `ft-l`: `preserve`) hold unchanged, instead of text sampled from the model. Use records kept apart from the run's edits; a question the run also measures is left out.",
                         "x-keditlab-default": "text sampled from the model",
                         "examples": [{"dataset": "zsre", "path": "../datasets/zsre/zsre_mend_eval_portability_gpt4.json", "limit": 256}],
                     },

@@ -131,7 +131,7 @@ class EditContext:
     #: adds to it takes its share back out when it is restored.
     memory: dict[str, Any] = field(default_factory=dict)
     #: Unrelated questions and their answers, ``(prompt, answer)``, that methods
-    #: with a preservation term (UltraEdit, LocFT-BF) hold unchanged instead of
+    #: with a preservation term (UltraEdit, LocFT-BF, FT-M, FT-L) hold unchanged instead of
     #: text sampled from the model: the locality probes of benchmark records kept
     #: apart from the run (a spec's ``stats.unrelated``).  Empty: model samples.
     unrelated: tuple[tuple[str, str], ...] = ()

@@ -21,6 +21,17 @@ loss, which matters a great deal:
     masked out of the loss.  No constraint unless ``norm_constraint`` is set.
 
 Given several cases, both train on all of them together.
+
+``preserve`` (keditlab's addition, not in either paper; off by default) adds
+MEMIT's preservation term (Meng et al., ICLR 2023) to the loss: the change of
+each tuned matrix's output at the keys of unrelated prompts (texts sampled
+from the model, or a spec's ``stats.unrelated`` questions), relative to that
+output's size and squared, times ``preserve_weight``
+(:mod:`keditlab.methods.preservation`, shared with LocFT-BF).  Early stopping
+still looks at the edit loss alone.  An edit that changes *how* the model
+answers rather than one fact (KnowEdit's Sanitation: "I don't know." to the
+questions to forget) spills onto every question the tuned layer reads; the
+penalty is what keeps the other answers (``docs/methods.md``).
 """
 
 from __future__ import annotations
@@ -31,9 +42,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodPlan
+from keditlab.methods.base import Capabilities, EditContext, EditHandle, EditMethod, MethodConfig, MethodConfigError, MethodPlan
 from keditlab.methods.common import share_of_rms, target_logits, trainable_only
 from keditlab.methods.layers import factual_recall_layer
+from keditlab.methods.lifelong import preserve_setting, preserve_weight_setting
+from keditlab.methods.preservation import PRESERVE_WEIGHT, Preservation, held_anchors
 from keditlab.methods.progress import progress_bar
 from keditlab.models.precision import MasterWeights
 from keditlab.models.sampling import device_of, right_padded
@@ -88,13 +101,15 @@ def _labelled_nll(logits: torch.Tensor, labels: torch.Tensor, where, per_edit: b
 
 
 def adam_until(params, loss_of, steps: int, lr: float | Sequence[float], early_stop_loss: float, after_step=None,
-               progress: Any = False, desc: str = "training") -> list[float]:
+               progress: Any = False, desc: str = "training", penalty=None) -> list[float]:
     """Adam on ``params`` for at most ``steps`` steps, stopping once ``loss_of()`` is below ``early_stop_loss``.
 
     ``lr`` is one learning rate, or one per parameter (see :func:`~keditlab.methods.common.share_of_rms`).
 
     ``after_step(step)`` runs after each optimiser step (FT-L's clamp, AdaLoRA's
-    budget allocation).  Returns the loss before each step taken (and the last one).
+    budget allocation).  ``penalty()``, when given, is added to the loss each
+    step is taken on (the preservation term), but neither recorded nor compared
+    with ``early_stop_loss``.  Returns the loss before each step taken (and the last one).
     ``progress`` (an ``EditContext`` or a bool) shows a bar over the steps.
     Half-precision ``params`` are trained through float32 master copies
     (:class:`~keditlab.models.precision.MasterWeights`); what ``after_step``
@@ -112,7 +127,7 @@ def adam_until(params, loss_of, steps: int, lr: float | Sequence[float], early_s
             if losses[-1] < early_stop_loss:
                 break
             weights.zero_grad()
-            loss.backward()
+            (loss if penalty is None else loss + penalty()).backward()
             weights.pull_grads()
             optimiser.step()
             weights.push()
@@ -138,6 +153,13 @@ class FineTuneConfig(MethodConfig):
                                                     "(1e-3 on the embedded model; Gemma 3 270M's entries are 13 times smaller, and so is its rate)."})
     norm_constraint: float | None = field(default=None, metadata={"exclusive_minimum": 0, "help": "Each weight stays within ± this of its original value (L-infinity). Empty: no constraint."})
     early_stop_loss: float = field(default=0.05, metadata={"minimum": 0, "help": "Stop once the loss is below this."})
+    preserve: int = preserve_setting(
+        0, held="Unrelated texts sampled from the model before the stream's first edit whose keys the tuned matrices must keep "
+                "answering as before (MEMIT's preservation term as a penalty)",
+        without="plain fine-tuning, as the paper")
+    preserve_weight: float = preserve_weight_setting(
+        PRESERVE_WEIGHT, weighs="the preservation penalty: the change of each tuned matrix's output at the preserved keys, "
+                                "relative to that output's size, squared, averaged over the matrices (used when preserve > 0).")
 
     def resolved_layers(self, num_layers: int) -> list[int]:
         """The tuned layers: ``layers``, or the factual-recall layer when empty."""
@@ -164,14 +186,20 @@ class _FineTune(EditMethod, family="fine-tuning",
 
     @classmethod
     def plan(cls, profile, config: FineTuneConfig, model=None) -> MethodPlan:
-        """Its layers' MLP output matrices, trained with Adam (gradients and two moments), backward from the lowest."""
+        """Its layers' MLP output matrices, trained with Adam (gradients and two moments), backward from the lowest;
+        with ``preserve``, an anchor copy of each for the preservation term."""
         layers = config.resolved_layers(profile.num_layers)
-        return MethodPlan.mlp_out(profile, layers, backward_from=layers[0],
-                                  trained=len(layers) * profile.hidden_size * profile.mlp_size)
+        size = profile.hidden_size * profile.mlp_size
+        return MethodPlan.mlp_out(profile, layers, backward_from=layers[0], trained=len(layers) * size,
+                                  held=len(layers) * size if config.preserve else 0)
 
     def _apply(self, model, tokenizer, profile, cases, config: FineTuneConfig, context: EditContext) -> EditHandle:
         layers = config.resolved_layers(profile.num_layers)
         names = [profile.mlp_out_parameter(layer) for layer in sorted(set(layers))]   # an MoE layer: every expert's down projection
+        if config.preserve and profile.is_moe:
+            raise MethodConfigError(
+                f"{self.name}: preserve reads the keys of one down projection, and an MoE layer's are per expert. "
+                "Fix: leave preserve at 0 on a mixture-of-experts model (the paper's method), or use memit / alphaedit.")
         handle = EditHandle(self.name, model, self.snapshot(model, names))
         params = dict(model.named_parameters())
         trained = [params[name] for name in names]
@@ -188,11 +216,20 @@ class _FineTune(EditMethod, family="fine-tuning",
                         original = handle.originals[name].to(param.device)
                         param.copy_(torch.clamp(param, original - bound, original + bound))
 
+        preservation = None
+        if config.preserve:   # anchors and keys of the stream's first call, kept in the context's memory (as LocFT-BF's)
+            tuned = sorted(set(layers))
+            anchors = held_anchors(context.memory.setdefault(self.name, {}), model, tokenizer, profile, tuned, config.preserve, context)
+            preservation = Preservation(anchors, tuned, config.preserve_weight, lambda layer: profile.mlp_out_weight(model, layer))
+
         with trainable_only(model, names):
             losses = adam_until(trained, lambda: self._loss(model, batch), config.steps, rates, config.early_stop_loss, clamp,
-                                progress=context, desc=f"{self.name}: steps")
+                                progress=context, desc=f"{self.name}: steps",
+                                penalty=preservation if preservation is not None and config.preserve_weight else None)
         handle.details = {"layers": layers, "parameters": names, "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1],
                           "lr": rates, "norm_constraint": bounds}
+        if preservation is not None:
+            handle.details["preserved_change"] = preservation.changes()
         return handle
 
     def _batch(self, tokenizer, cases, device):  # pragma: no cover

@@ -17,11 +17,13 @@ back out.  :class:`HeldSums` is that state, written once::
 Restoring handles last-first (as the runner does) gives the state back bit
 for bit; restoring one out of order subtracts its share.
 
-The settings of the *preservation* terms shared by UltraEdit and LocFT-BF
-(``preserve``, ``keep_earlier``) are declared here too, by
-:func:`preserve_setting` and :func:`keep_earlier_setting`, so that both
-methods describe the unrelated texts (and a spec's ``stats.unrelated``) and
-the earlier calls' keys in the same words.
+The settings of the *preservation* terms shared by UltraEdit, LocFT-BF, FT-M
+and FT-L (``preserve``, ``preserve_weight``, ``keep_earlier``) are declared
+here too, by :func:`preserve_setting`, :func:`preserve_weight_setting` and
+:func:`keep_earlier_setting`, so that every method describes the unrelated
+texts (and a spec's ``stats.unrelated``) and the earlier calls' keys in the
+same words.  The fine-tuning methods' penalty itself, MEMIT's preservation
+term, is in :mod:`keditlab.methods.preservation`.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def _held_sums(values: dict, shares: dict[int, int]) -> HeldSums:
 MEMORY_CLASSES: list[Any] = [KeySum, _held_sums]
 
 
-# -- the preservation settings of UltraEdit and LocFT-BF ----------------------------------------------
+# -- the preservation settings of UltraEdit, LocFT-BF, FT-M and FT-L ------------------------------------
 
 def preserve_setting(default: int, held: str, without: str) -> Any:
     """The ``preserve`` field: how many unrelated texts (or a spec's ``stats.unrelated`` pairs) the method holds.

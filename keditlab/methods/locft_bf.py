@@ -37,6 +37,12 @@ answers and keep unrelated ones; eleven late ones can (``docs/methods.md``).
 layers, :func:`~keditlab.methods.layers.late_layers`), so a spec says it once
 for every model.
 
+``preserve`` (keditlab's, off by default) adds MEMIT's preservation term
+(Meng et al., ICLR 2023) to the loss as a soft penalty: the change of each
+tuned matrix's output at the keys of unrelated prompts, relative and squared,
+weighted by ``preserve_weight``.  The term, its anchors and keys are shared
+with FT-M and FT-L (:mod:`keditlab.methods.preservation`).
+
 Sequential editing: each ``apply`` trains on its own edits breadth-first, on
 top of the model as earlier calls left it; its handle restores the tuned
 matrices.  A later call sees only its own edits, so it can overwrite earlier
@@ -59,65 +65,17 @@ from keditlab.methods.base import (
 )
 from keditlab.methods.common import share_of_rms, trainable_only
 from keditlab.models.sampling import device_of
-from keditlab.methods.adaptors import preserved_keys, upper_passes
+from keditlab.methods.adaptors import upper_passes
 from keditlab.methods.finetune import masked_batch, per_edit_nll
 from keditlab.methods.layers import chosen_layers, late_layers, tuning_layer
 from keditlab.methods.lifelong import HeldSums, KeySum, keep_earlier_setting, preserve_setting, preserve_weight_setting
+from keditlab.methods.preservation import PRESERVE_WEIGHT, Preservation, held_anchors, penalty_scale, preservation_penalty
 from keditlab.methods.progress import progress_bar
 from keditlab.models.hooks import hooks
 from keditlab.models.precision import MasterWeights
 
 #: Adam's step, as a share of the tuned weight's root-mean-square (:func:`~keditlab.methods.common.share_of_rms`).
 LR_SHARE_OF_WEIGHT_RMS = 0.01
-
-
-#: Default weight of the preservation penalty (see :func:`preservation_penalty`).
-PRESERVE_WEIGHT = 100.0
-
-
-def preservation_penalty(weight: torch.Tensor, anchor: torch.Tensor, second_moment: torch.Tensor,
-                         scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``tr(ΔW C ΔWᵀ) / tr(W₀ C W₀ᵀ)``, ``ΔW = W − W₀``: how much the layer's output moves at the preserved keys.
-
-    ``C = PᵀP / n`` is the second moment of the keys of unrelated text
-    (:func:`~keditlab.methods.adaptors.preserved_keys`), so the numerator is
-    the mean squared change ``‖ΔW p‖²`` of what the layer writes at those
-    tokens and the denominator the mean of ``‖W₀ p‖²``: the relative change,
-    squared.  This is MEMIT's preservation term as a soft penalty on a
-    fine-tuning loss.
-
-    The denominator does not change while training: pass it as ``scale``
-    (:func:`penalty_scale`) to compute it once per call.  The numerator is
-    one matrix product, value and gradient (:class:`_QuadraticForm`).
-    """
-    delta = (weight - anchor).float()
-    return _QuadraticForm.apply(delta, second_moment) / (penalty_scale(anchor, second_moment) if scale is None else scale)
-
-
-def penalty_scale(anchor: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
-    """``tr(W₀ C W₀ᵀ)``, the denominator of :func:`preservation_penalty`."""
-    anchor = anchor.detach().float()
-    return (anchor @ second_moment * anchor).sum()
-
-
-class _QuadraticForm(torch.autograd.Function):
-    """``tr(Δ C Δᵀ)`` for a symmetric ``C``, and its gradient ``2 Δ C`` from the product the value is made of.
-
-    Autograd would compute the product ``Δ C`` for the value and ``Δ Cᵀ`` again
-    for the gradient; with eleven 576 x 1536 matrices held against two such
-    ``C`` at every step that second product was most of LocFT-BF's time.
-    """
-
-    @staticmethod
-    def forward(ctx, delta: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
-        product = delta @ second_moment
-        ctx.save_for_backward(product)
-        return (product * delta).sum()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (product,) = ctx.saved_tensors
-        return 2 * grad * product, None
 
 
 def _target_keys(run, modules: dict[int, torch.nn.Module], labels: torch.Tensor, rows: int,
@@ -222,17 +180,9 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
             return profile.mlp_out_weight(model, layer)
 
         memory = context.memory.setdefault(self.name, {})
-        anchors = memory.setdefault("anchors", {})
-        missing = [layer for layer in layers if layer not in anchors]
-        if config.preserve and missing:
-            # The anchor and the keys are those of the stream's first call on each layer: the penalty
-            # holds the whole stream's change of the matrix, not only this call's.  A down_proj's keys
-            # do not depend on that matrix, so later calls would read the same ones.
-            with context.setup():
-                keys = preserved_keys(model, tokenizer, {layer: modules[layer] for layer in missing},
-                                      config.preserve, context.seed, context.unrelated)
-            for layer in missing:
-                anchors[layer] = (out_in(layer).detach().clone(), keys[layer].to(weights[layer].device))
+        # The anchor and the keys are those of the stream's first call on each layer: the penalty
+        # holds the whole stream's change of the matrix, not only this call's (keditlab.methods.preservation).
+        anchors = held_anchors(memory, model, tokenizer, profile, layers, config.preserve, context)
         earlier = memory.setdefault("earlier", HeldSums())
         held_before = {layer: earlier.get(layer) for layer in layers}   # KeySum (Σ kkᵀ, count) of the earlier calls' keys
         call_start = {layer: out_in(layer).detach().clone() for layer in layers}
@@ -241,15 +191,14 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
                            if config.keep_earlier else {})
 
         # the penalties' denominators, fixed while training
-        anchor_scales = {layer: penalty_scale(*anchors[layer]) for layer in layers} if config.preserve else {}
+        preservation = Preservation(anchors, layers, config.preserve_weight, out_in) if config.preserve else None
         earlier_scales = {layer: penalty_scale(call_start[layer], moment) for layer, moment in earlier_moments.items()}
 
         def penalties() -> torch.Tensor:
             """The preservation and keep-earlier penalties, each a mean over the tuned matrices."""
             total = torch.zeros((), device=device_of(model))
-            if config.preserve and config.preserve_weight:
-                total = total + config.preserve_weight * sum(
-                    preservation_penalty(out_in(layer), *anchors[layer], anchor_scales[layer]) for layer in layers) / len(layers)
+            if preservation is not None and config.preserve_weight:
+                total = total + preservation()
             if earlier_moments:
                 total = total + config.keep_earlier * sum(
                     preservation_penalty(out_in(layer), call_start[layer], moment, earlier_scales[layer])
@@ -301,7 +250,6 @@ class LocFTBF(EditMethod, name="locft-bf", family="fine-tuning", paper="Yang et 
             "loss_first": epoch_losses[0],
             "loss_last": epoch_losses[-1],
             "epoch_losses": [round(x, 4) for x in epoch_losses],
-            "preserved_change": ({layer: round(float(preservation_penalty(out_in(layer).detach(), *anchors[layer])) ** 0.5, 4)
-                                  for layer in layers} if config.preserve else None),
+            "preserved_change": preservation.changes() if preservation is not None else None,
         }
         return handle

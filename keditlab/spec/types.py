@@ -86,7 +86,7 @@ class StatsSpec:
     key width (the MLP's hidden size: 15,360 tokens for the embedded model),
     which measured as enough for ROME's edits (``docs/methods.md``).
     ``unrelated`` names benchmark records read for their locality probes only:
-    the unrelated facts UltraEdit's and LocFT-BF's ``preserve`` hold.
+    the unrelated facts the ``preserve`` of UltraEdit, LocFT-BF, FT-M and FT-L holds.
     """
 
     corpus: str = "model-samples"
