@@ -49,6 +49,9 @@ METRIC_NAMES = ("reliability", "generalization", "locality", "neighbourhood_kl",
 #: The metrics a spec that names none is measured on.
 DEFAULT_METRICS = ("reliability", "generalization", "locality", "portability", "fluency")
 
+#: How a question is put to a model as question and answer: ``evaluate.context: qa``, and KnowEdit's Sanitation prompts.
+QA_FRAME = "Question: {prompt}\nAnswer:"
+
 #: The protocols a value can come from, in reading order (docs/protocols.md): ``teacher_forced`` (KnowEdit's token
 #: accuracy), ``probability`` (CounterFact's comparisons) and ``generation`` (greedy decoding, scored on the text).
 PROTOCOLS = ("teacher_forced", "probability", "generation")

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from keditlab.data.records import FieldProblem, RecordFormatError, _case_id, _cases, _texts
-from keditlab.vocabulary import EditCase, Probe, shown_field
+from keditlab.vocabulary import QA_FRAME, EditCase, Probe, shown_field
 
 #: How KnowEdit writes that a record has no ground truth (see the module docstring).
 NO_GROUND_TRUTH = (None, "", [], "<|endoftext|>")
@@ -272,10 +272,6 @@ def convsent_case(index: int, record: dict[str, Any], records: list[Any]) -> Edi
 
 # --- Sanitation --------------------------------------------------------------------------------------------------
 
-#: How a Sanitation question is put to the model (the study's "Question:{}\nAnswer:", spaced as keditlab's ``qa`` context).
-SANITATION_PROMPT = "Question: {}\nAnswer:"
-
-
 def _sanitation_keys(data: dict[str, Any]) -> tuple[str, str]:
     """The keys of a Sanitation file's two lists: questions to forget, questions to keep answering."""
     return ("success", "locality") if "success" in data else ("K_F", "K_R")
@@ -297,7 +293,8 @@ def sanitation_cases(path: Path, data: dict[str, Any], limit: int | None = None,
     (``success`` in the test file, ``K_F`` in the train file, each
     ``{question, ground_truth, target_new: "I don't know."}``) and those to
     keep answering (``locality``, ``K_R``: ``{question, ground_truth}``).
-    Each question to forget is one edit: :data:`SANITATION_PROMPT` around the
+    Each question to forget is one edit: :data:`~keditlab.vocabulary.QA_FRAME`
+    (the study's "Question:{}\nAnswer:", spaced as keditlab's ``qa`` context) around the
     question, answered with its ``target_new``; its ``ground_truth`` is the
     answer being forgotten (so the probability protocol asks whether the
     refusal is now likelier than the answer).  The questions to keep are
@@ -320,9 +317,9 @@ def sanitation_cases(path: Path, data: dict[str, Any], limit: int | None = None,
         subject = record.get("subject") or question.strip().rstrip("?").strip()
         shared = [item for j, item in enumerate(keep) if j % len(forget) == index]
         return EditCase(
-            prompt=SANITATION_PROMPT.format(question), subject=subject, target=record["target_new"],
+            prompt=QA_FRAME.format(prompt=question), subject=subject, target=record["target_new"],
             ground_truth=record["ground_truth"],
-            locality=tuple(Probe("locality", SANITATION_PROMPT.format(item["question"]), item["ground_truth"])
+            locality=tuple(Probe("locality", QA_FRAME.format(prompt=item["question"]), item["ground_truth"])
                            for item in shared),
             case_id=_case_id(record, index))
 

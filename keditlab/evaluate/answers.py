@@ -44,9 +44,10 @@ import torch
 
 from keditlab.evaluate.generation import greedy_generate
 from keditlab.spec.types import ANSWER_STOPS
+from keditlab.vocabulary import QA_FRAME
 
-#: How ``evaluate.context`` frames a prompt (``chat`` is the runner's, see the module docstring).
-QA_FRAME = "Question: {prompt}\nAnswer:"
+# How ``evaluate.context: qa`` frames a prompt: QA_FRAME, from the vocabulary (``chat`` is the runner's, see the
+# module docstring).
 
 #: What ends an answer under each stop rule of ``evaluate.stop`` (:data:`~keditlab.spec.types.ANSWER_STOPS`):
 #: a sentence end is ``.``, ``!`` or ``?`` (closing quotes or brackets may follow) then white space.

@@ -12,13 +12,14 @@ import json
 import pytest
 import torch
 
-from keditlab.data.knowedit import CONVSENT_QUESTIONS, SANITATION_PROMPT, file_part, knowedit_cases
+from keditlab.data.knowedit import CONVSENT_QUESTIONS, file_part, knowedit_cases
 from keditlab.evaluate import measure
 from keditlab.evaluate.probability import references_test
 from keditlab.evaluate.sentiment import compound, leaning
 from keditlab.evaluate.teacher_forced import teacher_forced
 from keditlab.spec import validate_file
 from keditlab.spec.types import EvalSpec
+from keditlab.vocabulary import QA_FRAME
 from tests.conftest import tiny_with_embedded_vocab
 
 PARTS = [("zsre/ZsRE-test-all.json", "zsre"), ("wiki_recent/recent_train.json", "recent"),
@@ -48,11 +49,11 @@ def test_sanitation_questions_become_refusal_edits_and_every_other_question_is_c
     data = json.loads((knowedit / "sanitation" / "trivia_qa_test.json").read_text(encoding="utf-8"))
     cases = knowedit_cases(knowedit / "sanitation" / "trivia_qa_test.json")
     first = data["success"][0]
-    assert cases[0].prompt == SANITATION_PROMPT.format(first["question"]) == f"Question: {first['question']}\nAnswer:"
+    assert cases[0].prompt == QA_FRAME.format(prompt=first["question"]) == f"Question: {first['question']}\nAnswer:"
     assert {c.target for c in cases} == {"I don't know."}
     assert cases[0].ground_truth == first["ground_truth"] and cases[0].subject in cases[0].prompt
     kept = [(p.prompt, p.answer) for c in cases for p in c.locality]
-    assert sorted(kept) == sorted((SANITATION_PROMPT.format(r["question"]), r["ground_truth"]) for r in data["locality"])
+    assert sorted(kept) == sorted((QA_FRAME.format(prompt=r["question"]), r["ground_truth"]) for r in data["locality"])
     window = knowedit_cases(knowedit / "sanitation" / "trivia_qa_test.json", limit=3, offset=2)
     assert [c.locality for c in window] == [c.locality for c in cases[2:5]]   # the same share in any window
 
