@@ -119,3 +119,19 @@ def file_server(monkeypatch, tmp_path):
     yield folder, f"http://127.0.0.1:{httpd.server_address[1]}", requested
     httpd.shutdown()
     httpd.server_close()
+
+
+def spec_errors(text: str, source: str = "bad.yaml", **kwargs) -> list:
+    """The validation errors of a spec written in a test (dedented), as read from the file ``source``."""
+    import textwrap
+
+    from keditlab.spec import validate_text
+
+    return validate_text(textwrap.dedent(text), source, **kwargs)
+
+
+def only_spec_error(text: str, source: str = "bad.yaml", **kwargs):
+    """The one validation error of a spec written in a test (all of them in the message when there are more)."""
+    errors = spec_errors(text, source, **kwargs)
+    assert len(errors) == 1, "\n".join(map(str, errors))
+    return errors[0]

@@ -25,7 +25,6 @@ import importlib.util
 import io
 import json
 import sys
-import textwrap
 from dataclasses import dataclass, field
 
 import pytest
@@ -35,9 +34,8 @@ from keditlab.evaluate import teacher_forced
 from keditlab.evaluate.knowns_task import knowns_docs
 from keditlab.methods import Capabilities, EditHandle, EditMethod, MethodConfig
 from keditlab.runner import RunError, run_spec
-from keditlab.spec import (EditCase, EvalSpec, GeneralSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, parse_spec,
-                           validate_text)
-from tests.conftest import make_tiny_model
+from keditlab.spec import EditCase, EvalSpec, GeneralSpec, MethodSpec, ModelSpec, Probe, RunSettings, Spec, parse_spec
+from tests.conftest import make_tiny_model, only_spec_error, spec_errors
 
 #: The tests that run the harness; the spec's own checks need no harness.
 needs_harness = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
@@ -302,13 +300,11 @@ edits:
 
 
 def errors_of(text: str):
-    return validate_text(textwrap.dedent(text), "general.yaml")
+    return spec_errors(text, "general.yaml")
 
 
 def only_error(text: str):
-    errors = errors_of(text)
-    assert len(errors) == 1, "\n".join(map(str, errors))
-    return errors[0]
+    return only_spec_error(text, "general.yaml")
 
 
 # (id, yaml, path, line, column, fragments)

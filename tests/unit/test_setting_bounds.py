@@ -21,7 +21,6 @@ No model is loaded: the configs and the schema are plain data.
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 import types
 import typing
 
@@ -30,8 +29,9 @@ import pytest
 from keditlab.devtools.generate import BOUNDS
 from keditlab.devtools.spec_schema_base import MAX_SEED
 from keditlab.methods import _REGISTRY, MethodConfigError, method_names
-from keditlab.spec import load_schema, validate_text
+from keditlab.spec import load_schema
 from keditlab.spec.schema import subschemas
+from tests.conftest import only_spec_error, spec_errors
 
 EDIT = """\
 edits:
@@ -127,14 +127,7 @@ def test_seeds_fit_what_the_runner_seeds():
 # --- (c) out of range: a positioned validation error; at the bound: accepted ----------------------------------------
 
 
-def errors_of(text: str):
-    return validate_text(textwrap.dedent(text), "bad.yaml")
-
-
-def only_error(text: str):
-    errors = errors_of(text)
-    assert len(errors) == 1, "\n".join(map(str, errors))
-    return errors[0]
+errors_of, only_error = spec_errors, only_spec_error
 
 
 @pytest.mark.parametrize(("text", "path", "line", "fragments"), [

@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from keditlab.spec import SpecError, SpecValidationError, parse_spec, validate_file, validate_text
+from keditlab.spec import SpecValidationError, parse_spec, validate_file
+from tests.conftest import only_spec_error, spec_errors
 
 EDIT = """\
 edits:
@@ -24,14 +25,7 @@ def thirty_layers(model: str) -> int:
     return 30
 
 
-def errors_of(text: str, **kwargs) -> list[SpecError]:
-    return validate_text(textwrap.dedent(text), "bad.yaml", **kwargs)
-
-
-def only_error(text: str, **kwargs) -> SpecError:
-    errors = errors_of(text, **kwargs)
-    assert len(errors) == 1, "\n".join(map(str, errors))
-    return errors[0]
+errors_of, only_error = spec_errors, only_spec_error
 
 
 # (id, yaml, path, line, column, fragments)
