@@ -8,6 +8,7 @@ The usual entry points::
     run = keditlab.load_run("runs/quickstart-…")   # reopen a saved run folder (no model, no torch)
     run = keditlab.resume_run("runs/quickstart-…") # continue a run that was killed or interrupted
     keditlab.train("specs/train/mend.yaml")        # train an editor that learns to edit (MEND), cached for the model
+    result = keditlab.sweep("specs/sweep_knowedit.yaml")  # a grid of runs (methods × models × datasets × seeds), one table
 
     model, tokenizer, profile = keditlab.load_model("smollm2-135m")
 
@@ -152,6 +153,48 @@ def load(spec: Any) -> Any:
     if isinstance(spec, dict):
         return spec_from_dict(spec, num_layers_of=peek_num_layers, model_config_of=peek_config)
     return load_spec(Path(spec), num_layers_of=peek_num_layers, model_config_of=peek_config)
+
+
+def load_sweep(spec: Any) -> Any:
+    """A validated sweep (:class:`~keditlab.spec.SweepSpec`, every cell resolved) from the path of a spec with ``sweep:``."""
+    from pathlib import Path
+
+    from keditlab.models import peek_num_layers
+    from keditlab.models.peek import peek_config
+    from keditlab.spec import SweepSpec
+    from keditlab.spec import load_sweep as _load_sweep
+
+    if isinstance(spec, SweepSpec):
+        return spec
+    return _load_sweep(Path(spec), num_layers_of=peek_num_layers, model_config_of=peek_config)
+
+
+def sweep(spec: Any, out: Any = None, **kwargs: Any) -> Any:
+    """Run every cell of a spec's ``sweep:`` grid (``keditlab sweep``); return the :class:`~keditlab.runner.sweep_result.SweepResult`.
+
+    Each cell is an ordinary run folder under the sweep folder's ``cells/``;
+    printing the result gives the merged table, ``keditlab.show(result)`` the
+    dashboard.  ``executor="ray"`` (with ``address=``) runs each cell as a Ray
+    task; docs/sweeps.md says more.
+    """
+    from keditlab.runner.sweep_run import sweep_spec
+
+    grid = load_sweep(spec)
+    return sweep_spec(grid, out or grid.specs[0].run.out or "runs", **kwargs)
+
+
+def resume_sweep(folder: Any, **kwargs: Any) -> Any:
+    """Run the cells of the sweep in ``folder`` that are not complete (``keditlab sweep --resume``)."""
+    from keditlab.runner.sweep_run import resume_sweep as _resume_sweep
+
+    return _resume_sweep(folder, **kwargs)
+
+
+def open_sweep(folder: Any) -> Any:
+    """Reopen a sweep folder (no model, no torch): printing it gives the merged table; ``.runs()`` each cell's ``Run``."""
+    from keditlab.runner.sweep_result import SweepResult
+
+    return SweepResult.load(folder)
 
 
 def train(spec: Any, out: Any = "runs", **kwargs: Any) -> Any:

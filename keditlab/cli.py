@@ -4,9 +4,11 @@
     keditlab trace SPEC [--out DIR]   run the spec's trace: section (causal tracing), save heatmaps and JSON
     keditlab train SPEC [--out DIR]   train the editor of the spec's train: section (MEND) and cache its archive
     keditlab train --resume FOLDER    continue a training that stopped, from its last checkpoint
+    keditlab sweep SPEC [--executor ray]  run every cell of the spec's sweep: grid, one run folder each, one merged table
+    keditlab sweep --resume FOLDER    run the cells of a sweep that are not complete
     keditlab plan SPEC [--gpu-memory 16GiB]  what each method changes and needs (statistics, peak memory), no weights loaded
     keditlab validate FILE...         check specs without running them (exit 1 on any error)
-    keditlab show RUN_FOLDER          print the tables of a saved run (results, and method x dataset x metric x protocol)
+    keditlab show FOLDER              print the tables of a saved run or sweep (method x dataset x metric x protocol)
     keditlab methods                  list the editing methods, what each can do, and their settings
     keditlab --version                print the installed version
 
@@ -53,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", default=None, help="folder under which the training folder is created (default: run.out from the spec, else ./runs)")
     train.add_argument("--resume", metavar="TRAIN_FOLDER", default=None,
                        help="continue a training that stopped (killed, interrupted) from its last checkpoint")
+    sweep = commands.add_parser("sweep", help="run every cell of a spec's sweep: section into a sweep folder, with one merged table")
+    sweep.add_argument("spec", nargs="?", help="path of a YAML spec with a sweep: section (not with --resume)")
+    sweep.add_argument("--out", default=None, help="folder under which the sweep folder is created (default: run.out from the spec, else ./runs)")
+    sweep.add_argument("--resume", metavar="SWEEP_FOLDER", default=None, help="run the cells of a sweep that are not complete")
+    sweep.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local: cells one after another in this process (default); ray: each cell a Ray task")
+    sweep.add_argument("--address", default=None,
+                       help="with --executor ray: the cluster (auto: the one on this machine; ray://host:10001); default: start a local one")
+    sweep.add_argument("--gpus-per-cell", type=float, default=1.0,
+                       help="with --executor ray: GPUs a CUDA cell asks for (0.5 puts two small-model cells on one GPU)")
     plan = commands.add_parser("plan", help="estimate what each method changes and needs (statistics, peak memory) from the model's config, without loading weights")
     plan.add_argument("spec", help="path of a YAML spec")
     plan.add_argument("--gpu-memory", default=None, help="GPU memory to compare with, e.g. 16GiB (Colab's T4), 16GB, 15360MiB; default: the spec's device")
@@ -68,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("folder")
     commands.add_parser("methods", help="list the editing methods, what each can do (run modes), and their settings")
     args = parser.parse_args(argv)
-    handler = {"run": _run, "trace": _trace, "train": _train, "plan": _plan, "validate": _validate, "show": _show, "methods": _methods,
+    handler = {"run": _run, "sweep": _sweep, "trace": _trace, "train": _train, "plan": _plan, "validate": _validate, "show": _show, "methods": _methods,
                "export": _export}[args.command]
     try:
         code = handler(args)
@@ -149,6 +161,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    if (args.spec is None) == (args.resume is None) or (args.resume and args.out):
+        print("keditlab sweep: error: give a spec (keditlab sweep SPEC) or a sweep folder to continue (keditlab sweep "
+              "--resume SWEEP_FOLDER), not both" + (" and not --out: a resumed sweep stays in its folder" if args.out else "")
+              + ".", file=sys.stderr)
+        return EXIT_BAD_SPEC
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    settings = {"executor": args.executor, "address": args.address, "gpus_per_cell": args.gpus_per_cell, "log": log}
+    if args.resume:
+        from keditlab.runner.sweep_result import read_sweep
+        from keditlab.runner.sweep_run import resume_sweep
+
+        read_sweep(args.resume)  # a folder that is not a sweep fails before anything heavy loads
+        signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+        result = resume_sweep(args.resume, **settings)
+    else:
+        from keditlab import load_sweep
+
+        sweep = load_sweep(args.spec)  # every cell is validated (its model's layers too) before anything runs
+        from keditlab.runner.sweep_run import sweep_spec
+
+        signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+        result = sweep_spec(sweep, args.out or sweep.specs[0].run.out or "runs", **settings)
+    print(result)
+    return 0 if result.status == "complete" else EXIT_FAILED
+
+
 def _trace(args: argparse.Namespace) -> int:
     import keditlab
 
@@ -217,8 +256,12 @@ def _export(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     # Reading a run needs no model: result, render and table_files import no torch (tests/unit/test_cli.py checks).
     from keditlab.runner.result import load_run
+    from keditlab.runner.sweep_result import SweepResult, is_sweep_folder
     from keditlab.runner.table_files import table_markdown
 
+    if is_sweep_folder(args.folder):
+        print(SweepResult.load(args.folder))
+        return 0
     run = load_run(args.folder)
     print(run)
     print()

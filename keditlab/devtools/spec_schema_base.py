@@ -223,6 +223,24 @@ def base_schema() -> dict[str, Any]:
             "run": {"$ref": "#/$defs/run", "x-keditlab-default": "every setting at its default"},
             "trace": {"$ref": "#/$defs/trace", "x-keditlab-default": "no tracing"},
             "train": {"$ref": "#/$defs/train", "x-keditlab-default": "no training"},
+            "sweep": {
+                "title": "Sweep",
+                "description": "A grid of runs, run by `keditlab sweep SPEC`: each key is a spec path (`method`, `model`, `edits`, `edits.limit`, `run.seed`, `method.layers`, ...) and its value the list of values it takes; the cells are every combination, less those under `exclude`. Each cell is this spec with its values written in, checked like any spec. [sweeps.md](sweeps.md) explains it.",
+                "type": "object",
+                "minProperties": 1,
+                "properties": {
+                    "exclude": {
+                        "title": "Combinations left out",
+                        "description": "Each entry maps some swept paths to a value (or its label); a cell that matches every path of an entry is not run.",
+                        "type": "array",
+                        "items": {"type": "object", "minProperties": 1},
+                    },
+                },
+                "additionalProperties": {"type": "array", "minItems": 1,
+                                         "description": "The values this spec path takes, one per column of the table."},
+                "x-keditlab-default": "one run",
+                "examples": [{"method": ["rome", "ft-m"], "run.seed": [0, 1]}],
+            },
         },
         "$defs": {
             "trace": _trace_schema(),

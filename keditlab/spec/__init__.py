@@ -37,6 +37,7 @@ returns the model's ``config.json`` as a dict, or None to skip the check.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +63,9 @@ from keditlab.spec.types import (
     Spec,
     StatsSpec,
 )
+from keditlab.spec.report import Reporter
+from keditlab.spec.resolve import default_name
+from keditlab.spec.sweep import Cell, SweepGrid, SweepSpec, cell_errors, cell_source_map, expand
 from keditlab.spec.validate import validate_data
 
 NumLayersOf = Callable[[str], "int | None"]
@@ -73,8 +77,11 @@ MAX_SPEC_BYTES = 64 * 2**20
 
 def _compile(data: Any, source: str, num_layers_of: NumLayersOf | None, source_map: SourceMap | None = None,
              prior_errors: list[SpecError] | None = None,
-             model_config_of: ModelConfigOf | None = None) -> tuple[Spec | None, list[SpecError]]:
-    """The resolved spec and no errors, or None and every error (validation, then reading a records file)."""
+             model_config_of: ModelConfigOf | None = None) -> tuple[Spec | SweepSpec | None, list[SpecError]]:
+    """The resolved spec (a :class:`SweepSpec` for a spec with ``sweep:``) and no errors, or None and every error
+    (validation, then reading a records file)."""
+    if isinstance(data, dict) and "sweep" in data:
+        return _compile_sweep(data, source, num_layers_of, source_map or SourceMap(), prior_errors or [], model_config_of)
     errors = validate_data(data, source=source, source_map=source_map, num_layers_of=num_layers_of, prior_errors=prior_errors,
                            model_config_of=model_config_of)
     if errors:
@@ -85,8 +92,31 @@ def _compile(data: Any, source: str, num_layers_of: NumLayersOf | None, source_m
         return None, exc.errors
 
 
+def _compile_sweep(data: dict[str, Any], source: str, num_layers_of: NumLayersOf | None, source_map: SourceMap,
+                   prior_errors: list[SpecError], model_config_of: ModelConfigOf | None) -> tuple[SweepSpec | None, list[SpecError]]:
+    """A sweep's grid and every cell resolved, or every error: the section's own, then each cell's (keditlab.spec.sweep)."""
+    report = Reporter(source, source_map, list(prior_errors))
+    grid = expand(data, report, load_schema()["properties"])
+    if grid is None or report.errors:
+        return None, report.errors
+    specs: dict[int, Spec] = {}
+
+    def errors_of(cell: Cell) -> list[SpecError]:
+        cell_map = cell_source_map(source_map, grid, cell)
+        spec, errors = _compile(cell.data, source, num_layers_of, cell_map, model_config_of=model_config_of)
+        if spec is not None:
+            specs[cell.index] = spec
+        return errors
+
+    errors = cell_errors(grid, errors_of)
+    if errors:
+        return None, errors
+    name = data.get("name") if isinstance(data.get("name"), str) else default_name(source)
+    return SweepSpec(name, source, grid, tuple(specs[cell.index] for cell in grid.cells)), []
+
+
 def _check_text(text: str, source: str, num_layers_of: NumLayersOf | None,
-                model_config_of: ModelConfigOf | None = None) -> tuple[Spec | None, list[SpecError]]:
+                model_config_of: ModelConfigOf | None = None) -> tuple[Spec | SweepSpec | None, list[SpecError]]:
     loaded = load_yaml(text, source)
     if loaded.data is None and loaded.errors:  # a syntax error: nothing further can be trusted
         return None, loaded.errors
@@ -139,9 +169,7 @@ def parse_spec(text: str, source: str = "<string>", *, num_layers_of: NumLayersO
                   model_config_of: ModelConfigOf | None = None) -> Spec:
     """The resolved :class:`Spec` for YAML ``text``; raises :class:`SpecValidationError` listing every error."""
     spec, errors = _check_text(text, source, num_layers_of, model_config_of)
-    if spec is None:
-        raise SpecValidationError(errors)
-    return spec
+    return _one_spec(spec, errors, source)
 
 
 def load_spec(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None,
@@ -180,9 +208,49 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>", *, num_layers_o
                   model_config_of: ModelConfigOf | None = None) -> Spec:
     """The resolved :class:`Spec` for a spec written as a dict (in a notebook); raises :class:`SpecValidationError`."""
     spec, errors = _compile(_plain(data), source, num_layers_of, model_config_of=model_config_of)
+    return _one_spec(spec, errors, source)
+
+
+def _one_spec(spec: Spec | SweepSpec | None, errors: list[SpecError], source: str) -> Spec:
+    """The spec, or the errors raised; a sweep is refused where one run is meant, with the way to run it."""
+    if isinstance(spec, SweepSpec):
+        raise SpecValidationError([SpecError(
+            source, None, None, "sweep", f"this spec is a sweep of {len(spec)} cells, not one run",
+            f"run it with `keditlab sweep {source if not source.startswith('<') else 'SPEC'}` (keditlab.sweep(...) in a "
+            "notebook), or remove `sweep:` to run the spec once")])
     if spec is None:
         raise SpecValidationError(errors)
     return spec
+
+
+def parse_sweep(text: str, source: str = "<string>", *, num_layers_of: NumLayersOf | None = None,
+                model_config_of: ModelConfigOf | None = None) -> SweepSpec:
+    """The :class:`SweepSpec` for YAML ``text`` with a ``sweep:`` section; raises :class:`SpecValidationError`.
+
+    A spec without ``sweep:`` is a sweep of one cell (so a sweep folder can hold any spec).
+    """
+    loaded = load_yaml(text, source)
+    if loaded.data is None and loaded.errors:
+        raise SpecValidationError(loaded.errors)
+    data = loaded.data
+    if isinstance(data, dict) and "sweep" not in data:
+        spec = _one_spec(*_compile(data, source, num_layers_of, loaded.source_map, loaded.errors, model_config_of),
+                         source)
+        grid = SweepGrid((), (Cell(0, (), (), data),))
+        return SweepSpec(spec.name, source, grid, (spec,), text)
+    sweep, errors = _compile(data, source, num_layers_of, loaded.source_map, loaded.errors, model_config_of)
+    if not isinstance(sweep, SweepSpec):
+        raise SpecValidationError(errors)
+    return dataclasses.replace(sweep, text=text)
+
+
+def load_sweep(path: str | PathLike[str], *, num_layers_of: NumLayersOf | None = None,
+               model_config_of: ModelConfigOf | None = None) -> SweepSpec:
+    """The :class:`SweepSpec` in the file at ``path``; raises :class:`SpecValidationError`."""
+    text, errors = _read(path)
+    if text is None:
+        raise SpecValidationError(errors)
+    return parse_sweep(text, str(path), num_layers_of=num_layers_of, model_config_of=model_config_of)
 
 
 __all__ = [
@@ -203,10 +271,13 @@ __all__ = [
     "SpecError",
     "SpecValidationError",
     "StatsSpec",
+    "SweepSpec",
     "format_path",
     "load_schema",
     "load_spec",
+    "load_sweep",
     "parse_spec",
+    "parse_sweep",
     "spec_from_dict",
     "validate_dict",
     "validate_file",

@@ -58,6 +58,9 @@ PASS_AT = 1.0
 def records_of(run: Any) -> Run:
     """``run`` as a :class:`~keditlab.runner.result.Run`: a ``Run`` itself, a run folder, or a ``{"summary", "cases"}`` dict.
 
+    A sweep folder (or a :class:`~keditlab.runner.sweep_result.SweepResult`) becomes one ``Run`` with an entry per
+    cell and method (:func:`keditlab.runner.sweep_result.merged_run`).
+
     A folder is read by :func:`keditlab.load_run`, the one reader of run
     folders.  Raises ``TypeError``/``FileNotFoundError`` naming what was given
     and what is expected.
@@ -65,9 +68,15 @@ def records_of(run: Any) -> Run:
     if isinstance(run, Run):
         return run
     if isinstance(run, (str, Path)):
-        return load_run(run)
+        from keditlab.runner.sweep_result import is_sweep_folder, merged_run
+
+        return merged_run(run) if is_sweep_folder(run) else load_run(run)
     if isinstance(run, dict) and "summary" in run:
         return Run(run["summary"], list(run.get("cases", [])), run.get("manifest", {}), None)
+    if hasattr(run, "record") and hasattr(run, "path") and isinstance(getattr(run, "record"), dict):  # a SweepResult
+        from keditlab.runner.sweep_result import merged_run
+
+        return merged_run(run.path)
     if all(hasattr(run, a) for a in ("summary", "cases")):
         return Run(run.summary, list(run.cases), getattr(run, "manifest", {}) or {}, getattr(run, "path", None))
     raise TypeError(f"cannot show a {type(run).__name__}: pass a keditlab Run (what keditlab.run returns), "
