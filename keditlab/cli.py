@@ -113,6 +113,17 @@ def _discard_stdout() -> None:
         pass
 
 
+def _spec_or_resume(args: argparse.Namespace, command: str, folder: str, metavar: str) -> bool:
+    """True when ``command`` was given a spec or ``--resume`` (one, and no ``--out`` with ``--resume``); else says so."""
+    if (args.spec is None) != (args.resume is None) and not (args.resume and args.out):
+        return True
+    kind = folder.split()[0]
+    print(f"keditlab {command}: error: give a spec (keditlab {command} SPEC) or a {folder} to continue (keditlab "
+          f"{command} --resume {metavar}), not both" + (f" and not --out: a resumed {kind} stays in its folder"
+                                                         if args.out else "") + ".", file=sys.stderr)
+    return False
+
+
 def _validate(args: argparse.Namespace) -> int:
     from keditlab.data.download import deferred_downloads
     from keditlab.models import peek_num_layers
@@ -137,10 +148,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import keditlab
 
-    if (args.spec is None) == (args.resume is None) or (args.resume and args.out):
-        print("keditlab run: error: give a spec (keditlab run SPEC) or a run folder to continue (keditlab run --resume "
-              "RUN_FOLDER), not both" + (" and not --out: a resumed run stays in its folder" if args.out else "") + ".",
-              file=sys.stderr)
+    if not _spec_or_resume(args, "run", "run folder", "RUN_FOLDER"):
         return EXIT_BAD_SPEC
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     # `kill PID` (SIGTERM, also what a notebook server or a batch queue sends) stops the run the way Ctrl-C does: the
@@ -162,10 +170,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    if (args.spec is None) == (args.resume is None) or (args.resume and args.out):
-        print("keditlab sweep: error: give a spec (keditlab sweep SPEC) or a sweep folder to continue (keditlab sweep "
-              "--resume SWEEP_FOLDER), not both" + (" and not --out: a resumed sweep stays in its folder" if args.out else "")
-              + ".", file=sys.stderr)
+    if not _spec_or_resume(args, "sweep", "sweep folder", "SWEEP_FOLDER"):
         return EXIT_BAD_SPEC
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     settings = {"executor": args.executor, "address": args.address, "gpus_per_cell": args.gpus_per_cell, "log": log}
@@ -207,10 +212,7 @@ def _trace(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import keditlab
 
-    if (args.spec is None) == (args.resume is None) or (args.resume and args.out):
-        print("keditlab train: error: give a spec (keditlab train SPEC) or a training folder to continue (keditlab train "
-              "--resume FOLDER), not both" + (" and not --out: a resumed training stays in its folder" if args.out else "")
-              + ".", file=sys.stderr)
+    if not _spec_or_resume(args, "train", "training folder", "FOLDER"):
         return EXIT_BAD_SPEC
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     if args.resume:

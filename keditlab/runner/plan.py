@@ -178,6 +178,8 @@ class MethodEstimate:
     memory: dict[str, int] = field(default_factory=dict)   # the parts of the peak, bytes
     peak_bytes: int = 0
     fits: bool | None = None
+    #: On a GPU: how many GPUs of the given memory the peak fills (1 when it fits); None on a CPU or when unknown.
+    gpus: int | None = None
     problem: str | None = None            # why the method cannot be planned (then the peak is a lower bound)
     notes: tuple[str, ...] = ()
 
@@ -572,6 +574,7 @@ def plan_spec(spec: Spec, gpu_memory: int | str | None = None) -> Plan:
             changed=plan.changed if plan else (), changed_values=plan.changed_values if plan else 0,
             changes_weights=plan.changes_weights if plan else True, statistics=statistics, memory=parts, peak_bytes=peak,
             fits=None if capacity is None else peak <= capacity, problem=problem, notes=notes,
+            gpus=-(-peak // capacity) if capacity and device.startswith("cuda") else None,
         ))
     return Plan(
         spec=spec.name, model=spec.model.name, source=where, architecture=str(getattr(config, "model_type", "?")),
@@ -635,7 +638,8 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"structure: not derived ({plan.profile_problem}); methods that edit layers cannot be planned")
     rows = [["method", "layers", "changes", "one-off statistics", "peak memory", "fits?"]]
     for m in plan.methods:
-        fits = "—" if m.fits is None else "fits" if m.fits else "does not fit"
+        fits = "—" if m.fits is None else "fits" if m.fits else "does not fit" + (
+            f" (the memory of {m.gpus} such GPUs)" if m.gpus else "")
         peak = size_text(m.peak_bytes) if not m.problem else f"≥ {size_text(m.peak_bytes)}"
         rows.append([m.label, "cannot plan" if m.problem else _layer_text(m.layers), m.changes_text(),
                      m.statistics.describe() if m.statistics else "none", peak, fits])

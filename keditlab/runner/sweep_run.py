@@ -217,6 +217,9 @@ def run_cell(job: Job, cells_dir: Path, *, loaded: Any = None, log: Any = print)
     outcome: dict[str, Any] = {"started": _now(), "node": socket.gethostname(), "error": None}
     spec = dataclasses.replace(job.spec, name=job.cell.slug)   # the run folder is named after the cell
     try:
+        if job.previous is not None and _finished(job.previous):   # killed after its run ended, before sweep.json said so
+            outcome.update(status="complete", folder=str(Path(CELLS) / job.previous.name), finished=_now(), seconds=0.0)
+            return outcome
         resumable = False
         if job.previous is not None:
             try:
@@ -239,6 +242,17 @@ def run_cell(job: Job, cells_dir: Path, *, loaded: Any = None, log: Any = print)
     return outcome
 
 
+def _finished(folder: Path) -> bool:
+    """True when the run folder holds a complete run."""
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return manifest.get("status") == "complete" and (folder / "summary.json").is_file()
+
+
 class LocalExecutor:
     """Cells one after another in this process, sharing the loaded model between cells on the same model."""
 
@@ -250,7 +264,8 @@ class LocalExecutor:
         from keditlab.models import load_model
 
         held: tuple[tuple[Any, ...], Any] | None = None
-        order = sorted(jobs, key=lambda job: list(dict.fromkeys(_model_key(j.spec) for j in jobs)).index(_model_key(job.spec)))
+        first = {key: n for n, key in reversed(list(enumerate(_model_key(job.spec) for job in jobs)))}
+        order = sorted(jobs, key=lambda job: first[_model_key(job.spec)])   # each model's cells together, grid order kept
         for job in order:
             started(job.cell.index, socket.gethostname())
             key = _model_key(job.spec)

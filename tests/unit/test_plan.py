@@ -124,10 +124,12 @@ def test_statistics_name_their_layers_tokens_and_a_time_class(plans):
 
 def test_fits_or_does_not_fit_a_16_gib_gpu(folders, plans):
     assert plans["llama-3-8b"].method("rome").fits is False      # 32 GB of float32 weights alone
+    rome = plans["llama-3-8b"].method("rome")
+    assert rome.gpus == -(-rome.peak_bytes // (16 * 2**30)) and rome.gpus >= 2   # how many 16 GiB GPUs' memory it fills
     assert plans["llama-3-8b"].device == "cuda"                  # --gpu-memory means a GPU of that size
     half = keditlab.plan(spec(folders / "gpt2-xl", methods=["rome"], dtype="float16"), gpu_memory="16GiB")
     assert half.weights_bytes == 2 * half.parameters
-    assert half.method("rome").fits is True
+    assert half.method("rome").fits is True and half.method("rome").gpus == 1
     assert half.method("rome").peak_bytes < 16 * 2**30
 
 
