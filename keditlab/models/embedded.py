@@ -31,13 +31,16 @@ loads take seconds.  The weights keditlab edits are therefore the quantised
 model's values written as float32, not the original checkpoint on the hub:
 results can differ slightly from that checkpoint's.
 
-The cache is written without locks but atomically: a converter builds a
-private temporary folder *inside* the cache folder, writes the completion
-marker ``keditlab-model.json`` last, and ``os.rename``-s the folder into place.
-A folder is trusted only when its marker is there and still describes the
+The cache is written atomically: a converter builds a private temporary
+folder *inside* the cache folder, writes the completion marker
+``keditlab-model.json`` last, and ``os.rename``-s the folder into place.  A
+folder is trusted only when its marker is there and still describes the
 installed package's GGUF file, so a half-written folder (a crash, a kill) is
-never used.  When two processes convert at once, the first rename wins and the
-other one discards its copy.
+never used.  Converters on one machine (the cells of a sweep on a Ray node,
+say) take turns under a file lock, so the model is converted once: the
+second finds the first one's copy.  Where a lock cannot help (two machines
+sharing the cache folder over a network file system that does not honour
+it), the first rename wins and the other converter discards its copy.
 
 This module imports no torch at import time: ``peek_num_layers`` needs the
 paths and the marker check too.
@@ -340,6 +343,17 @@ def ensure_embedded_cache(name: str = EMBEDDED_NAME) -> Path:
 
     models_dir = target.parent
     models_dir.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    locks = models_dir.parent / "locks"   # beside the models folder, which holds finished models only
+    locks.mkdir(exist_ok=True)
+    with FileLock(str(locks / f"convert-{embedded.name}.lock")):
+        if is_valid_cache(target, stamp):   # converted by the process that held the lock before us
+            return target
+        return _convert_locked(embedded, target, stamp, models_dir)
+
+
+def _convert_locked(embedded: Any, target: Path, stamp: Any, models_dir: Path) -> Path:
     _remove_old_temporaries(models_dir, embedded.name)
     _say(f"Dequantising the embedded {embedded.title} once to float32 "
          f"(~{embedded.convert_seconds} s) into {target} …")
