@@ -102,6 +102,27 @@ def deferred_downloads() -> Iterator[list[PendingDownload]]:
         _PENDING.reset(token)
 
 
+#: Inside :func:`failures_remembered`: URLs whose download failed, with the error said.
+_FAILED: ContextVar[dict[str, str] | None] = ContextVar("keditlab_failed_downloads", default=None)
+
+
+@contextmanager
+def failures_remembered() -> Iterator[None]:
+    """Within this block a download that failed fails again at once, with the same error, when asked for again.
+
+    A sweep resolves its cells one by one, and every cell of a dataset reads
+    the same published file: one wait on an unreachable server is enough.
+    """
+    if _FAILED.get() is not None:
+        yield
+        return
+    token = _FAILED.set({})
+    try:
+        yield
+    finally:
+        _FAILED.reset(token)
+
+
 def human_size(size: int) -> str:
     """``538 kB``, ``3.2 MB``: a byte count as people read it."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -221,6 +242,9 @@ def cached_download(url: str, name: str, dataset: str, *, sha256: str | None = N
     if cached and sha256 is not None:
         _say(f"the cached {dest} is not the file keditlab pins (sha256 {sha256_of(dest)[:12]}…, "
              f"expected {sha256[:12]}…); downloading the pinned one again")
+    failed = _FAILED.get()
+    if failed is not None and url in failed:   # the same file for another cell of a sweep: said once is enough
+        raise DatasetUnavailableError(failed[url])
     dest.parent.mkdir(parents=True, exist_ok=True)
     _say(f"downloading {name} ({human_size(size) + ' ' if size else ''}from {url})")
     folder = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
@@ -229,11 +253,12 @@ def cached_download(url: str, name: str, dataset: str, *, sha256: str | None = N
         try:
             downloaded = fetch_hub(hub, folder) if hub else fetch_url(url, folder, dest.name)
         except (OSError, ValueError) as exc:
-            raise DatasetUnavailableError(
-                f"dataset {dataset!r} is not cached ({dest}) and could not be downloaded from its source {url} "
-                f"({_reason(exc)}). Fix: download that file yourself and give its location as `path:` in the "
-                f"spec's edits (edits: {{dataset: {dataset}, path: /where/it/is.json}}), or put it at {dest}."
-            ) from None
+            message = (f"dataset {dataset!r} is not cached ({dest}) and could not be downloaded from its source {url} "
+                       f"({_reason(exc)}). Fix: download that file yourself and give its location as `path:` in the "
+                       f"spec's edits (edits: {{dataset: {dataset}, path: /where/it/is.json}}), or put it at {dest}.")
+            if failed is not None:
+                failed[url] = message
+            raise DatasetUnavailableError(message) from None
         got = sha256_of(downloaded)
         if sha256 is not None and got != sha256:
             raise ChecksumMismatchError(

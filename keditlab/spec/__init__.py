@@ -108,7 +108,10 @@ def _compile_sweep(data: dict[str, Any], source: str, num_layers_of: NumLayersOf
             specs[cell.index] = spec
         return errors
 
-    errors = cell_errors(grid, errors_of)
+    from keditlab.data.download import failures_remembered   # a leaf module, as for _no_downloads
+
+    with failures_remembered():   # cells share records files: a file out of reach is tried once, not once per cell
+        errors = cell_errors(grid, errors_of)
     if errors:
         return None, errors
     name = data.get("name") if isinstance(data.get("name"), str) else default_name(source)

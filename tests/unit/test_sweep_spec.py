@@ -161,3 +161,28 @@ def test_a_bundle_sets_several_paths_together_as_one_coordinate():
     assert error.line == 9 and "`evalute.protocols` is not a spec path a sweep can set (did you mean 'evaluate'?)" in error.message
     error = only_spec_error(text + "  run.seed: [1, 2]\n")
     assert "`run.seed` sets `run.seed`, inside `run.seed`, which `part` also sets" in error.message
+
+
+def test_a_published_file_out_of_reach_is_tried_once_for_all_the_cells_that_read_it(monkeypatch, tmp_path):
+    from keditlab.data import download
+
+    monkeypatch.setenv("KEDITLAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("KEDITLAB_DATASETS", raising=False)
+    calls = []
+
+    def offline(url, folder, filename):
+        calls.append(url)
+        raise OSError("no network")
+
+    monkeypatch.setattr(download, "fetch_url", offline)
+    monkeypatch.setattr(download, "fetch_hub", lambda file, folder: offline(file, folder, ""))
+    text = BASE.split("edits:")[0] + textwrap.dedent("""\
+        edits: {dataset: counterfact, file: counterfact/counterfact_500.json, limit: 2}
+        sweep:
+          method: [rome, ft-m]
+          run.seed: [0, 1, 2]
+        """)
+    with pytest.raises(SpecValidationError) as caught:
+        parse_sweep(text, "grid.yaml")
+    assert len(calls) == 1 and len(caught.value.errors) == 1
+    assert "could not be downloaded" in str(caught.value.errors[0]) and "in the" not in caught.value.errors[0].message
