@@ -156,26 +156,38 @@ def load(spec: Any) -> Any:
 
 
 def load_sweep(spec: Any) -> Any:
-    """A validated sweep (:class:`~keditlab.spec.SweepSpec`, every cell resolved) from the path of a spec with ``sweep:``."""
+    """A validated sweep (:class:`~keditlab.spec.SweepSpec`, every cell resolved) from a spec with ``sweep:``: its
+    path, its YAML text (a notebook cell) or a dict."""
     from pathlib import Path
+
+    import yaml
 
     from keditlab.models import peek_num_layers
     from keditlab.models.peek import peek_config
-    from keditlab.spec import SweepSpec
+    from keditlab.spec import SweepSpec, parse_sweep
     from keditlab.spec import load_sweep as _load_sweep
 
+    checks = {"num_layers_of": peek_num_layers, "model_config_of": peek_config}
     if isinstance(spec, SweepSpec):
         return spec
-    return _load_sweep(Path(spec), num_layers_of=peek_num_layers, model_config_of=peek_config)
+    if isinstance(spec, dict):
+        return parse_sweep(yaml.safe_dump(spec, sort_keys=False), "<dict>", **checks)
+    if isinstance(spec, str) and "\n" in spec:
+        from keditlab.widgets.spec_errors import remember_source
+
+        remember_source("<cell>", spec)
+        return parse_sweep(spec, "<cell>", **checks)
+    return _load_sweep(Path(spec), **checks)
 
 
 def sweep(spec: Any, out: Any = None, **kwargs: Any) -> Any:
     """Run every cell of a spec's ``sweep:`` grid (``keditlab sweep``); return the :class:`~keditlab.runner.sweep_result.SweepResult`.
 
-    Each cell is an ordinary run folder under the sweep folder's ``cells/``;
-    printing the result gives the merged table, ``keditlab.show(result)`` the
-    dashboard.  ``executor="ray"`` (with ``address=``) runs each cell as a Ray
-    task; docs/sweeps.md says more.
+    ``spec`` is a path, YAML text or a dict.  Each cell is an ordinary run
+    folder under the sweep folder's ``cells/``; printing the result gives the
+    merged table, ``keditlab.show(result)`` the dashboard.  ``loaded=`` runs
+    the cells on a model you hold; ``executor="ray"`` (with ``address=``) runs
+    each cell as a Ray task; docs/sweeps.md says more.
     """
     from keditlab.runner.sweep_run import sweep_spec
 

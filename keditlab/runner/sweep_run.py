@@ -81,8 +81,12 @@ class Job:
 
 
 def sweep_spec(sweep: SweepSpec, out: str | Path = "runs", *, executor: str = "local", address: str | None = None,
-               gpus_per_cell: float = 1.0, log: Any = print) -> SweepResult:
-    """Run every cell of ``sweep`` into a new sweep folder under ``out``; return the :class:`SweepResult`."""
+               gpus_per_cell: float = 1.0, loaded: Any = None, log: Any = print) -> SweepResult:
+    """Run every cell of ``sweep`` into a new sweep folder under ``out``; return the :class:`SweepResult`.
+
+    ``loaded`` (the local executor only): a model you hold (``keditlab.load_model``), used by the cells whose
+    ``model`` is the name it was loaded as; it is given back unedited, like ``keditlab.run(..., loaded=)``.
+    """
     _check_executor(executor, gpus_per_cell)
     folder = new_run_folder(out, f"{sweep.name}-sweep")
     (folder / CELLS).mkdir()
@@ -98,11 +102,11 @@ def sweep_spec(sweep: SweepSpec, out: str | Path = "runs", *, executor: str = "l
     log(f"Sweep {sweep.name}: {len(sweep)} cells ({', '.join(f'{a.key} × {len(a.values)}' for a in sweep.grid.axes)}"
         + (f", {sweep.grid.excluded} excluded" if sweep.grid.excluded else "") + f") into {folder}")
     jobs = [Job(cell, spec) for cell, spec in zip(sweep.cells, sweep.specs)]
-    return _execute(folder, record, jobs, executor, address, gpus_per_cell, log)
+    return _execute(folder, record, jobs, executor, address, gpus_per_cell, log, loaded)
 
 
 def resume_sweep(folder: str | Path, *, executor: str = "local", address: str | None = None, gpus_per_cell: float = 1.0,
-                 log: Any = print) -> SweepResult:
+                 loaded: Any = None, log: Any = print) -> SweepResult:
     """Run the cells of the sweep in ``folder`` that are not complete (the module docstring says how)."""
     _check_executor(executor, gpus_per_cell)
     folder = Path(folder).expanduser()
@@ -121,7 +125,7 @@ def resume_sweep(folder: str | Path, *, executor: str = "local", address: str | 
         if saved["status"] != "complete":
             jobs.append(Job(cell, spec, _previous_folder(folder, saved, cell)))
     log(f"Sweep {record['spec']}: {len(sweep) - len(jobs)} of {len(sweep)} cells complete; running the other {len(jobs)}")
-    return _execute(folder, record, jobs, executor, address, gpus_per_cell, log)
+    return _execute(folder, record, jobs, executor, address, gpus_per_cell, log, loaded)
 
 
 def _check_executor(executor: str, gpus_per_cell: float) -> None:
@@ -143,7 +147,7 @@ def _previous_folder(folder: Path, saved: dict[str, Any], cell: Cell) -> Path | 
 
 
 def _execute(folder: Path, record: dict[str, Any], jobs: list[Job], executor: str, address: str | None,
-             gpus_per_cell: float, log: Any) -> SweepResult:
+             gpus_per_cell: float, log: Any, loaded: Any = None) -> SweepResult:
     lock = FileLock(str(folder / LOCK), timeout=0)
     try:
         lock.acquire()
@@ -173,7 +177,7 @@ def _execute(folder: Path, record: dict[str, Any], jobs: list[Job], executor: st
         if executor == "ray":
             RayExecutor(address, gpus_per_cell, log).run(folder, jobs, finished)
         else:
-            LocalExecutor(log).run(folder, jobs, started, finished)
+            LocalExecutor(log, loaded).run(folder, jobs, started, finished)
         record["status"] = "complete" if all(cell["status"] == "complete" for cell in cells) else "failed"
     except BaseException as exc:
         stopped = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"failed: {exc}"
@@ -256,8 +260,8 @@ def _finished(folder: Path) -> bool:
 class LocalExecutor:
     """Cells one after another in this process, sharing the loaded model between cells on the same model."""
 
-    def __init__(self, log: Any = print) -> None:
-        self.log = log
+    def __init__(self, log: Any = print, loaded: Any = None) -> None:
+        self.log, self.loaded = log, loaded
 
     def run(self, folder: Path, jobs: list[Job], started: Callable[[int, str], None],
             finished: Callable[[int, dict[str, Any]], None]) -> None:
@@ -269,7 +273,9 @@ class LocalExecutor:
         for job in order:
             started(job.cell.index, socket.gethostname())
             key = _model_key(job.spec)
-            if held is None or held[0] != key:
+            if self.loaded is not None and job.spec.model.name == self.loaded.name:   # the caller's model
+                held = ("given", self.loaded)
+            elif held is None or held[0] != key:
                 held = None   # one model at a time: the last one is let go before the next loads
                 try:
                     self.log(f"Loading {job.spec.model.name} …")
