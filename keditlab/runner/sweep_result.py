@@ -64,8 +64,16 @@ def cell_runs(folder: str | Path, record: dict[str, Any] | None = None) -> list[
             if cell["status"] == "complete" and cell.get("folder")]
 
 
+#: The table's own columns: a swept key of the same name (a bundle called `dataset`) gets its column as `sweep.<key>`.
+TABLE_COLUMNS = ("cell", "method", "model", "dataset", "metric", "protocol", "pre", "post", "n")
+
+
+def _column(key: str) -> str:
+    return f"sweep.{key}" if key in TABLE_COLUMNS else key
+
+
 def _axis_columns(record: dict[str, Any]) -> list[str]:
-    return [axis["key"] for axis in record.get("axes", []) if axis["key"] not in OWN_COLUMNS]
+    return [_column(axis["key"]) for axis in record.get("axes", []) if axis["key"] not in OWN_COLUMNS]
 
 
 def merged_rows(folder: str | Path, record: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -75,7 +83,8 @@ def merged_rows(folder: str | Path, record: dict[str, Any] | None = None) -> lis
     rows = []
     for cell, run in cell_runs(folder, record):
         for row in table_rows(run.summary):
-            rows.append({"cell": cell["index"], **{key: cell["coords"].get(key, "") for key in axes},
+            coords = {_column(key): label for key, label in cell["coords"].items()}
+            rows.append({"cell": cell["index"], **{key: coords.get(key, "") for key in axes},
                          "method": row["method"], "model": run.summary.get("model", ""), **{k: row[k] for k in
                          ("dataset", "metric", "protocol", "pre", "post", "n")}})
     return rows
@@ -111,9 +120,9 @@ def merged_markdown(folder: str | Path, record: dict[str, Any] | None = None) ->
     """The merged table: one row per setting, method, model, dataset and metric; the protocols as columns."""
     record = record or read_sweep(folder)
     rows = merged_rows(folder, record)
-    # an `edits` column that only repeats the dataset's name says nothing the dataset column does not
+    # a swept column that only repeats the dataset's name (`edits`, a bundle of datasets) says nothing new here
     axes = [key for key in _axis_columns(record) if key != SEED
-            and not (key == "edits" and all(row[key] == row["dataset"] for row in rows))]
+            and not (rows and all(row[key] == row["dataset"] for row in rows))]
     seeds = any(axis["key"] == SEED for axis in record.get("axes", []))
     groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
     for row in rows:

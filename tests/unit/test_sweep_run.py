@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -104,6 +105,11 @@ def test_the_ray_executor_runs_the_eight_cells_into_the_table_the_local_one_give
     merged = merged_run(local.path)
     assert list(merged.summary["methods"])[:2] == ["ft-m · zsre · 0", "ft-m · zsre · 1"]
     assert len([c for c in merged.cases if c["method"] == "lora · counterfact · 1"]) == 2
+    from keditlab.widgets import static_html
+
+    for given in (local.path, local):   # a sweep folder, or the SweepResult keditlab.sweep returns
+        page = static_html(given)
+        assert "lora · counterfact · 1" in page and "ft-m · zsre · 0" in page
     shown = subprocess.run([sys.executable, "-m", "keditlab", "show", str(local.path)], capture_output=True, text=True,
                            timeout=120)
     assert shown.returncode == 0 and "Sweep grid: 8 of 8 cells complete" in shown.stdout, shown.stderr
@@ -178,3 +184,25 @@ def test_sweep_command_line_errors_are_one_readable_line(tmp_path, tiny_dir):
     run = subprocess.run([sys.executable, "-m", "keditlab", "run", str(plain)], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 2 and "a sweep of 1 cells, not one run" in run.stderr and "keditlab sweep" in run.stderr
+
+
+def test_a_bundle_named_like_a_table_column_gets_a_column_of_its_own(tmp_path, tiny_dir, shared_datasets):
+    text = textwrap.dedent(f"""\
+        keditlab: 1
+        name: bundle
+        model: {tiny_dir}
+        method: {{name: ft-m, steps: 2}}
+        sweep:
+          dataset:
+            - {{label: zsre-qa, edits: {{dataset: zsre, file: zsre/zsre_mend_eval_portability_gpt4.json, limit: 1}},
+               evaluate: {{metrics: [reliability], protocols: [teacher_forced], context: qa}}}}
+            - {{label: counterfact, edits: {{dataset: counterfact, file: counterfact/counterfact_500.json, limit: 1}},
+               evaluate: {{metrics: [reliability, locality], protocols: [teacher_forced]}}}}
+        """)
+    result = sweep_spec(parse_sweep(text, str(tmp_path / "bundle.yaml")), tmp_path / "runs", log=lambda message: None)
+    rows = table(result.path)
+    assert [(r["sweep.dataset"], r["dataset"], r["metric"]) for r in rows] == [
+        ("zsre-qa", "zsre", "reliability"), ("counterfact", "counterfact", "reliability"),
+        ("counterfact", "counterfact", "locality"), ("counterfact", "counterfact", "locality_accuracy")]
+    header = (result.path / "table.md").read_text().splitlines()[2]
+    assert header == "| method | model | dataset | sweep.dataset | metric | teacher_forced | probability | generation |"
