@@ -12,7 +12,9 @@ and not others.  With ``layer: auto`` (ROME, r-ROME) or ``layers: auto``
   last token, and takes the layer of the largest mean indirect effect;
 * the answer is cached on disk under ``$KEDITLAB_CACHE/trace/``, keyed by
   the model's identity (its source, shape and a fingerprint of its weights),
-  so the trace runs once per model;
+  so the trace runs once per model (processes on one machine, such as the
+  cells of a sweep, take turns under a file lock: the first traces, the
+  others read its answer);
 * the evidence (the curve, how many facts, the noise) is returned with it and
   the runner records it in the run manifest (``keditlab.runner.run``
   resolves ``auto`` before the method's settings are checked).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -130,12 +133,33 @@ def traced_layer(model: Any, tokenizer: Any, profile: Any, *, use_cache: bool = 
 
     key = model_key(model, profile)
     path = cache_root() / "trace" / f"auto-layer-{key}.json"
-    if use_cache and path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return TracedLayer(**{**data, "cached": True, "cache_path": str(path)})
-        except (ValueError, TypeError):
-            pass  # a damaged cache file is recomputed and rewritten
+    if use_cache:
+        cached = _read_cached(path)
+        if cached is not None:
+            return cached
+        # Processes on one machine (the cells of a sweep) take turns: the first traces, the others read its answer.
+        from filelock import FileLock
+
+        locks = cache_root() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(locks / f"trace-{key}.lock")):
+            cached = _read_cached(path)
+            return cached if cached is not None else _trace_layer(model, tokenizer, profile, key, path, seed, log)
+    return _trace_layer(model, tokenizer, profile, key, path, seed, log)
+
+
+def _read_cached(path: Any) -> TracedLayer | None:
+    """The cached answer at ``path``, or None (none there, or a damaged file, which is then traced again)."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return TracedLayer(**{**data, "cached": True, "cache_path": str(path)})
+    except (ValueError, TypeError):
+        return None
+
+
+def _trace_layer(model: Any, tokenizer: Any, profile: Any, key: str, path: Any, seed: int, log: Any) -> TracedLayer:
     if log is not None:
         log(f"layer: auto: tracing up to {AUTO_FACT_LIMIT} facts the model knows, once for this model …")
     started = time.perf_counter()
@@ -148,5 +172,7 @@ def traced_layer(model: Any, tokenizer: Any, profile: Any, *, use_cache: bool = 
                          window=average.window, model_key=key, seconds=round(time.perf_counter() - started, 3),
                          cache_path=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+    os.replace(partial, path)   # a reader never sees half a file
     return result
