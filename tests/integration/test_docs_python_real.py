@@ -6,7 +6,8 @@ statement: a statement whose line carries a comment naming an error (``#
 MetricLookupError: ...``) must raise that error, every other must not.  Two
 allowances for time, the code of the blocks unchanged: ``keditlab.run`` keeps
 the first edit of the spec it is given (the README's quickstart has six;
-the quickstart itself is run whole by ``test_quickstart.py``), and causal
+the quickstart itself is run whole by ``test_quickstart.py``), ``keditlab.sweep``
+runs the first cell of its grid with that cell's first edit, and causal
 tracing takes two noise draws at two token positions (a full trace is
 thousands of forward passes; ``test_trace_real.py`` checks its figures).  The checks that need no model (every block parses,
 every ``keditlab`` name exists, the ``>>>`` blocks) are in
@@ -31,6 +32,7 @@ RUN = {
     ("README.md", 'keditlab.run("specs/quickstart.yaml")'): "the quickstart, its first edit kept; a ROME edit by hand",
     ("docs/runs.md", 'keditlab.apply_edit("ft-m"'): "FT-M, six edits in two calls, undone",
     ("docs/tracing.md", "trace_kinds("): "causal tracing of one fact, two noise draws at two token positions",
+    ("docs/sweeps.md", 'keditlab.sweep("specs/sweep_knowedit.yaml")'): "the sweep's first cell, its first edit kept",
 }
 EXPECTED_ERROR = re.compile(r"#\s*([A-Z]\w*(?:Error|Exception))\b")
 
@@ -59,6 +61,15 @@ def in_checkout_like_folder(tmp_path, monkeypatch):
         return original(dataclasses.replace(spec, edits=spec.edits[:1]), out, **kwargs)
 
     monkeypatch.setattr(keditlab, "run", first_edit)
+    original_sweep = keditlab.sweep
+
+    def first_cell(spec, out=None, **kwargs):
+        grid = keditlab.load_sweep(spec)
+        first = dataclasses.replace(grid.specs[0], edits=grid.specs[0].edits[:1])
+        one = dataclasses.replace(grid, grid=dataclasses.replace(grid.grid, cells=grid.cells[:1]), specs=(first,))
+        return original_sweep(one, out, **kwargs)
+
+    monkeypatch.setattr(keditlab, "sweep", first_cell)
     import keditlab.trace
 
     for name in ("trace", "trace_kinds"):  # the blocks import them from keditlab.trace when they run
