@@ -137,14 +137,15 @@ def merged_markdown(folder: str | Path, record: dict[str, Any] | None = None) ->
     done = sum(cell["status"] == "complete" for cell in record["cells"])
     header = f"Sweep {record.get('spec', '')}: {done} of {len(record['cells'])} cells complete"
     failed = [cell for cell in record["cells"] if cell["status"] == "failed"]
-    notes = [f"- cell {cell['index']} ({_label(cell)}) failed: {cell.get('error') or 'no error recorded'}" for cell in failed]
+    notes = [f"- cell {cell['index']} ({cell_label(cell)}) failed: {cell.get('error') or 'no error recorded'}" for cell in failed]
     seed_note = (" With `run.seed` swept, a value is the mean over the seeds ± their standard deviation; `seeds` "
                  "counts them.") if seeds else ""
     return "\n".join([header, "", *lines, "", NOTE + seed_note, *([""] + notes if notes else [])]) + "\n"
 
 
-def _label(cell: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in cell["coords"].items())
+def cell_label(cell: dict[str, Any]) -> str:
+    """``method=rome, run.seed=0``: a cell of ``sweep.json`` named by its coordinates (``the spec`` for a sweep of one)."""
+    return ", ".join(f"{key}={value}" for key, value in cell["coords"].items()) or "the spec"
 
 
 def merged_run(folder: str | Path) -> Run:

@@ -61,7 +61,8 @@ from filelock import FileLock, Timeout
 from keditlab.runner.folder import new_run_folder, write_json
 from keditlab.runner.manifest import timestamp
 from keditlab.runner.schedule import RunError
-from keditlab.runner.sweep_result import SWEEP_FILE, SWEEP_FORMAT, SweepResult, merged_csv, merged_markdown, read_sweep
+from keditlab.runner.sweep_result import (SWEEP_FILE, SWEEP_FORMAT, SweepResult, cell_label, merged_csv, merged_markdown,
+                                          read_sweep)
 from keditlab.spec import SweepSpec, parse_sweep
 from keditlab.spec.sweep import Cell
 
@@ -167,7 +168,7 @@ def _execute(folder: Path, record: dict[str, Any], jobs: list[Job], executor: st
         save()
         status = outcome["status"]
         done = sum(cell["status"] == "complete" for cell in cells)
-        log(f"[sweep] cell {index} ({_label(cells[index])}): {status}"
+        log(f"[sweep] cell {index} ({cell_label(cells[index])}): {status}"
             + (f" in {outcome['seconds']:.0f} s" if outcome.get("seconds") is not None else "")
             + (f": {outcome['error']}" if outcome.get("error") else "") + f" ({done}/{len(cells)} complete)")
 
@@ -197,10 +198,6 @@ def _execute(folder: Path, record: dict[str, Any], jobs: list[Job], executor: st
 
 def _now() -> str:
     return timestamp(time.time())
-
-
-def _label(cell: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in cell["coords"].items()) or "the spec"
 
 
 def _model_key(spec: Any) -> tuple[Any, ...]:
@@ -247,14 +244,13 @@ def run_cell(job: Job, cells_dir: Path, *, loaded: Any = None, log: Any = print)
 
 
 def _finished(folder: Path) -> bool:
-    """True when the run folder holds a complete run."""
-    import json
+    """True when the run folder holds a complete run (read by the one reader of run folders, ``load_run``)."""
+    from keditlab.runner.result import load_run
 
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return load_run(folder).status == "complete"
     except (OSError, ValueError):
         return False
-    return manifest.get("status") == "complete" and (folder / "summary.json").is_file()
 
 
 class LocalExecutor:
